@@ -1,0 +1,3 @@
+"""Convergio: business processes as durable multi-agent workflows on Temporal and AutoGen."""
+
+__version__ = "0.1.0"

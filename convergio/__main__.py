@@ -1,0 +1,3 @@
+from convergio.cli import app
+
+app(prog_name="convergio")

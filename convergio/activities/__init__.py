@@ -1,0 +1,1 @@
+"""Activities: everything that does I/O (model calls, database, Redis) lives here."""

@@ -1,0 +1,141 @@
+"""Run one AutoGen ``AssistantAgent`` turn, exactly once per (workflow, step, turn).
+
+The turn is recorded in Postgres before the activity completes; a retry after a worker
+crash finds the record and returns it instead of paying for the model call again.
+"""
+
+from __future__ import annotations
+
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.messages import ModelClientStreamingChunkEvent, TextMessage
+from autogen_agentchat.base import TaskResult
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from convergio.agents.metered_client import MeteredChatCompletionClient
+from convergio.agents.models import ModelConfigError, build_model_client, parse_model_setting
+from convergio.contracts import AgentTurnInput, AgentTurnOutput
+from convergio.events import AgentEvent, EventPublisher
+from convergio.settings import Settings
+
+
+class AgentTurnActivities:
+    """Activities with their dependencies injected by the worker (pool, Redis, settings)."""
+
+    def __init__(self, settings: Settings, pool: AsyncConnectionPool, events: EventPublisher) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._events = events
+
+    @activity.defn(name="run_agent_turn")
+    async def run_agent_turn(self, turn: AgentTurnInput) -> AgentTurnOutput:
+        recorded = await self._recorded_turn(turn)
+        if recorded is not None:
+            activity.logger.info("turn already recorded; not calling the model again")
+            return recorded
+
+        request = turn.request
+        model_setting = request.model or self._settings.model
+        try:
+            label = parse_model_setting(model_setting).label
+            client = MeteredChatCompletionClient(build_model_client(self._settings, model_setting))
+        except ModelConfigError as exc:
+            raise ApplicationError(str(exc), type="ModelConfigError", non_retryable=True) from exc
+
+        event = _EventFactory(turn, request.agent.name)
+        await self._events.publish(event("turn_started", model=label))
+        agent = AssistantAgent(
+            request.agent.name,
+            model_client=client,
+            system_message=request.agent.system_message,
+            model_client_stream=True,
+        )
+        result: TaskResult | None = None
+        try:
+            async for item in agent.run_stream(task=request.task):
+                activity.heartbeat()
+                if isinstance(item, ModelClientStreamingChunkEvent):
+                    await self._events.publish(event("text_chunk", text=item.content))
+                elif isinstance(item, TaskResult):
+                    result = item
+        finally:
+            await client.close()
+
+        answer = _final_answer(result, request.agent.name)
+        calls = client.results
+        output = AgentTurnOutput(
+            agent=request.agent.name,
+            model=label,
+            content=answer,
+            prompt_tokens=sum(call.usage.prompt_tokens for call in calls),
+            completion_tokens=sum(call.usage.completion_tokens for call in calls),
+            finish_reason=str(calls[-1].finish_reason) if calls else "unknown",
+        )
+        await self._record_turn(turn, output)
+        await self._events.publish(
+            event(
+                "turn_finished",
+                model=label,
+                prompt_tokens=output.prompt_tokens,
+                completion_tokens=output.completion_tokens,
+                finish_reason=output.finish_reason,
+            )
+        )
+        return output
+
+    async def _recorded_turn(self, turn: AgentTurnInput) -> AgentTurnOutput | None:
+        async with self._pool.connection() as conn:
+            cursor = await conn.cursor(row_factory=dict_row).execute(
+                "SELECT agent, model, content, prompt_tokens, completion_tokens, finish_reason"
+                " FROM agent_turns WHERE workflow_id = %s AND step_id = %s AND turn = %s",
+                (turn.workflow_id, turn.step_id, turn.turn),
+            )
+            row = await cursor.fetchone()
+        return AgentTurnOutput(**row, replayed_from_ledger=True) if row else None
+
+    async def _record_turn(self, turn: AgentTurnInput, output: AgentTurnOutput) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO agent_turns (workflow_id, step_id, turn, agent, model, prompt_tokens,"
+                " completion_tokens, finish_reason, content) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (workflow_id, step_id, turn) DO NOTHING",
+                (
+                    turn.workflow_id,
+                    turn.step_id,
+                    turn.turn,
+                    output.agent,
+                    output.model,
+                    output.prompt_tokens,
+                    output.completion_tokens,
+                    output.finish_reason,
+                    output.content,
+                ),
+            )
+
+
+class _EventFactory:
+    """Builds events that all carry this turn's workflow, step and agent."""
+
+    def __init__(self, turn: AgentTurnInput, agent: str) -> None:
+        self._turn = turn
+        self._agent = agent
+
+    def __call__(self, kind: str, **data: object) -> AgentEvent:
+        return AgentEvent(
+            type=kind,  # type: ignore[arg-type]
+            workflow_id=self._turn.workflow_id,
+            step_id=self._turn.step_id,
+            agent=self._agent,
+            data=data,
+        )
+
+
+def _final_answer(result: TaskResult | None, agent_name: str) -> str:
+    if result is None:
+        raise ApplicationError("the agent produced no result", type="AgentError")
+    for message in reversed(result.messages):
+        if isinstance(message, TextMessage) and message.source == agent_name:
+            return message.content
+    raise ApplicationError(f"agent {agent_name} produced no text answer", type="AgentError")

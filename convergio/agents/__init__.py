@@ -1,0 +1,1 @@
+"""Agents: model clients, and (next) agent definitions loaded from data."""

@@ -1,0 +1,106 @@
+"""Payloads that cross a boundary (API, workflow input/output, activities), as Pydantic models.
+
+Temporal carries them with ``pydantic_data_converter``; the API uses the same models,
+so what a client sends is exactly what the workflow receives.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_AGENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentProfile(Contract):
+    """Who answers: a name (a Python identifier, as AutoGen requires) and a system message."""
+
+    name: str = Field(default="chief_of_staff", examples=["cfo"])
+    role: str = Field(default="Chief of Staff", max_length=200, examples=["Chief Financial Officer"])
+    system_message: str = Field(
+        default=(
+            "You are the Chief of Staff. You coordinate strategy, finance and operations "
+            "and answer with a clear, structured recommendation."
+        ),
+        min_length=1,
+        max_length=20_000,
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _AGENT_NAME.match(value):
+            raise ValueError("must be a Python identifier of at most 64 characters, e.g. 'cfo'")
+        return value
+
+
+class AgentTurnRequest(Contract):
+    """Input of the walking-skeleton workflow: one agent, one task."""
+
+    task: str = Field(min_length=1, max_length=50_000, examples=["Assess entering the German market."])
+    agent: AgentProfile = Field(default_factory=AgentProfile)
+    model: str | None = Field(
+        default=None,
+        description="Model override in CONVERGIO_MODEL syntax; unset uses the worker's setting.",
+        examples=["offline"],
+    )
+    tenant: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+    @field_validator("task")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class AgentTurnInput(Contract):
+    """What the activity needs to run (or find already run) one turn."""
+
+    workflow_id: str
+    step_id: str
+    turn: int = Field(ge=1)
+    request: AgentTurnRequest
+
+
+class AgentTurnOutput(Contract):
+    agent: str
+    model: str
+    content: str
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    finish_reason: str
+    replayed_from_ledger: bool = Field(
+        default=False,
+        description="True when a retried activity found the turn already recorded and did not call the model again.",
+    )
+
+
+class AgentTurnResult(Contract):
+    """Result of the walking-skeleton workflow."""
+
+    workflow_id: str
+    task: str
+    agent: str
+    role: str
+    model: str
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    started_at: datetime
+    finished_at: datetime
+
+
+class WorkflowStatus(Contract):
+    """What the ``status`` query returns while a workflow runs."""
+
+    state: str
+    step: str | None = None
+    started_at: datetime

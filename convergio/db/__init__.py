@@ -1,0 +1,1 @@
+"""The Convergio database: schema migrations and connection pool."""

@@ -1,0 +1,129 @@
+"""All configuration, read once from ``CONVERGIO_*`` environment variables or ``.env``.
+
+An unset server URL means "start the embedded part": the same code runs on one
+laptop and against production servers, only these values differ.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Custom search attributes every Convergio workflow may set; registered on start-up
+# so the Temporal Web UI and `temporal workflow list --query` can filter on them.
+SEARCH_ATTRIBUTES: dict[str, str] = {
+    "ConvergioTemplate": "Keyword",
+    "ConvergioStatus": "Keyword",
+    "ConvergioTenant": "Keyword",
+    "ConvergioPendingGates": "KeywordList",
+    "ConvergioCostUsd": "Double",
+}
+
+
+class Settings(BaseSettings):
+    """Convergio settings. Every field maps to ``CONVERGIO_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONVERGIO_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(
+        default=Path(".convergio"),
+        description="Where the embedded stack keeps its data (Temporal SQLite, Postgres, Redis).",
+    )
+
+    temporal_address: str | None = Field(
+        default=None,
+        description="host:port of a Temporal frontend. Unset: start the embedded dev server.",
+    )
+    temporal_namespace: str = Field(default="default", description="Temporal namespace.")
+    temporal_task_queue: str = Field(default="convergio", description="Task queue of the worker.")
+    temporal_port: int = Field(default=7233, ge=1, le=65535, description="Embedded Temporal gRPC port.")
+    temporal_ui_port: int = Field(default=8233, ge=1, le=65535, description="Embedded Temporal Web UI port.")
+    temporal_ui_url: str | None = Field(
+        default=None,
+        description="Base URL of the Temporal Web UI used in links. Unset: the embedded UI.",
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL (with pgvector). Unset: start embedded PostgreSQL.",
+    )
+    postgres_port: int = Field(default=5433, ge=1, le=65535, description="Embedded PostgreSQL port.")
+
+    redis_url: str | None = Field(
+        default=None, description="Redis URL. Unset: start the embedded redis-server."
+    )
+    redis_port: int = Field(default=6380, ge=1, le=65535, description="Embedded Redis port.")
+
+    model: str = Field(
+        default="offline",
+        description=(
+            "Model provider: offline | openai:<model> | azure:<deployment> | anthropic:<model> "
+            "| ollama:<model> | openai-compatible:<base_url>#<model>."
+        ),
+    )
+    openai_api_key: str | None = Field(default=None, description="Key for openai: and openai-compatible:.")
+    azure_openai_endpoint: str | None = Field(default=None, description="Endpoint for azure:.")
+    azure_openai_api_key: str | None = Field(default=None, description="Key for azure:.")
+    azure_openai_api_version: str = Field(default="2024-10-21", description="API version for azure:.")
+    anthropic_api_key: str | None = Field(default=None, description="Key for anthropic:.")
+    ollama_host: str = Field(default="http://127.0.0.1:11434", description="Ollama server for ollama:.")
+
+    api_host: str = Field(default="127.0.0.1", description="Address the API binds to.")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="Port of the API.")
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty; use 'offline' for the built-in offline client")
+        return value
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def embedded_temporal(self) -> bool:
+        return self.temporal_address is None
+
+    @property
+    def embedded_postgres(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def effective_temporal_address(self) -> str:
+        return self.temporal_address or f"127.0.0.1:{self.temporal_port}"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"postgresql://postgres@127.0.0.1:{self.postgres_port}/convergio"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def effective_temporal_ui_url(self) -> str:
+        return (self.temporal_ui_url or f"http://127.0.0.1:{self.temporal_ui_port}").rstrip("/")
+
+    def workflow_ui_url(self, workflow_id: str) -> str:
+        return f"{self.effective_temporal_ui_url}/namespaces/{self.temporal_namespace}/workflows/{workflow_id}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own ``Settings`` instead."""
+    return Settings()

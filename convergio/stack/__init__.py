@@ -1,0 +1,1 @@
+"""The embedded stack: Temporal, PostgreSQL and Redis started from pip packages."""

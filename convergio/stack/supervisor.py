@@ -1,0 +1,134 @@
+"""``convergio up``: the embedded servers plus a worker and the API, supervised until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from dataclasses import dataclass
+
+import httpx
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+from convergio.settings import Settings
+from convergio.stack.embedded import EmbeddedStack, ProgressCallback, StackEndpoints
+from convergio.stack.process import ManagedProcess, StackError, ensure_port_free, tail
+from convergio.temporal_client import connect_temporal
+
+MAX_RESTARTS = 3
+
+
+@dataclass
+class RunningStack:
+    endpoints: StackEndpoints
+    api_url: str
+
+
+def child_environment(endpoints: StackEndpoints) -> dict[str, str]:
+    """Children talk to the servers we started; they never start servers of their own."""
+    env = {
+        "CONVERGIO_TEMPORAL_ADDRESS": endpoints.temporal_address,
+        "CONVERGIO_DATABASE_URL": endpoints.database_url,
+        "CONVERGIO_REDIS_URL": endpoints.redis_url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    if endpoints.temporal_ui_url:
+        env["CONVERGIO_TEMPORAL_UI_URL"] = endpoints.temporal_ui_url
+    return env
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stack = EmbeddedStack(settings)
+        self.children: list[ManagedProcess] = []
+        self._restarts: dict[str, int] = {}
+
+    async def start(self, progress: ProgressCallback) -> RunningStack:
+        s = self.settings
+        ensure_port_free("API", s.api_host, s.api_port, "CONVERGIO_API_PORT")
+        endpoints = await self.stack.start(progress)
+        try:
+            logs = s.resolved_data_dir / "logs"
+            env = child_environment(endpoints)
+            progress("worker")
+            worker = ManagedProcess(
+                "worker", [sys.executable, "-m", "convergio", "worker"], logs / "worker.log", env=env
+            )
+            worker.start()
+            self.children.append(worker)
+            await worker.wait_ready(self._worker_polls, 60, "polling its task queue")
+
+            progress("API")
+            api_url = f"http://{s.api_host}:{s.api_port}"
+            api = ManagedProcess(
+                "API",
+                [sys.executable, "-m", "convergio", "api", "--host", s.api_host, "--port", str(s.api_port)],
+                logs / "api.log",
+                env=env,
+            )
+            api.start()
+            self.children.append(api)
+            await api.wait_ready(lambda: _http_ok(f"{api_url}/healthz"), 60, "answering /healthz")
+        except BaseException:
+            self.stop()
+            raise
+        return RunningStack(endpoints=endpoints, api_url=api_url)
+
+    async def _worker_polls(self) -> bool:
+        client = await connect_temporal(self.settings, self.stack_address)
+        response = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=self.settings.temporal_namespace,
+                task_queue=TaskQueue(name=self.settings.temporal_task_queue),
+            )
+        )
+        return len(response.pollers) > 0
+
+    @property
+    def stack_address(self) -> str:
+        return self.settings.effective_temporal_address
+
+    async def supervise(self, stop: asyncio.Event, notify: ProgressCallback) -> None:
+        """Until ``stop``: restart a crashed worker or API (a few times); a crashed server ends it."""
+        while not stop.is_set():
+            for part in self.stack.parts():
+                if not part.process.is_running():
+                    raise StackError(
+                        f"{part.process.name} stopped unexpectedly (exit code {part.process.exit_code()}). "
+                        f"Last lines of {part.process.log_path}:\n{tail(part.process.log_path)}"
+                    )
+            for child in self.children:
+                if not child.is_running():
+                    count = self._restarts.get(child.name, 0) + 1
+                    if count > MAX_RESTARTS:
+                        raise StackError(
+                            f"{child.name} keeps crashing (exit code {child.exit_code()}). "
+                            f"Last lines of {child.log_path}:\n{tail(child.log_path)}"
+                        )
+                    self._restarts[child.name] = count
+                    notify(f"{child.name} exited with code {child.exit_code()}; restarting ({count}/{MAX_RESTARTS})")
+                    child.start()
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+            except TimeoutError:
+                pass
+
+    def stop(self) -> None:
+        """Children first (they hold connections), then the servers."""
+        while self.children:
+            self.children.pop().stop()
+        self.stack.stop()
+
+
+async def _http_ok(url: str) -> bool:
+    async with httpx.AsyncClient(timeout=3) as client:
+        response = await client.get(url)
+        return response.status_code == 200
+
+
+def install_stop_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)

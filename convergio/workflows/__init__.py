@@ -1,0 +1,1 @@
+"""Workflow definitions. Deterministic code only: no I/O, clocks or randomness here."""

@@ -1,0 +1,168 @@
+"""The command line as a user runs it: `convergio up`, `demo`, and its errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from convergio.stack.process import free_port
+
+
+def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CONVERGIO_")}
+    env.update(
+        CONVERGIO_DATA_DIR=str(data_dir),
+        CONVERGIO_TEMPORAL_PORT=str(free_port()),
+        CONVERGIO_TEMPORAL_UI_PORT=str(free_port()),
+        CONVERGIO_POSTGRES_PORT=str(free_port()),
+        CONVERGIO_REDIS_PORT=str(free_port()),
+        CONVERGIO_API_PORT=str(free_port()),
+        COLUMNS="200",
+    )
+    env.update(extra)
+    return env
+
+
+def convergio(*args: str, env: dict[str, str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "convergio", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def wait_for(url: str, timeout: float, process: subprocess.Popen[str]) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"convergio up exited early with {process.returncode}"
+        try:
+            response = httpx.get(url, timeout=2)
+            if response.status_code == 200:
+                return response
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer within {timeout}s")
+
+
+def test_up_serves_api_and_web_ui_runs_a_workflow_and_leaves_no_process(tmp_path: Path) -> None:
+    env = cli_env(tmp_path / "data")
+    api = f"http://127.0.0.1:{env['CONVERGIO_API_PORT']}"
+    ui = f"http://127.0.0.1:{env['CONVERGIO_TEMPORAL_UI_PORT']}"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "convergio", "up"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        health = wait_for(f"{api}/healthz", 120, up).json()
+        assert health["checks"] == {"temporal": "ok", "postgres": "ok", "redis": "ok"}
+        assert "swagger" in wait_for(f"{api}/docs", 10, up).text.lower()
+        assert wait_for(ui, 30, up).status_code == 200
+        children = psutil.Process(up.pid).children(recursive=True)
+        names = " ".join(" ".join(child.cmdline()) for child in children)
+        for part in ("temporal", "postgres", "redis-server", "convergio worker", "convergio api"):
+            assert part in names
+
+        started = httpx.post(f"{api}/workflows", json={"task": "Plan the Q3 launch. Cover: Scope, Risks."}).json()
+        state: dict = {}
+        for _ in range(100):
+            state = httpx.get(f"{api}/workflows/{started['workflow_id']}").json()
+            if state["status"] != "running":
+                break
+            time.sleep(0.2)
+        assert state["status"] == "completed"
+        assert "## Scope" in state["result"]["content"]
+    finally:
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=90)
+    assert up.returncode == 0, output
+    assert "Convergio is up" in output and "/docs" in output
+    assert [child.pid for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE] == []
+    # Data is kept for the next start.
+    assert (tmp_path / "data" / "temporal" / "temporal.sqlite").exists()
+    assert (tmp_path / "data" / "postgres" / "pgdata" / "PG_VERSION").exists()
+
+
+def test_up_stops_cleanly_on_sigterm_and_keeps_runs_across_restarts(tmp_path: Path) -> None:
+    env = cli_env(tmp_path / "data")
+    api = f"http://127.0.0.1:{env['CONVERGIO_API_PORT']}"
+    workflow_id = ""
+    for attempt in range(2):
+        up = subprocess.Popen(
+            [sys.executable, "-m", "convergio", "up"],
+            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            wait_for(f"{api}/healthz", 120, up)
+            children = psutil.Process(up.pid).children(recursive=True)
+            if attempt == 0:
+                workflow_id = httpx.post(f"{api}/workflows", json={"task": "Summarise the plan."}).json()["workflow_id"]
+                for _ in range(100):
+                    if httpx.get(f"{api}/workflows/{workflow_id}").json()["status"] == "completed":
+                        break
+                    time.sleep(0.2)
+            else:
+                # The run recorded before the restart is still there.
+                assert httpx.get(f"{api}/workflows/{workflow_id}").json()["status"] == "completed"
+        finally:
+            up.send_signal(signal.SIGTERM)
+            output, _ = up.communicate(timeout=90)
+        assert up.returncode == 0, output
+        assert [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_up_fails_clearly_when_a_port_is_taken(tmp_path: Path) -> None:
+    env = cli_env(tmp_path / "data")
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", int(env["CONVERGIO_REDIS_PORT"])))
+        blocker.listen()
+        result = convergio("up", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"port {env['CONVERGIO_REDIS_PORT']}" in result.stderr
+    assert "CONVERGIO_REDIS_PORT" in result.stderr
+    # What had started before Redis was stopped again.
+    leftovers = [
+        p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] and str(tmp_path) in " ".join(p.info["cmdline"])
+    ]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"CONVERGIO_API_PORT": "not-a-port"}, "CONVERGIO_API_PORT"),
+        ({"CONVERGIO_MODEL": "gpt-5"}, "CONVERGIO_MODEL"),
+        ({"CONVERGIO_MODEL": "anthropic:claude-3-5-haiku-20241022"}, "CONVERGIO_ANTHROPIC_API_KEY"),
+    ],
+)
+def test_bad_settings_give_a_one_line_error(tmp_path: Path, extra: dict[str, str], named: str) -> None:
+    result = convergio("up", env=cli_env(tmp_path / "data", **extra), cwd=tmp_path, timeout=60)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert named in lines[0]
+    assert not (tmp_path / "data").exists()  # nothing was started
+
+
+def test_demo_runs_the_main_job_to_completion(tmp_path: Path) -> None:
+    env = cli_env(tmp_path / "data")
+    result = convergio("demo", "--json", "--task", "Review pricing. Cover: Findings, Next steps.", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1])
+    assert payload["finish_reason"] == "stop"
+    assert "## Findings" in payload["content"] and "## Next steps" in payload["content"]
+    assert payload["temporal_ui_url"].endswith(f"/workflows/{payload['workflow_id']}")
+    leftovers = [
+        p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] and str(tmp_path) in " ".join(p.info["cmdline"])
+    ]
+    assert leftovers == []

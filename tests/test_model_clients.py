@@ -1,0 +1,76 @@
+"""CONVERGIO_MODEL → an AutoGen client, and one-line errors that name the setting."""
+
+from __future__ import annotations
+
+import pytest
+from autogen_ext.models.anthropic import AnthropicChatCompletionClient
+from autogen_ext.models.ollama import OllamaChatCompletionClient
+from autogen_ext.models.openai import AzureOpenAIChatCompletionClient, OpenAIChatCompletionClient
+
+from convergio.agents.models import ModelConfigError, build_model_client, parse_model_setting
+from convergio.agents.offline import OfflineChatCompletionClient
+from convergio.settings import Settings
+
+
+def make_settings(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+def test_offline_is_the_default() -> None:
+    settings = make_settings()
+    assert settings.model == "offline"
+    assert isinstance(build_model_client(settings), OfflineChatCompletionClient)
+
+
+@pytest.mark.parametrize(
+    ("value", "extra", "expected_type", "model"),
+    [
+        ("openai:gpt-4o-mini", {"openai_api_key": "sk-test"}, OpenAIChatCompletionClient, "gpt-4o-mini"),
+        (
+            "azure:my-deployment",
+            {"azure_openai_endpoint": "https://example.openai.azure.com", "azure_openai_api_key": "k"},
+            AzureOpenAIChatCompletionClient,
+            "my-deployment",
+        ),
+        ("anthropic:claude-3-5-haiku-20241022", {"anthropic_api_key": "k"}, AnthropicChatCompletionClient,
+         "claude-3-5-haiku-20241022"),
+        ("ollama:llama3.2", {}, OllamaChatCompletionClient, "llama3.2"),
+        ("ollama:my-own-finetune", {}, OllamaChatCompletionClient, "my-own-finetune"),
+        ("openai-compatible:http://127.0.0.1:8080/v1#smollm2", {}, OpenAIChatCompletionClient, "smollm2"),
+    ],
+)
+def test_each_provider_builds_its_client(
+    value: str, extra: dict[str, str], expected_type: type, model: str
+) -> None:
+    client = build_model_client(make_settings(model=value, **extra))
+    assert isinstance(client, expected_type)
+    assert parse_model_setting(value).model == model
+    assert client.model_info["family"]  # capability table present: agents can use it
+
+
+def test_openai_compatible_keeps_base_url() -> None:
+    spec = parse_model_setting("openai-compatible:http://127.0.0.1:8080/v1#smollm2")
+    assert spec.base_url == "http://127.0.0.1:8080/v1"
+    assert spec.label == "openai-compatible:smollm2"
+
+
+@pytest.mark.parametrize(
+    ("value", "extra", "named"),
+    [
+        ("gpt4", {}, "CONVERGIO_MODEL"),
+        ("mistral:large", {}, "CONVERGIO_MODEL"),
+        ("openai:", {}, "CONVERGIO_MODEL"),
+        ("openai-compatible:localhost#m", {}, "CONVERGIO_MODEL"),
+        ("openai-compatible:http://x/v1", {}, "CONVERGIO_MODEL"),
+        ("openai:gpt-4o-mini", {}, "CONVERGIO_OPENAI_API_KEY"),
+        ("azure:dep", {"azure_openai_api_key": "k"}, "CONVERGIO_AZURE_OPENAI_ENDPOINT"),
+        ("azure:dep", {"azure_openai_endpoint": "https://e"}, "CONVERGIO_AZURE_OPENAI_API_KEY"),
+        ("anthropic:claude-3-5-haiku-20241022", {}, "CONVERGIO_ANTHROPIC_API_KEY"),
+    ],
+)
+def test_misconfiguration_names_the_setting(value: str, extra: dict[str, str], named: str) -> None:
+    with pytest.raises(ModelConfigError) as error:
+        build_model_client(make_settings(model=value, **extra))
+    message = str(error.value)
+    assert named in message
+    assert "\n" not in message
