@@ -166,3 +166,36 @@ def test_demo_runs_the_main_job_to_completion(tmp_path: Path) -> None:
         if p.info["cmdline"] and str(tmp_path) in " ".join(p.info["cmdline"])
     ]
     assert leftovers == []
+
+
+def test_up_uses_external_servers_when_configured(tmp_path: Path, settings) -> None:
+    """With every URL set, `up` starts only the worker and the API."""
+    env = cli_env(
+        tmp_path / "data",
+        CONVERGIO_TEMPORAL_ADDRESS=settings.temporal_address,
+        CONVERGIO_DATABASE_URL=settings.database_url,
+        CONVERGIO_REDIS_URL=settings.redis_url,
+        CONVERGIO_TEMPORAL_TASK_QUEUE="convergio-external-up",
+    )
+    api = f"http://127.0.0.1:{env['CONVERGIO_API_PORT']}"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "convergio", "up"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert wait_for(f"{api}/healthz", 120, up).json()["status"] == "ok"
+        commands = [" ".join(child.cmdline()) for child in psutil.Process(up.pid).children(recursive=True)]
+        started = httpx.post(f"{api}/workflows", json={"task": "Check the budget. Cover: Status."}).json()
+        status = ""
+        for _ in range(100):
+            status = httpx.get(f"{api}/workflows/{started['workflow_id']}").json()["status"]
+            if status != "running":
+                break
+            time.sleep(0.2)
+    finally:
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, output
+    assert status == "completed"
+    assert len(commands) == 2 and all("convergio" in command for command in commands)
+    assert not (tmp_path / "data" / "postgres").exists()

@@ -14,7 +14,7 @@ fails with a ``requests`` ``ConnectionError``, which autogen-ext does not catch.
 ``install_offline_tiktoken_cache`` therefore, when no ``o200k_base`` file is bundled
 or cached, registers the cl100k_base encoding under the name ``o200k_base`` in
 tiktoken's registry. That is an approximation, not a silent lie: the aliased
-``Encoding`` keeps ``name == "cl100k_base"``, a warning is logged, and
+``Encoding`` keeps ``name == "cl100k_base"``, an info line is logged, and
 ``aliased_encodings()`` reports it. Counts for o200k models then differ from the
 real ones by a few percent for English text; token ids are NOT o200k ids.
 """
@@ -180,7 +180,7 @@ def _alias_missing_encodings(cache_dir: Path) -> None:
                 continue  # already loaded for real (e.g. downloaded earlier in this process)
             tiktoken.registry.ENCODINGS[name] = fallback
         _ALIASED.add(name)
-        logger.warning(
+        logger.info(
             "tiktoken encoding %s is not available offline; counting its tokens with %s "
             "(approximate, the Encoding object keeps the name %r)",
             name,

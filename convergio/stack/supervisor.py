@@ -10,7 +10,9 @@ from dataclasses import dataclass
 import httpx
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.service import RPCError
 
+from convergio.search_attributes import register_search_attributes
 from convergio.settings import Settings
 from convergio.stack.embedded import EmbeddedStack, ProgressCallback, StackEndpoints
 from convergio.stack.process import ManagedProcess, StackError, ensure_port_free, tail
@@ -50,6 +52,13 @@ class Supervisor:
         ensure_port_free("API", s.api_host, s.api_port, "CONVERGIO_API_PORT")
         endpoints = await self.stack.start(progress)
         try:
+            if not s.embedded_temporal:
+                progress("search attributes on the external Temporal")
+                client = await connect_temporal(s, endpoints.temporal_address)
+                try:
+                    await register_search_attributes(client, s.temporal_namespace)
+                except RPCError as exc:
+                    progress(f"could not register search attributes ({exc.message}); see README")
             logs = s.resolved_data_dir / "logs"
             env = child_environment(endpoints)
             progress("worker")
@@ -77,7 +86,7 @@ class Supervisor:
         return RunningStack(endpoints=endpoints, api_url=api_url)
 
     async def _worker_polls(self) -> bool:
-        client = await connect_temporal(self.settings, self.stack_address)
+        client = await connect_temporal(self.settings, self.settings.effective_temporal_address)
         response = await client.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
                 namespace=self.settings.temporal_namespace,
@@ -85,10 +94,6 @@ class Supervisor:
             )
         )
         return len(response.pollers) > 0
-
-    @property
-    def stack_address(self) -> str:
-        return self.settings.effective_temporal_address
 
     async def supervise(self, stop: asyncio.Event, notify: ProgressCallback) -> None:
         """Until ``stop``: restart a crashed worker or API (a few times); a crashed server ends it."""
