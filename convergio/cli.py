@@ -31,7 +31,11 @@ console = Console()
 err_console = Console(stderr=True)
 
 DEFAULT_TASK = (
-    "Assess whether Convergio should expand into the German mid-market. "
+    "Assess whether Acme Analytics should expand into the German mid-market. "
+    "Germany has about 12,000 mid-market manufacturers, and 30% of them already buy analytics software. "
+    "Our average contract is worth 40,000 euros a year with a 70% gross margin. "
+    "Entering needs a Munich sales office costing 1.2 million euros a year and GDPR-compliant hosting in the EU. "
+    "Two local competitors hold most of the market and discount aggressively. "
     "Cover: Market, Financials, Risks, Recommendation."
 )
 
@@ -218,7 +222,7 @@ def print_result(result: AgentTurnResult, ui_url: str, as_json: bool) -> None:
         f"[bold]workflow[/] {result.workflow_id}  [bold]tokens[/] {result.prompt_tokens} in / "
         f"{result.completion_tokens} out  [bold]finish[/] {result.finish_reason}"
     )
-    console.print(f"[bold]Temporal Web UI:[/] {ui_url}")
+    console.print(f"[bold]Temporal Web UI:[/] {ui_url}", soft_wrap=True)
 
 
 if __name__ == "__main__":
