@@ -60,13 +60,25 @@ class AgentTurnRequest(Contract):
         return value
 
 
+class TranscriptMessage(Contract):
+    """One message of a conversation the workflow keeps (the durable transcript)."""
+
+    source: str
+    content: str
+
+
 class AgentTurnInput(Contract):
-    """What the activity needs to run (or find already run) one turn."""
+    """What the activity needs to run (or find already run) one turn.
+
+    ``turn`` is unique within the workflow, so (workflow, step, turn) names one model call.
+    ``context`` is what the agent sees before the task: earlier messages, outputs, sources.
+    """
 
     workflow_id: str
     step_id: str
     turn: int = Field(ge=1)
     request: AgentTurnRequest
+    context: list[TranscriptMessage] = Field(default_factory=list)
 
 
 class AgentTurnOutput(Contract):

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
             "| ollama:<model> | openai-compatible:<base_url>#<model>."
         ),
     )
+    offline_latency_ms: int = Field(
+        default=0, ge=0, le=60_000, description="Simulated answer time of the offline model, in milliseconds."
+    )
     openai_api_key: str | None = Field(default=None, description="Key for openai: and openai-compatible:.")
     azure_openai_endpoint: str | None = Field(default=None, description="Endpoint for azure:.")
     azure_openai_api_key: str | None = Field(default=None, description="Key for azure:.")

@@ -7,7 +7,7 @@ crash finds the record and returns it instead of paying for the model call again
 from __future__ import annotations
 
 from autogen_agentchat.agents import AssistantAgent
-from autogen_agentchat.messages import ModelClientStreamingChunkEvent, TextMessage
+from autogen_agentchat.messages import BaseChatMessage, ModelClientStreamingChunkEvent, TextMessage
 from autogen_agentchat.base import TaskResult
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -54,7 +54,7 @@ class AgentTurnActivities:
         )
         result: TaskResult | None = None
         try:
-            async for item in agent.run_stream(task=request.task):
+            async for item in agent.run_stream(task=_task_messages(turn)):
                 activity.heartbeat()
                 if isinstance(item, ModelClientStreamingChunkEvent):
                     await self._events.publish(event("text_chunk", text=item.content))
@@ -130,6 +130,14 @@ class _EventFactory:
             agent=self._agent,
             data=data,
         )
+
+
+def _task_messages(turn: AgentTurnInput) -> list[BaseChatMessage]:
+    """The transcript so far, then the instruction, as AutoGen chat messages."""
+    context: list[BaseChatMessage] = [
+        TextMessage(content=message.content, source=message.source) for message in turn.context
+    ]
+    return [*context, TextMessage(content=turn.request.task, source="user")]
 
 
 def _final_answer(result: TaskResult | None, agent_name: str) -> str:

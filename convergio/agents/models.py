@@ -86,7 +86,7 @@ def build_model_client(settings: Settings, model: str | None = None) -> ChatComp
     if spec.provider == "offline":
         from convergio.agents.offline import OfflineChatCompletionClient
 
-        return OfflineChatCompletionClient()
+        return OfflineChatCompletionClient(latency_ms=settings.offline_latency_ms)
 
     # autogen-ext counts tokens with tiktoken, which must not try to download.
     from convergio.agents.tokens import install_offline_tiktoken_cache

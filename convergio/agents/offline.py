@@ -56,6 +56,9 @@ class OfflineClientConfig(BaseModel):
         default=800, ge=16, description="Answers longer than this are cut (finish_reason 'length')."
     )
     chunk_size_tokens: int = Field(default=8, ge=1, description="Tokens per chunk when streaming.")
+    latency_ms: int = Field(
+        default=0, ge=0, le=60_000, description="Simulated time to answer, to behave like a hosted model in demos."
+    )
 
 
 @dataclass(frozen=True)
@@ -89,12 +92,14 @@ class OfflineChatCompletionClient(ChatCompletionClient, Component[OfflineClientC
         context_window: int = 128000,
         max_output_tokens: int = 800,
         chunk_size_tokens: int = 8,
+        latency_ms: int = 0,
     ) -> None:
         self._config = OfflineClientConfig(
             model=model,
             context_window=context_window,
             max_output_tokens=max_output_tokens,
             chunk_size_tokens=chunk_size_tokens,
+            latency_ms=latency_ms,
         )
         tokens.get_encoding()  # load the tokenizer now, so a broken install fails here
         self._last_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
@@ -114,6 +119,7 @@ class OfflineChatCompletionClient(ChatCompletionClient, Component[OfflineClientC
     ) -> CreateResult:
         """Write the answer in one piece. Tools are accepted but never called."""
         _raise_if_cancelled(cancellation_token)
+        await self._simulate_latency()
         result = self._complete(messages, tools, tool_choice, json_output, extra_create_args)
         self._record_usage(result.usage)
         event_logger.info(
@@ -142,6 +148,7 @@ class OfflineChatCompletionClient(ChatCompletionClient, Component[OfflineClientC
         stream with ``asyncio.CancelledError``; usage is recorded only for finished streams.
         """
         _raise_if_cancelled(cancellation_token)
+        await self._simulate_latency()
         result = self._complete(messages, tools, tool_choice, json_output, extra_create_args)
         assert isinstance(result.content, str)
         for chunk in tokens.chunk_text_by_tokens(result.content, self._config.chunk_size_tokens):
@@ -210,6 +217,10 @@ class OfflineChatCompletionClient(ChatCompletionClient, Component[OfflineClientC
         return cls(**config.model_dump())
 
     # --- internals -----------------------------------------------------------------------
+
+    async def _simulate_latency(self) -> None:
+        if self._config.latency_ms:
+            await asyncio.sleep(self._config.latency_ms / 1000)
 
     def _complete(
         self,

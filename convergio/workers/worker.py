@@ -16,9 +16,11 @@ from convergio.activities.agent_turn import AgentTurnActivities
 from convergio.events import EventPublisher
 from convergio.settings import Settings
 from convergio.temporal_client import connect_temporal
+from convergio.activities.tool_step import run_tool_step
 from convergio.workflows.agent_turn import AgentTurnWorkflow
+from convergio.workflows.graphflow import GraphFlowWorkflow
 
-WORKFLOWS = [AgentTurnWorkflow]
+WORKFLOWS = [AgentTurnWorkflow, GraphFlowWorkflow]
 
 
 @dataclass
@@ -51,7 +53,7 @@ def build_worker(client: Client, settings: Settings, resources: WorkerResources)
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=[turns.run_agent_turn],
+        activities=[turns.run_agent_turn, run_tool_step],
     )
 
 

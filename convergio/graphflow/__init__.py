@@ -1,0 +1,1 @@
+"""GraphFlow: business-process templates compiled to durable Temporal workflows."""

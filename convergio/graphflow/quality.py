@@ -1,0 +1,44 @@
+"""Quality checks on a step's output. Pure functions: they run inside workflow code."""
+
+from __future__ import annotations
+
+import re
+
+from convergio.graphflow.template import QualitySpec
+
+_SCORE = re.compile(r"SCORE:\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def has_section(text: str, section: str) -> bool:
+    """A Markdown heading (any level) or a bold line naming the section."""
+    name = re.escape(section.strip())
+    pattern = rf"^\s*(?:#{{1,6}}\s*{name}\b|\*\*{name}\*\*)"
+    return re.search(pattern, text, flags=re.IGNORECASE | re.MULTILINE) is not None
+
+
+def output_problems(text: str, spec: QualitySpec | None) -> list[str]:
+    """What the output lacks; empty when it passes the template's own checks."""
+    if spec is None:
+        return []
+    problems = [f"missing section '{s}'" for s in spec.required_sections if not has_section(text, s)]
+    words = len(text.split())
+    if words < spec.min_length:
+        problems.append(f"too short: {words} words, at least {spec.min_length} needed")
+    return problems
+
+
+def review_score(text: str) -> float | None:
+    """The reviewer's ``SCORE: n`` (0–10), or None if it gave none."""
+    match = _SCORE.search(text)
+    if match is None:
+        return None
+    return min(10.0, float(match.group(1)))
+
+
+def review_instruction(step_title: str, draft: str, sections: list[str]) -> str:
+    wanted = f" It should cover: {', '.join(sections)}." if sections else ""
+    return (
+        f"Review the draft of '{step_title}' below for accuracy, completeness and clarity.{wanted} "
+        "Answer with a line 'SCORE: <0-10>' and then the fixes it needs.\n\n"
+        f"--- draft ---\n{draft}"
+    )

@@ -1,0 +1,52 @@
+"""The run report in Markdown: every step's output and who produced it."""
+
+from __future__ import annotations
+
+from convergio.graphflow.run_models import AuditEntry, StepReport
+
+
+def render_markdown(
+    *,
+    title: str,
+    workflow_id: str,
+    status: str,
+    steps: list[StepReport],
+    audit: list[AuditEntry],
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> str:
+    lines = [
+        f"# {title}",
+        "",
+        f"Run `{workflow_id}` · **{status}** · {prompt_tokens} prompt + {completion_tokens} completion tokens",
+        "",
+        "| step | status | by | tokens |",
+        "|---|---|---|---|",
+    ]
+    for step in steps:
+        by = ", ".join(dict.fromkeys(step.agents)) or "—"
+        lines.append(f"| {step.title} | {step.status} | {by} | {step.prompt_tokens + step.completion_tokens} |")
+    for step in steps:
+        if step.output is None and step.error is None:
+            continue
+        by = ", ".join(dict.fromkeys(step.agents)) or step.kind
+        lines += ["", f"## {step.title}", "", f"*{step.status} · by {by}*", ""]
+        if step.output:
+            lines.append(_demote_headings(step.output))
+        if step.error:
+            lines.append(f"> **Error:** {step.error}")
+        for note in step.quality_notes:
+            lines.append(f"> quality: {note}")
+    if audit:
+        lines += ["", "## Audit trail", ""]
+        for entry in audit:
+            who = f"{entry.actor} ({entry.role})" if entry.actor else "system"
+            gate = f" gate `{entry.gate_id}`" if entry.gate_id else ""
+            comment = f": {entry.comment}" if entry.comment else ""
+            lines.append(f"- {entry.at:%Y-%m-%d %H:%M:%S} · {entry.kind}{gate} · {who} · {entry.outcome}{comment}")
+    return "\n".join(lines) + "\n"
+
+
+def _demote_headings(text: str) -> str:
+    """Step outputs use ## headings; nest them under the step's own heading."""
+    return "\n".join(("#" + line) if line.startswith("#") else line for line in text.splitlines())

@@ -1,0 +1,147 @@
+"""The GraphFlow workflow's contract: its input, signals, queries and result."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from convergio.agents.definition import AgentDefinition
+from convergio.contracts import TranscriptMessage
+from convergio.graphflow.template import Template
+
+StepStatus = Literal["pending", "running", "waiting_approval", "completed", "skipped", "denied", "failed"]
+TERMINAL: frozenset[str] = frozenset({"completed", "skipped", "denied", "failed"})
+
+
+class RunModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GraphFlowInput(RunModel):
+    """Everything a run needs, pinned at start: a running workflow never changes under its feet."""
+
+    template: Template
+    inputs: dict[str, Any]
+    agents: dict[str, AgentDefinition]
+    tenant: str = "default"
+    model: str | None = Field(default=None, description="Model for every agent without its own override.")
+
+
+class TurnRecord(RunModel):
+    turn: int
+    step_id: str
+    agent: str
+    model: str
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+    purpose: Literal["answer", "review", "chat"] = "answer"
+
+
+class StepState(RunModel):
+    id: str
+    kind: str
+    title: str
+    status: StepStatus = "pending"
+    agents: list[str] = Field(default_factory=list, description="Who produced the output, in order.")
+    output: str | None = None
+    data: dict[str, Any] | None = None
+    score: float | None = None
+    iterations: int = 0
+    revisions: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    quality_notes: list[str] = Field(default_factory=list)
+    error: str | None = None
+    transcript: list[TranscriptMessage] = Field(default_factory=list)
+
+    def as_context(self) -> dict[str, Any]:
+        """What expressions and placeholders see as ``steps.<id>``."""
+        return {
+            "output": self.output,
+            "status": self.status,
+            "score": self.score,
+            "data": self.data,
+            "agent": self.agents[-1] if self.agents else None,
+            "iterations": self.iterations,
+        }
+
+
+class ApprovalDecision(RunModel):
+    """Payload of the ``approve`` and ``deny`` signals."""
+
+    gate_id: str = Field(min_length=1, max_length=64)
+    approver: str = Field(min_length=1, max_length=200)
+    role: str = Field(min_length=1, max_length=100)
+    comment: str = Field(default="", max_length=10_000)
+
+
+class PendingApproval(RunModel):
+    gate_id: str
+    step_id: str
+    title: str
+    approvers: list[str]
+    under_review: str
+    requested_at: datetime
+
+
+class AuditEntry(RunModel):
+    at: datetime
+    kind: Literal["decision", "ignored_decision", "escalation", "failure_handling"]
+    gate_id: str | None = None
+    actor: str | None = None
+    role: str | None = None
+    outcome: str
+    comment: str = ""
+
+
+class RunStatus(RunModel):
+    """The ``status`` query: enough to draw the run's progress."""
+
+    template: str
+    version: int
+    state: Literal["running", "completed", "failed"]
+    steps: list[StepState]
+    pending_approvals: list[PendingApproval]
+    prompt_tokens: int
+    completion_tokens: int
+    started_at: datetime
+
+
+class StepReport(RunModel):
+    id: str
+    title: str
+    kind: str
+    status: StepStatus
+    agents: list[str]
+    output: str | None
+    data: dict[str, Any] | None
+    score: float | None
+    iterations: int
+    revisions: int
+    prompt_tokens: int
+    completion_tokens: int
+    started_at: datetime | None
+    duration_s: float | None
+    quality_notes: list[str]
+    error: str | None
+
+
+class GraphFlowResult(RunModel):
+    workflow_id: str
+    template: str
+    version: int
+    status: Literal["completed", "failed"]
+    inputs: dict[str, Any]
+    steps: list[StepReport]
+    turns: list[TurnRecord]
+    audit: list[AuditEntry]
+    prompt_tokens: int
+    completion_tokens: int
+    started_at: datetime
+    finished_at: datetime
+    markdown: str

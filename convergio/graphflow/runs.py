@@ -1,0 +1,95 @@
+"""Start a template run: resolve inputs, pin the template and its agents, start the workflow."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, Field
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from convergio.agents.catalog import AgentCatalog
+from convergio.graphflow.loader import resolve_inputs
+from convergio.graphflow.run_models import GraphFlowInput
+from convergio.graphflow.template import Template
+from convergio.settings import Settings
+from convergio.workflows.graphflow import GraphFlowWorkflow, initial_search_attributes
+
+
+class TemplateRunStarted(BaseModel):
+    workflow_id: str
+    run_id: str | None
+    template: str
+    version: int
+    temporal_ui_url: str
+
+
+class TemplateRunRequest(BaseModel):
+    template: str = Field(examples=["strategic-analysis"])
+    version: int | None = Field(default=None, description="Unset: the latest version.")
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    tenant: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    model: str | None = None
+
+
+def build_run_input(
+    template: Template, inputs: Mapping[str, Any], catalog: AgentCatalog, *, tenant: str, model: str | None
+) -> GraphFlowInput:
+    agents = {name: catalog.get(name) for step in template.steps for name in step.agents}
+    return GraphFlowInput(
+        template=template, inputs=resolve_inputs(template, inputs), agents=agents, tenant=tenant, model=model
+    )
+
+
+def template_workflow_id(template: Template, idempotency_key: str | None) -> str:
+    if idempotency_key:
+        return f"{template.name}-{hashlib.sha256(idempotency_key.encode()).hexdigest()[:20]}"
+    return f"{template.name}-{uuid.uuid4().hex[:20]}"
+
+
+async def start_template_run(
+    client: Client,
+    settings: Settings,
+    run: GraphFlowInput,
+    *,
+    idempotency_key: str | None = None,
+    search_attributes: bool = True,
+) -> TemplateRunStarted:
+    template = run.template
+    workflow_id = template_workflow_id(template, idempotency_key)
+    subject = next((str(v) for k, v in run.inputs.items() if k in ("question", "product", "market") and v), "")
+    try:
+        handle = await client.start_workflow(
+            GraphFlowWorkflow.run,
+            run,
+            id=workflow_id,
+            task_queue=settings.temporal_task_queue,
+            search_attributes=initial_search_attributes(run) if search_attributes else None,
+            static_summary=f"{template.name} v{template.version} · {run.inputs.get('company', '')} · {subject}"[:200],
+            static_details=_details(run),
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        run_id = handle.first_execution_run_id or handle.result_run_id
+    except WorkflowAlreadyStartedError as exc:
+        run_id = exc.run_id
+    return TemplateRunStarted(
+        workflow_id=workflow_id,
+        run_id=run_id,
+        template=template.name,
+        version=template.version,
+        temporal_ui_url=settings.workflow_ui_url(workflow_id),
+    )
+
+
+def _details(run: GraphFlowInput) -> str:
+    steps = "\n".join(
+        f"{i}. **{step.label}** ({step.kind}: {', '.join(step.agents) or step.tool or ', '.join(step.approvers)})"
+        for i, step in enumerate(run.template.steps, 1)
+    )
+    inputs = "\n".join(f"- `{k}`: {v}" for k, v in run.inputs.items() if v not in (None, ""))
+    return f"{run.template.description}\n\n**Steps**\n\n{steps}\n\n**Inputs**\n\n{inputs}"

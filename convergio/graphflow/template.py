@@ -1,0 +1,196 @@
+"""The GraphFlow template format: a business process as data, validated by Pydantic.
+
+A template is pinned into the workflow input at start, so these models are also the
+workflow's contract. Cross-field checks (unknown steps, cycles, unreachable steps,
+placeholders, expressions) live in ``validation.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+
+from convergio.agents.definition import MissionPhase
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+STEP_ID = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+def _parse_duration(value: Any) -> Any:
+    """Accept '30s', '5m', '2h', '1d' (and numbers of seconds) besides ISO 8601."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    return value
+
+
+def _format_duration(value: timedelta) -> str:
+    return f"{value.total_seconds():g}s"
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_parse_duration),
+    PlainSerializer(_format_duration, return_type=str, when_used="json"),
+]
+
+
+class TemplateModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(TemplateModel):
+    type: Literal["string", "number", "integer", "boolean", "list", "object"] = "string"
+    description: str = ""
+    required: bool = False
+    default: Any = None
+
+    @model_validator(mode="after")
+    def _required_has_no_default(self) -> InputSpec:
+        if self.required and self.default is not None:
+            raise ValueError("a required input cannot have a default")
+        return self
+
+
+class RetrySpec(TemplateModel):
+    """How Temporal retries the step's activities."""
+
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    initial_interval: Duration = timedelta(seconds=1)
+    backoff: float = Field(default=2.0, ge=1.0, le=10.0)
+    max_interval: Duration = timedelta(minutes=1)
+
+
+class ReviewerCheck(TemplateModel):
+    agent: str = "reviewer"
+    threshold: float = Field(default=7.0, ge=0, le=10)
+
+
+class QualitySpec(TemplateModel):
+    """Checks a step's output must pass; a failing check revises the step (bounded)."""
+
+    required_sections: list[str] = Field(default_factory=list)
+    min_length: int = Field(default=0, ge=0, description="Minimum number of words.")
+    reviewer: ReviewerCheck | None = None
+    max_revisions: int = Field(default=1, ge=0, le=5)
+
+
+class FailureSpec(TemplateModel):
+    """What happens when a step fails after its retries (or its quality check keeps failing)."""
+
+    action: Literal["retry", "fallback", "skip", "escalate", "fail"] = "fail"
+    agent: str | None = Field(default=None, description="Fallback agent, for action 'fallback'.")
+    max_attempts: int = Field(default=1, ge=1, le=5, description="Extra whole-step attempts, for 'retry'.")
+
+    @model_validator(mode="after")
+    def _fallback_needs_agent(self) -> FailureSpec:
+        if self.action == "fallback" and not self.agent:
+            raise ValueError("action 'fallback' needs an 'agent'")
+        return self
+
+
+class LoopSpec(TemplateModel):
+    """After this step, run again from ``back_to`` while ``while_`` holds: a bounded loop."""
+
+    back_to: str
+    while_: str = Field(alias="while")
+    max_iterations: int = Field(ge=1, le=20)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SuccessMetric(TemplateModel):
+    name: str
+    description: str = ""
+    target: str | None = None
+
+
+StepKind = Literal["agent", "team", "tool", "approval"]
+
+
+class StepSpec(TemplateModel):
+    id: str = Field(pattern=STEP_ID)
+    kind: StepKind = "agent"
+    title: str | None = None
+    agent: str | None = Field(default=None, description="The agent of an 'agent' step.")
+    participants: list[str] = Field(default_factory=list, description="The agents of a 'team' step.")
+    tool: str | None = Field(default=None, description="The tool of a 'tool' step.")
+    arguments: dict[str, Any] = Field(default_factory=dict, description="Tool arguments; '{inputs.x}' fills in.")
+    instruction: str = ""
+    phase: MissionPhase | None = None
+    complexity: int = Field(default=3, ge=1, le=5)
+    depends_on: list[str] = Field(default_factory=list)
+    join: Literal["all", "any"] = Field(
+        default="all", description="Run when all dependencies completed, or when any did."
+    )
+    when: str | None = Field(default=None, description="Condition over inputs and earlier outputs.")
+    max_turns: int = Field(default=6, ge=1, le=50, description="Team steps: the most turns of the chat.")
+    completion_marker: str = Field(default="TERMINATE", min_length=1)
+    approvers: list[str] = Field(default_factory=list, description="Roles allowed to decide an approval.")
+    requires_approval: bool = False
+    retry: RetrySpec = RetrySpec()
+    timeout: Duration = timedelta(minutes=5)
+    sla: Duration | None = None
+    quality: QualitySpec | None = None
+    success_metrics: list[SuccessMetric] = Field(default_factory=list)
+    on_failure: FailureSpec = FailureSpec()
+    loop: LoopSpec | None = None
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> StepSpec:
+        if self.kind == "agent" and not self.agent:
+            raise ValueError("an 'agent' step needs 'agent'")
+        if self.kind == "team" and len(self.participants) < 2:
+            raise ValueError("a 'team' step needs at least two 'participants'")
+        if self.kind == "tool" and not self.tool:
+            raise ValueError("a 'tool' step needs 'tool'")
+        if self.kind in ("agent", "team") and not self.instruction.strip():
+            raise ValueError(f"an '{self.kind}' step needs an 'instruction'")
+        if self.kind == "approval" and not self.approvers:
+            raise ValueError("an 'approval' step needs 'approvers' (roles allowed to decide)")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.title or self.id.replace("_", " ").capitalize()
+
+    @property
+    def agents(self) -> list[str]:
+        names = [self.agent] if self.agent else []
+        names += self.participants
+        if self.quality and self.quality.reviewer:
+            names.append(self.quality.reviewer.agent)
+        if self.on_failure.agent:
+            names.append(self.on_failure.agent)
+        return names
+
+
+class WorkflowSla(TemplateModel):
+    total: Duration | None = None
+
+
+class Template(TemplateModel):
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,63}$")
+    version: int = Field(ge=1)
+    description: str = ""
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    steps: list[StepSpec] = Field(min_length=1)
+    sla: WorkflowSla = WorkflowSla()
+    success_metrics: list[SuccessMetric] = Field(default_factory=list)
+
+    def step(self, step_id: str) -> StepSpec:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.version}"

@@ -1,0 +1,158 @@
+"""Whole-template checks that a field validator cannot make alone.
+
+Every problem names its field path (``steps[2].depends_on[0]``) so the message,
+prefixed with the file, points at the exact line to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from convergio.graphflow.expressions import ExpressionError, compile_expression
+from convergio.graphflow.placeholders import placeholder_references
+from convergio.graphflow.template import StepSpec, Template
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class TemplateError(ValueError):
+    """A template that cannot run; lists every problem found, each with its field path."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {problem}" for problem in problems))
+
+
+@dataclass
+class _Checker:
+    template: Template
+    agents: Collection[str]
+    tools: Collection[str]
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+    def run(self) -> list[Problem]:
+        ids = [step.id for step in self.template.steps]
+        seen: set[str] = set()
+        for index, step_id in enumerate(ids):
+            if step_id in seen:
+                self.add(f"steps[{index}].id", f"duplicate step id '{step_id}'")
+            seen.add(step_id)
+        for index, step in enumerate(self.template.steps):
+            self._check_step(index, step, set(ids))
+        if not self.problems:
+            self._check_cycles()
+        if not self.problems:
+            for index, step in enumerate(self.template.steps):
+                self._check_references(index, step)
+        return self.problems
+
+    def _check_step(self, index: int, step: StepSpec, ids: set[str]) -> None:
+        where = f"steps[{index}]"
+        for position, dependency in enumerate(step.depends_on):
+            if dependency not in ids:
+                self.add(f"{where}.depends_on[{position}]", f"unknown step '{dependency}'")
+            elif dependency == step.id:
+                self.add(f"{where}.depends_on[{position}]", "a step cannot depend on itself")
+        for name in step.agents:
+            if name not in self.agents:
+                self.add(f"{where}", f"unknown agent '{name}'; known agents: {', '.join(sorted(self.agents))}")
+        if step.kind == "tool" and step.tool not in self.tools:
+            self.add(f"{where}.tool", f"unknown tool '{step.tool}'; known tools: {', '.join(sorted(self.tools))}")
+        if step.kind == "team" and len(set(step.participants)) != len(step.participants):
+            self.add(f"{where}.participants", "a participant is listed twice")
+        if step.loop and step.loop.back_to not in ids:
+            self.add(f"{where}.loop.back_to", f"unknown step '{step.loop.back_to}'")
+
+    def _check_cycles(self) -> None:
+        """depends_on must be acyclic; bounded repetition is written with ``loop``."""
+        graph = {step.id: step.depends_on for step in self.template.steps}
+        state: dict[str, str] = {}
+        path: list[str] = []
+
+        def visit(node: str) -> bool:
+            state[node] = "visiting"
+            path.append(node)
+            for dependency in graph[node]:
+                if state.get(dependency) == "visiting":
+                    cycle = path[path.index(dependency):] + [dependency]
+                    index = next(i for i, s in enumerate(self.template.steps) if s.id == node)
+                    self.add(
+                        f"steps[{index}].depends_on",
+                        f"cycle without a bound: {' -> '.join(reversed(cycle))}; write a bounded "
+                        "repetition as loop: {back_to, while, max_iterations}",
+                    )
+                    return True
+                if dependency not in state and visit(dependency):
+                    return True
+            state[node] = "done"
+            path.pop()
+            return False
+
+        for step in self.template.steps:
+            if step.id not in state and visit(step.id):
+                return
+
+    def _check_references(self, index: int, step: StepSpec) -> None:
+        where = f"steps[{index}]"
+        upstream = ancestors(self.template, step.id)
+        texts = {f"{where}.instruction": step.instruction}
+        texts.update({f"{where}.arguments.{key}": str(value) for key, value in step.arguments.items()})
+        for path, text in texts.items():
+            for root, key in placeholder_references(text):
+                self._check_reference(path, root, key, step, upstream)
+        expressions = {f"{where}.when": step.when}
+        if step.loop:
+            expressions[f"{where}.loop.while"] = step.loop.while_
+            if step.loop.back_to != step.id and step.loop.back_to not in upstream:
+                self.add(f"{where}.loop.back_to", f"'{step.loop.back_to}' is not upstream of '{step.id}'")
+        for path, source in expressions.items():
+            if source is None:
+                continue
+            try:
+                expression = compile_expression(source)
+            except ExpressionError as exc:
+                self.add(path, f"bad expression: {exc}")
+                continue
+            loop_scope = upstream | {step.id} if path.endswith("loop.while") else upstream
+            for root, key in expression.references():
+                self._check_reference(path, root, key, step, loop_scope)
+            if source.strip().lower() in ("false", "0", "none", "null"):
+                self.add(path, f"step '{step.id}' is unreachable: its condition is always false")
+
+    def _check_reference(self, path: str, root: str, key: str, step: StepSpec, upstream: set[str]) -> None:
+        if root == "inputs" and key not in self.template.inputs:
+            self.add(path, f"unknown input '{key}'; declare it under inputs")
+        elif root == "steps" and key not in upstream:
+            known = key in {s.id for s in self.template.steps}
+            reason = f"'{key}' is not upstream of '{step.id}' (add it to depends_on)" if known else f"unknown step '{key}'"
+            self.add(path, reason)
+
+
+def ancestors(template: Template, step_id: str) -> set[str]:
+    """Every step that must finish before ``step_id`` can start."""
+    found: set[str] = set()
+    pending = list(template.step(step_id).depends_on)
+    while pending:
+        current = pending.pop()
+        if current not in found:
+            found.add(current)
+            pending.extend(template.step(current).depends_on)
+    return found
+
+
+def validate_template(template: Template, *, agents: Collection[str], tools: Collection[str], source: str) -> None:
+    problems = _Checker(template, agents, tools).run()
+    if problems:
+        raise TemplateError(source, problems)

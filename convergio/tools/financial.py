@@ -1,0 +1,327 @@
+"""Financial tools: investment appraisal (NPV, IRR, payback), market sizing and break-even.
+
+Pure, deterministic Python (no numpy). Cash flows are yearly; period ``t`` (1-based) is
+discounted by ``(1 + rate) ** t`` and the initial investment is made at ``t = 0``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from convergio.tools.registry import register_tool
+
+__all__ = [
+    "BreakEvenInput",
+    "BreakEvenOutput",
+    "FinancialModelInput",
+    "FinancialModelOutput",
+    "MarketSizingInput",
+    "MarketSizingOutput",
+    "break_even",
+    "discounted_payback_period",
+    "financial_model",
+    "internal_rate_of_return",
+    "market_sizing",
+    "net_present_value",
+    "payback_period",
+]
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. 'EUR'.")]
+
+# IRR search interval and resolution.
+IRR_LOW = -0.99
+IRR_HIGH = 10.0
+_IRR_GRID_POINTS = 2000
+_IRR_TOLERANCE = 1e-12
+
+
+# --- pure functions ----------------------------------------------------------------------------
+
+
+def net_present_value(rate: float, flows: Sequence[float]) -> float:
+    """NPV of ``flows`` where ``flows[0]`` is at t=0 (undiscounted) and ``flows[t]`` at year t."""
+    if rate <= -1.0:
+        raise ValueError("rate must be greater than -1")
+    factor = 1.0 / (1.0 + rate)
+    discount = 1.0
+    total = 0.0
+    for flow in flows:
+        total += flow * discount
+        discount *= factor
+    return total
+
+
+def _sign_changes(flows: Sequence[float]) -> int:
+    signs = [flow > 0 for flow in flows if flow != 0]
+    return sum(1 for a, b in zip(signs, signs[1:]) if a != b)
+
+
+def _bisect(flows: Sequence[float], low: float, high: float, f_low: float) -> float:
+    """Root of NPV(r) in [low, high], where NPV(low) and NPV(high) have opposite signs."""
+    for _ in range(200):
+        mid = (low + high) / 2.0
+        f_mid = net_present_value(mid, flows)
+        if f_mid == 0.0 or (high - low) / 2.0 < _IRR_TOLERANCE:
+            return mid
+        if (f_mid > 0) == (f_low > 0):
+            low, f_low = mid, f_mid
+        else:
+            high = mid
+    return (low + high) / 2.0
+
+
+def irr_candidates(flows: Sequence[float], low: float = IRR_LOW, high: float = IRR_HIGH) -> list[float]:
+    """Every rate in [low, high] where NPV changes sign, ascending.
+
+    NPV(r) is sampled on a grid uniform in ``log(1 + r)`` (dense near -1, where NPV moves
+    fastest), and each bracket with a sign change is refined by bisection.
+    """
+    if _sign_changes(flows) == 0:
+        return []
+    x_low, x_high = math.log1p(low), math.log1p(high)
+    step = (x_high - x_low) / _IRR_GRID_POINTS
+    grid = [math.expm1(x_low + i * step) for i in range(_IRR_GRID_POINTS + 1)]
+    grid[0], grid[-1] = low, high
+    roots: list[float] = []
+    prev_r, prev_f = grid[0], net_present_value(grid[0], flows)
+    if prev_f == 0.0:
+        roots.append(prev_r)
+    for r in grid[1:]:
+        f = net_present_value(r, flows)
+        if not (math.isfinite(f) and math.isfinite(prev_f)):
+            prev_r, prev_f = r, f
+            continue
+        if f == 0.0:
+            roots.append(r)
+        elif prev_f != 0.0 and (f > 0) != (prev_f > 0):
+            roots.append(_bisect(flows, prev_r, r, prev_f))
+        prev_r, prev_f = r, f
+    return roots
+
+
+def internal_rate_of_return(flows: Sequence[float]) -> float | None:
+    """The IRR of ``flows`` (``flows[0]`` at t=0), or None.
+
+    None when the flows never change sign or no root lies in (-99%, 1000%]. When the flows
+    change sign more than once and several rates qualify, the one closest to 0 is returned.
+    """
+    roots = irr_candidates(flows)
+    if not roots:
+        return None
+    return min(roots, key=lambda r: (abs(r), r))
+
+
+def _payback(initial_investment: float, inflows: Sequence[float]) -> float | None:
+    """Fractional years until the cumulative ``inflows`` first cover the investment."""
+    remaining = initial_investment
+    for year, flow in enumerate(inflows, start=1):
+        if flow > 0 and flow >= remaining:
+            return year - 1 + remaining / flow
+        remaining -= flow
+    return None
+
+
+def payback_period(initial_investment: float, cash_flows: Sequence[float]) -> float | None:
+    """Years (fractional, flows spread evenly within a year) until the undiscounted cash flows
+    first recover the investment; None if they never do within the horizon."""
+    return _payback(initial_investment, cash_flows)
+
+
+def discounted_payback_period(
+    initial_investment: float, cash_flows: Sequence[float], discount_rate: float
+) -> float | None:
+    """Like :func:`payback_period`, on cash flows discounted at ``discount_rate``."""
+    factor = 1.0 / (1.0 + discount_rate)
+    discounted = [flow * factor**t for t, flow in enumerate(cash_flows, start=1)]
+    return _payback(initial_investment, discounted)
+
+
+# --- financial_model -----------------------------------------------------------------------------
+
+
+class FinancialModelInput(BaseModel):
+    """An investment appraised on yearly cash flows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    initial_investment: FiniteFloat = Field(gt=0, description="Cash spent at t=0, a positive amount.")
+    cash_flows: list[FiniteFloat] = Field(
+        min_length=1,
+        max_length=50,
+        description="Net cash flow of each year after the investment (year 1 first); 1 to 50 years.",
+    )
+    discount_rate: FiniteFloat = Field(
+        gt=-1, le=1, description="Yearly discount rate as a fraction, e.g. 0.1 for 10%; in (-1, 1]."
+    )
+    currency: Currency = "EUR"
+
+
+class FinancialModelOutput(BaseModel):
+    npv: float = Field(description="Net present value at the discount rate.")
+    irr: float | None = Field(description="Internal rate of return as a fraction; None if none exists.")
+    payback_years: float | None = Field(description="Undiscounted payback in years; None if never paid back.")
+    discounted_payback_years: float | None = Field(
+        description="Payback of the discounted cash flows in years; None if never paid back."
+    )
+    profitability_index: float = Field(description="Present value of the cash flows / initial investment.")
+    summary: str
+
+
+def _money(amount: float, currency: str) -> str:
+    return f"{currency} {amount:,.2f}"
+
+
+def _years(value: float | None) -> str:
+    return "never within the horizon" if value is None else f"{value:.2f} years"
+
+
+@register_tool(
+    "financial_model",
+    "Appraise an investment from its initial outlay and yearly cash flows: NPV at a discount "
+    "rate, IRR, simple and discounted payback (years) and profitability index.",
+)
+def financial_model(params: FinancialModelInput) -> FinancialModelOutput:
+    flows = [-params.initial_investment, *params.cash_flows]
+    npv = net_present_value(params.discount_rate, flows)
+    irr = internal_rate_of_return(flows)
+    payback = payback_period(params.initial_investment, params.cash_flows)
+    discounted = discounted_payback_period(params.initial_investment, params.cash_flows, params.discount_rate)
+    index = (npv + params.initial_investment) / params.initial_investment
+
+    n = len(params.cash_flows)
+    verdict = "creates value (NPV > 0)" if npv > 0 else "destroys value (NPV < 0)" if npv < 0 else "breaks even"
+    irr_text = "no IRR (the cash flows never change sign or no rate in -99%..1000% zeroes the NPV)"
+    if irr is not None:
+        irr_text = f"IRR {irr:.2%}"
+        if len(irr_candidates(flows)) > 1:
+            irr_text += " (several IRRs exist; the one closest to 0% is reported)"
+    summary = (
+        f"Investment of {_money(params.initial_investment, params.currency)} over {n} "
+        f"year{'s' if n != 1 else ''} at a {params.discount_rate:.2%} discount rate: "
+        f"NPV {_money(npv, params.currency)}, so the project {verdict}; {irr_text}; "
+        f"payback {_years(payback)}, discounted payback {_years(discounted)}; "
+        f"profitability index {index:.2f}."
+    )
+    return FinancialModelOutput(
+        npv=npv,
+        irr=irr,
+        payback_years=payback,
+        discounted_payback_years=discounted,
+        profitability_index=index,
+        summary=summary,
+    )
+
+
+# --- market_sizing -------------------------------------------------------------------------------
+
+
+class MarketSizingInput(BaseModel):
+    """A bottom-up B2B market: companies × yearly contract value, narrowed twice."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    total_companies: int = Field(gt=0, description="Companies that could ever use the offer (the whole market).")
+    adoption_rate: FiniteFloat = Field(
+        ge=0, le=1, description="Share of the serviceable market realistically won, as a fraction."
+    )
+    annual_contract_value: FiniteFloat = Field(gt=0, description="Average yearly revenue per customer.")
+    serviceable_share: FiniteFloat = Field(
+        ge=0, le=1, description="Share of the companies the offer can serve (region, segment, channel)."
+    )
+    currency: Currency = "EUR"
+
+
+class MarketSizingOutput(BaseModel):
+    tam: float = Field(description="Total addressable market per year: total_companies × annual_contract_value.")
+    sam: float = Field(description="Serviceable available market per year: TAM × serviceable_share.")
+    som: float = Field(description="Serviceable obtainable market per year: SAM × adoption_rate.")
+    serviceable_companies: float = Field(description="total_companies × serviceable_share.")
+    customers: float = Field(description="Customers implied by the SOM: serviceable companies × adoption_rate.")
+    summary: str
+
+
+@register_tool(
+    "market_sizing",
+    "Bottom-up market size: TAM (all companies × annual contract value), SAM (the serviceable "
+    "share of it) and SOM (the adoption rate of the SAM), per year.",
+)
+def market_sizing(params: MarketSizingInput) -> MarketSizingOutput:
+    tam = params.total_companies * params.annual_contract_value
+    sam = tam * params.serviceable_share
+    som = sam * params.adoption_rate
+    serviceable = params.total_companies * params.serviceable_share
+    customers = serviceable * params.adoption_rate
+    c = params.currency
+    summary = (
+        f"TAM {_money(tam, c)}/year ({params.total_companies:,} companies × {_money(params.annual_contract_value, c)}); "
+        f"SAM {_money(sam, c)}/year ({params.serviceable_share:.1%} serviceable, {serviceable:,.0f} companies); "
+        f"SOM {_money(som, c)}/year ({params.adoption_rate:.1%} adoption, about {customers:,.0f} customers)."
+    )
+    return MarketSizingOutput(
+        tam=tam, sam=sam, som=som, serviceable_companies=serviceable, customers=customers, summary=summary
+    )
+
+
+# --- break_even ----------------------------------------------------------------------------------
+
+
+class BreakEvenInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fixed_costs: FiniteFloat = Field(ge=0, description="Fixed costs of the period.")
+    price_per_unit: FiniteFloat = Field(gt=0, description="Net selling price of one unit.")
+    variable_cost_per_unit: FiniteFloat = Field(
+        ge=0, description="Variable cost of one unit; must be below price_per_unit."
+    )
+    currency: Currency = "EUR"
+
+    @field_validator("variable_cost_per_unit")
+    @classmethod
+    def _below_price(cls, value: float, info: ValidationInfo) -> float:
+        price = info.data.get("price_per_unit")
+        if price is not None and value >= price:
+            raise ValueError(
+                f"must be below price_per_unit ({price}): with no positive contribution margin "
+                "the business never breaks even"
+            )
+        return value
+
+
+class BreakEvenOutput(BaseModel):
+    contribution_margin_per_unit: float
+    contribution_margin_ratio: float = Field(description="Contribution margin / price, a fraction.")
+    break_even_units: float = Field(description="Exact units to cover fixed costs (fractional).")
+    break_even_units_whole: int = Field(description="Whole units to sell: break_even_units rounded up.")
+    break_even_revenue: float = Field(description="Revenue at break_even_units.")
+    summary: str
+
+
+@register_tool(
+    "break_even",
+    "Break-even point: units and revenue needed to cover fixed costs given price and variable "
+    "cost per unit.",
+)
+def break_even(params: BreakEvenInput) -> BreakEvenOutput:
+    margin = params.price_per_unit - params.variable_cost_per_unit
+    units = params.fixed_costs / margin
+    whole = math.ceil(round(units, 9))
+    revenue = units * params.price_per_unit
+    c = params.currency
+    summary = (
+        f"Each unit contributes {_money(margin, c)} ({margin / params.price_per_unit:.1%} of price); "
+        f"covering fixed costs of {_money(params.fixed_costs, c)} takes {units:,.2f} units "
+        f"({whole:,} whole units), i.e. revenue of {_money(revenue, c)}."
+    )
+    return BreakEvenOutput(
+        contribution_margin_per_unit=margin,
+        contribution_margin_ratio=margin / params.price_per_unit,
+        break_even_units=units,
+        break_even_units_whole=whole,
+        break_even_revenue=revenue,
+        summary=summary,
+    )

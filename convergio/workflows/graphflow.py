@@ -1,0 +1,550 @@
+"""``GraphFlowWorkflow``: interprets a pinned template as a durable multi-agent process.
+
+Ready steps run concurrently; each model call is one activity and the transcript lives
+here, so a worker crash resumes at the next turn and never repeats a completed call.
+Everything in this module is deterministic: no I/O, clocks or randomness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from convergio.activities.agent_turn import AgentTurnActivities
+    from convergio.activities.tool_step import ToolStepInput, run_tool_step
+    from convergio.agents.definition import AgentDefinition
+    from convergio.contracts import AgentProfile, AgentTurnInput, AgentTurnOutput, AgentTurnRequest, TranscriptMessage
+    from convergio.graphflow.expressions import ExpressionError, compile_expression
+    from convergio.graphflow.placeholders import render_text, render_value
+    from convergio.graphflow.quality import output_problems, review_instruction, review_score
+    from convergio.graphflow.report import render_markdown
+    from convergio.graphflow.run_models import (
+        TERMINAL,
+        ApprovalDecision,
+        AuditEntry,
+        GraphFlowInput,
+        GraphFlowResult,
+        PendingApproval,
+        RunStatus,
+        StepReport,
+        StepState,
+        TurnRecord,
+    )
+    from convergio.graphflow.selector import ConversationState, select_speaker
+    from convergio.graphflow.template import StepSpec, Template
+    from convergio.graphflow.validation import ancestors
+
+TEMPLATE_KEY = SearchAttributeKey.for_keyword("ConvergioTemplate")
+STATUS_KEY = SearchAttributeKey.for_keyword("ConvergioStatus")
+TENANT_KEY = SearchAttributeKey.for_keyword("ConvergioTenant")
+PENDING_GATES_KEY = SearchAttributeKey.for_keyword_list("ConvergioPendingGates")
+
+
+def initial_search_attributes(run: GraphFlowInput) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(TEMPLATE_KEY, run.template.name),
+            SearchAttributePair(STATUS_KEY, "running"),
+            SearchAttributePair(TENANT_KEY, run.tenant),
+            SearchAttributePair(PENDING_GATES_KEY, []),
+        ]
+    )
+
+
+class StepFailed(Exception):
+    """A step could not produce an acceptable output; ``on_failure`` decides what follows."""
+
+
+@workflow.defn(name="GraphFlow")
+class GraphFlowWorkflow:
+    def __init__(self) -> None:
+        self._run: GraphFlowInput | None = None
+        self._steps: dict[str, StepState] = {}
+        self._turns: list[TurnRecord] = []
+        self._audit: list[AuditEntry] = []
+        self._pending: dict[str, PendingApproval] = {}
+        self._decisions: dict[str, tuple[str, ApprovalDecision]] = {}
+        self._turn_counter = 0
+        self._loop_counts: dict[str, int] = {}
+        self._state = "running"
+
+    # ------------------------------------------------------------------ run
+    @workflow.run
+    async def run(self, run: GraphFlowInput) -> GraphFlowResult:
+        self._run = run
+        started_at = workflow.now()
+        template = run.template
+        self._steps = {
+            step.id: StepState(id=step.id, kind=step.kind, title=step.label) for step in template.steps
+        }
+        running: dict[str, asyncio.Task[None]] = {}
+        failure: ApplicationError | None = None
+        while True:
+            for step in template.steps:
+                state = self._steps[step.id]
+                if state.status != "pending" or step.id in running:
+                    continue
+                if not all(self._steps[d].status in TERMINAL for d in step.depends_on):
+                    continue
+                skip_reason = self._skip_reason(step)
+                if skip_reason:
+                    state.status, state.error = "skipped", skip_reason
+                    continue
+                state.status, state.started_at = "running", workflow.now()
+                running[step.id] = asyncio.create_task(self._execute(step))
+            if not running:
+                break
+            done, _ = await workflow.wait(list(running.values()), return_when=asyncio.FIRST_COMPLETED)
+            for step_id in [sid for sid, task in running.items() if task in done]:
+                task = running.pop(step_id)
+                error = task.exception()
+                if isinstance(error, ApplicationError):
+                    failure = failure or error
+                elif error is not None:
+                    raise error
+                else:
+                    self._after_step(template.step(step_id))
+            if failure is not None:
+                for task in running.values():
+                    task.cancel()
+                break
+        self._state = "failed" if failure else "completed"
+        self._set_search_status(self._state)
+        result = self._result(started_at)
+        if failure is not None:
+            raise ApplicationError(
+                f"{failure.message}", result.model_dump(mode="json"), type="StepFailed", non_retryable=True
+            )
+        return result
+
+    def _skip_reason(self, step: StepSpec) -> str | None:
+        deps = [self._steps[d] for d in step.depends_on]
+        completed = [d for d in deps if d.status == "completed"]
+        if deps and step.join == "all" and len(completed) < len(deps):
+            blocked = ", ".join(d.id for d in deps if d.status != "completed")
+            return f"skipped because {blocked} did not complete"
+        if deps and step.join == "any" and not completed:
+            return "skipped because none of its dependencies completed"
+        if step.when and not _holds(step.when, self._context(), f"steps.{step.id}.when"):
+            return f"condition is false: {step.when}"
+        return None
+
+    def _after_step(self, step: StepSpec) -> None:
+        """A completed step with a ``loop`` may send the run back to an earlier step."""
+        state = self._steps[step.id]
+        loop = step.loop
+        if loop is None or state.status != "completed":
+            return
+        count = self._loop_counts.get(step.id, 0)
+        if count + 1 >= loop.max_iterations or not _holds(loop.while_, self._context(), f"steps.{step.id}.loop.while"):
+            return
+        self._loop_counts[step.id] = count + 1
+        assert self._run is not None
+        again = _between(self._run.template, loop.back_to, step.id)
+        for step_id in again:
+            previous = self._steps[step_id]
+            self._steps[step_id] = StepState(
+                id=step_id,
+                kind=previous.kind,
+                title=previous.title,
+                iterations=previous.iterations,
+                prompt_tokens=previous.prompt_tokens,
+                completion_tokens=previous.completion_tokens,
+                transcript=previous.transcript,
+                output=previous.output,  # the previous round stays visible until replaced
+            )
+
+    # ------------------------------------------------------------------ steps
+    async def _execute(self, step: StepSpec) -> None:
+        state = self._steps[step.id]
+        state.iterations += 1
+        try:
+            await self._execute_with_failure_policy(step)
+        except StepFailed as exc:
+            state.status, state.error, state.finished_at = "failed", str(exc), workflow.now()
+            raise ApplicationError(f"step '{step.id}' failed: {exc}", type="StepFailed", non_retryable=True)
+        if state.status == "running":
+            state.status = "completed"
+        state.finished_at = workflow.now()
+
+    async def _execute_with_failure_policy(self, step: StepSpec) -> None:
+        policy = step.on_failure
+        attempts = policy.max_attempts + 1 if policy.action == "retry" else 1
+        last_error = ""
+        for attempt in range(attempts):
+            try:
+                await self._execute_once(step, agent_override=None)
+                return
+            except StepFailed as exc:
+                last_error = str(exc)
+                if attempt + 1 < attempts:
+                    self._record_failure_handling(step, f"retrying the step after: {exc}")
+        state = self._steps[step.id]
+        if policy.action == "fallback" and policy.agent:
+            self._record_failure_handling(step, f"falling back to {policy.agent} after: {last_error}")
+            await self._execute_once(step, agent_override=policy.agent)
+        elif policy.action == "skip":
+            self._record_failure_handling(step, f"skipped after: {last_error}")
+            state.status, state.error = "skipped", last_error
+        elif policy.action == "escalate":
+            self._record_failure_handling(step, f"escalated to a person after: {last_error}")
+            decision = await self._gate(
+                step, gate_id=f"{step.id}__escalation", roles=step.approvers or ["operator"],
+                under_review=f"Step '{step.label}' failed: {last_error}\n\n{state.output or ''}",
+            )
+            if decision != "approve":
+                raise StepFailed(f"{last_error} (escalation denied)")
+            state.error = last_error
+        else:
+            raise StepFailed(last_error)
+
+    def _record_failure_handling(self, step: StepSpec, outcome: str) -> None:
+        self._audit.append(AuditEntry(at=workflow.now(), kind="failure_handling", gate_id=step.id, outcome=outcome))
+
+    async def _execute_once(self, step: StepSpec, agent_override: str | None) -> None:
+        if step.kind == "approval":
+            await self._approval_step(step)
+            return
+        if step.kind == "tool":
+            await self._tool_step(step)
+        elif step.kind == "team" and agent_override is None:
+            await self._team_step(step)
+        else:
+            await self._agent_step(step, agent_override or step.agent or step.participants[0])
+        if step.requires_approval:
+            state = self._steps[step.id]
+            decision = await self._gate(step, gate_id=step.id, roles=step.approvers or ["approver"],
+                                        under_review=state.output or "")
+            if decision != "approve":
+                state.status = "denied"
+
+    async def _agent_step(self, step: StepSpec, agent_name: str) -> None:
+        state = self._steps[step.id]
+        instruction = render_text(step.instruction, self._context())
+        context = self._dependency_context(step)
+        feedback = ""
+        for revision in range(_max_revisions(step) + 1):
+            task = instruction if not feedback else f"{instruction}\n\nRevise your previous answer. {feedback}"
+            output = await self._turn(step, agent_name, task, context, purpose="answer")
+            state.output = output.content
+            state.agents.append(agent_name)
+            problems = output_problems(output.content, step.quality)
+            problems += await self._review(step, output.content)
+            state.quality_notes = problems
+            if not problems:
+                return
+            if revision < _max_revisions(step):
+                state.revisions += 1
+                feedback = "Fix: " + "; ".join(problems)
+        raise StepFailed("quality check failed: " + "; ".join(state.quality_notes))
+
+    async def _review(self, step: StepSpec, draft: str) -> list[str]:
+        quality = step.quality
+        if quality is None or quality.reviewer is None:
+            return []
+        reviewer = quality.reviewer
+        task = review_instruction(step.label, draft, quality.required_sections)
+        review = await self._turn(step, reviewer.agent, task, [], purpose="review")
+        score = review_score(review.content)
+        self._steps[step.id].score = score
+        if score is None:
+            return [f"reviewer {reviewer.agent} gave no SCORE"]
+        if score < reviewer.threshold:
+            return [f"reviewer score {score:g} below {reviewer.threshold:g}: {_first_line_after_score(review.content)}"]
+        return []
+
+    async def _team_step(self, step: StepSpec) -> None:
+        """A durable group chat: the composite-score selector picks each next speaker."""
+        assert self._run is not None
+        state = self._steps[step.id]
+        instruction = render_text(step.instruction, self._context())
+        transcript = [*self._dependency_context(step), TranscriptMessage(source="user", content=instruction)]
+        members = [self._run.agents[name] for name in step.participants]
+        speakers: list[str] = []
+        for _ in range(step.max_turns):
+            chosen = select_speaker(
+                members,
+                ConversationState(
+                    topic=instruction,
+                    phase=step.phase,
+                    complexity=step.complexity,
+                    speakers=speakers,
+                    last_message=transcript[-1].content,
+                ),
+            )
+            output = await self._turn(step, chosen.agent, instruction, transcript, purpose="chat")
+            speakers.append(chosen.agent)
+            state.agents.append(chosen.agent)
+            transcript.append(TranscriptMessage(source=chosen.agent, content=output.content))
+            state.transcript = list(transcript)
+            state.output = output.content
+            if step.completion_marker in output.content:
+                state.output = output.content.replace(step.completion_marker, "").strip()
+                break
+            if step.quality and not output_problems(output.content, step.quality) and len(speakers) >= 2:
+                break
+        problems = output_problems(state.output or "", step.quality)
+        state.quality_notes = problems
+        if problems and step.quality is not None:
+            raise StepFailed("team did not reach the quality bar: " + "; ".join(problems))
+
+    async def _tool_step(self, step: StepSpec) -> None:
+        state = self._steps[step.id]
+        arguments = render_value(step.arguments, self._context())
+        try:
+            output = await workflow.execute_activity(
+                run_tool_step,
+                ToolStepInput(workflow_id=workflow.info().workflow_id, step_id=step.id,
+                              tool=step.tool or "", arguments=arguments),
+                summary=f"tool {step.tool} · {step.label}",
+                start_to_close_timeout=step.timeout,
+                retry_policy=_retry_policy(step),
+            )
+        except ActivityError as exc:
+            raise StepFailed(_cause(exc)) from None
+        state.output, state.data = output.summary, output.data
+        state.agents.append(f"tool:{step.tool}")
+
+    async def _approval_step(self, step: StepSpec) -> None:
+        under_review = "\n\n".join(
+            f"## {self._steps[d].title}\n\n{self._steps[d].output or ''}" for d in step.depends_on
+        )
+        decision = await self._gate(step, gate_id=step.id, roles=step.approvers, under_review=under_review)
+        state = self._steps[step.id]
+        if decision != "approve":
+            state.status = "denied"
+
+    # ------------------------------------------------------------------ model turns
+    async def _turn(
+        self, step: StepSpec, agent_name: str, task: str, context: list[TranscriptMessage], purpose: str
+    ) -> AgentTurnOutput:
+        assert self._run is not None
+        agent = self._run.agents[agent_name]
+        self._turn_counter += 1
+        request = AgentTurnRequest(
+            task=task,
+            agent=AgentProfile(name=agent.name, role=agent.role, system_message=agent.system_message),
+            model=agent.model or self._run.model,
+            tenant=self._run.tenant,
+        )
+        try:
+            output = await workflow.execute_activity_method(
+                AgentTurnActivities.run_agent_turn,
+                AgentTurnInput(
+                    workflow_id=workflow.info().workflow_id,
+                    step_id=step.id,
+                    turn=self._turn_counter,
+                    request=request,
+                    context=context,
+                ),
+                summary=f"{agent.role} · {step.label}" + (" · review" if purpose == "review" else ""),
+                start_to_close_timeout=step.timeout,
+                heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=_retry_policy(step),
+            )
+        except ActivityError as exc:
+            raise StepFailed(f"{agent_name}: {_cause(exc)}") from None
+        state = self._steps[step.id]
+        state.prompt_tokens += output.prompt_tokens
+        state.completion_tokens += output.completion_tokens
+        self._turns.append(
+            TurnRecord(
+                turn=self._turn_counter, step_id=step.id, agent=agent_name, model=output.model,
+                content=output.content, prompt_tokens=output.prompt_tokens,
+                completion_tokens=output.completion_tokens, purpose=purpose,  # type: ignore[arg-type]
+            )
+        )
+        return output
+
+    # ------------------------------------------------------------------ approvals
+    async def _gate(self, step: StepSpec, *, gate_id: str, roles: list[str], under_review: str) -> str:
+        """Wait for a person; returns 'approve' or 'deny'."""
+        self._pending[gate_id] = PendingApproval(
+            gate_id=gate_id, step_id=step.id, title=step.label, approvers=roles,
+            under_review=under_review, requested_at=workflow.now(),
+        )
+        state = self._steps[step.id]
+        previous_status = state.status
+        state.status = "waiting_approval"
+        self._set_pending_gates()
+        await workflow.wait_condition(lambda: gate_id in self._decisions)
+        del self._pending[gate_id]
+        self._set_pending_gates()
+        state.status = previous_status
+        outcome, decision = self._decisions[gate_id]
+        state.agents.append(f"{decision.approver} ({decision.role})")
+        if step.kind == "approval":
+            state.output = f"{'Approved' if outcome == 'approve' else 'Denied'} by {decision.approver} ({decision.role})" + (
+                f": {decision.comment}" if decision.comment else ""
+            )
+        return outcome
+
+    def _decide(self, outcome: str, decision: ApprovalDecision) -> None:
+        gate = self._pending.get(decision.gate_id)
+        reason = None
+        if gate is None:
+            reason = "already decided" if decision.gate_id in self._decisions else "no such pending gate"
+        elif decision.role not in gate.approvers:
+            reason = f"role '{decision.role}' may not decide; allowed: {', '.join(gate.approvers)}"
+        if reason:
+            self._audit.append(
+                AuditEntry(at=workflow.now(), kind="ignored_decision", gate_id=decision.gate_id,
+                           actor=decision.approver, role=decision.role, outcome=f"{outcome} ignored: {reason}",
+                           comment=decision.comment)
+            )
+            return
+        self._decisions[decision.gate_id] = (outcome, decision)
+        self._audit.append(
+            AuditEntry(at=workflow.now(), kind="decision", gate_id=decision.gate_id, actor=decision.approver,
+                       role=decision.role, outcome="approved" if outcome == "approve" else "denied",
+                       comment=decision.comment)
+        )
+
+    @workflow.signal
+    def approve(self, decision: ApprovalDecision) -> None:
+        self._decide("approve", decision)
+
+    @workflow.signal
+    def deny(self, decision: ApprovalDecision) -> None:
+        self._decide("deny", decision)
+
+    @workflow.query
+    def status(self) -> RunStatus:
+        assert self._run is not None
+        return RunStatus(
+            template=self._run.template.name,
+            version=self._run.template.version,
+            state=self._state,  # type: ignore[arg-type]
+            steps=list(self._steps.values()),
+            pending_approvals=list(self._pending.values()),
+            prompt_tokens=sum(s.prompt_tokens for s in self._steps.values()),
+            completion_tokens=sum(s.completion_tokens for s in self._steps.values()),
+            started_at=workflow.info().start_time,
+        )
+
+    @workflow.query
+    def pending_approvals(self) -> list[PendingApproval]:
+        return list(self._pending.values())
+
+    # ------------------------------------------------------------------ helpers
+    def _context(self) -> dict[str, Any]:
+        assert self._run is not None
+        return {
+            "inputs": self._run.inputs,
+            "steps": {step_id: state.as_context() for step_id, state in self._steps.items()},
+        }
+
+    def _dependency_context(self, step: StepSpec) -> list[TranscriptMessage]:
+        """Outputs of the steps this one depends on, as messages from who produced them."""
+        messages = []
+        for dependency in step.depends_on:
+            state = self._steps[dependency]
+            if state.output and state.kind != "approval":
+                source = state.agents[-1] if state.agents else dependency
+                messages.append(TranscriptMessage(source=_source_name(source), content=f"[{state.title}]\n{state.output}"))
+        return messages
+
+    def _set_search_status(self, status: str) -> None:
+        if workflow.info().typed_search_attributes.get(STATUS_KEY) is not None:
+            workflow.upsert_search_attributes([STATUS_KEY.value_set(status)])
+
+    def _set_pending_gates(self) -> None:
+        if workflow.info().typed_search_attributes.get(STATUS_KEY) is not None:
+            workflow.upsert_search_attributes([PENDING_GATES_KEY.value_set(sorted(self._pending))])
+
+    def _result(self, started_at: Any) -> GraphFlowResult:
+        assert self._run is not None
+        template = self._run.template
+        reports = [_report(self._steps[step.id]) for step in template.steps]
+        prompt = sum(r.prompt_tokens for r in reports)
+        completion = sum(r.completion_tokens for r in reports)
+        workflow_id = workflow.info().workflow_id
+        status = "failed" if self._state == "failed" else "completed"
+        return GraphFlowResult(
+            workflow_id=workflow_id,
+            template=template.name,
+            version=template.version,
+            status=status,  # type: ignore[arg-type]
+            inputs=self._run.inputs,
+            steps=reports,
+            turns=self._turns,
+            audit=self._audit,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            started_at=started_at,
+            finished_at=workflow.now(),
+            markdown=render_markdown(
+                title=template.description.split(".")[0] or template.name,
+                workflow_id=workflow_id, status=status, steps=reports, audit=self._audit,
+                prompt_tokens=prompt, completion_tokens=completion,
+            ),
+        )
+
+
+def _between(template: Template, start: str, end: str) -> list[str]:
+    """Steps from ``start`` to ``end`` inclusive: the body of a loop."""
+    body = {end}
+    for step in template.steps:
+        if step.id == start or start in ancestors(template, step.id):
+            if step.id == end or step.id in ancestors(template, end):
+                body.add(step.id)
+    return [step.id for step in template.steps if step.id in body]
+
+
+def _holds(expression: str, context: dict[str, Any], where: str) -> bool:
+    """Evaluate a template condition; one that cannot be evaluated fails the run, with the reason."""
+    try:
+        return compile_expression(expression).test(context)
+    except ExpressionError as exc:
+        raise ApplicationError(f"{where}: {exc}", type="ExpressionError", non_retryable=True) from None
+
+
+def _max_revisions(step: StepSpec) -> int:
+    return step.quality.max_revisions if step.quality else 0
+
+
+def _retry_policy(step: StepSpec) -> RetryPolicy:
+    return RetryPolicy(
+        maximum_attempts=step.retry.max_attempts,
+        initial_interval=step.retry.initial_interval,
+        backoff_coefficient=step.retry.backoff,
+        maximum_interval=step.retry.max_interval,
+        non_retryable_error_types=["ModelConfigError", "ToolInputError", "UnknownToolError"],
+    )
+
+
+def _cause(error: BaseException) -> str:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return str(error)
+
+
+def _first_line_after_score(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "SCORE" not in line.upper()]
+    return lines[0][:200] if lines else ""
+
+
+def _source_name(name: str) -> str:
+    """AutoGen message sources must be identifiers."""
+    cleaned = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+    return cleaned or "step"
+
+
+def _report(state: StepState) -> StepReport:
+    duration = (
+        (state.finished_at - state.started_at).total_seconds()
+        if state.started_at and state.finished_at else None
+    )
+    return StepReport(
+        id=state.id, title=state.title, kind=state.kind, status=state.status, agents=state.agents,
+        output=state.output, data=state.data, score=state.score, iterations=state.iterations,
+        revisions=state.revisions, prompt_tokens=state.prompt_tokens,
+        completion_tokens=state.completion_tokens, started_at=state.started_at, duration_s=duration,
+        quality_notes=state.quality_notes, error=state.error,
+    )

@@ -1,0 +1,56 @@
+"""Shared helpers for GraphFlow tests: start a template run and act as an approver."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+
+from convergio.agents.catalog import default_catalog
+from convergio.graphflow.loader import default_registry, parse_template
+from convergio.graphflow.run_models import ApprovalDecision, GraphFlowResult, PendingApproval
+from convergio.graphflow.runs import build_run_input, start_template_run
+from convergio.graphflow.template import Template
+from convergio.settings import Settings
+from convergio.tools.registry import tool_names
+from convergio.workflows.graphflow import GraphFlowWorkflow
+
+STRATEGIC_INPUTS = {
+    "company": "Acme Analytics",
+    "question": "Should we expand into the German mid-market?",
+    "market": "German mid-market manufacturing analytics",
+    "brief": (
+        "Germany has about 12,000 mid-market manufacturers and 30% already buy analytics software. "
+        "Our average contract is worth 40,000 euros a year at a 70% gross margin. "
+        "Two local competitors discount aggressively. A Munich office costs 1.2 million euros a year."
+    ),
+}
+
+
+def custom_template(data: dict[str, Any]) -> Template:
+    return parse_template(data, agents=default_catalog().names(), tools=tool_names(), source="<test>")
+
+
+async def start(
+    client: Client, settings: Settings, template: Template | str, inputs: dict[str, Any], **kwargs: Any
+) -> WorkflowHandle[Any, GraphFlowResult]:
+    if isinstance(template, str):
+        template = default_registry().get(template)
+    run = build_run_input(template, inputs, default_catalog(), tenant=kwargs.pop("tenant", "default"), model=None)
+    started = await start_template_run(client, settings, run, **kwargs)
+    return client.get_workflow_handle_for(GraphFlowWorkflow.run, started.workflow_id)
+
+
+async def wait_for_gate(handle: WorkflowHandle, gate_id: str, timeout: float = 60) -> PendingApproval:
+    for _ in range(int(timeout / 0.1)):
+        pending = await handle.query(GraphFlowWorkflow.pending_approvals)
+        for gate in pending:
+            if gate.gate_id == gate_id:
+                return gate
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"gate {gate_id} never opened")
+
+
+def decision(gate_id: str, role: str = "executive", approver: str = "Ada", comment: str = "") -> ApprovalDecision:
+    return ApprovalDecision(gate_id=gate_id, approver=approver, role=role, comment=comment)

@@ -1,0 +1,203 @@
+"""GraphFlowWorkflow on the real dev server: templates run as durable multi-agent processes."""
+
+from __future__ import annotations
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+
+from convergio.graphflow.selector import ConversationState, select_speaker
+from convergio.settings import Settings
+from convergio.workers.worker import WorkerResources, build_worker
+from convergio.workflows.graphflow import GraphFlowWorkflow
+from convergio.agents.catalog import default_catalog
+from tests.graphflow_helpers import STRATEGIC_INPUTS, custom_template, decision, start, wait_for_gate
+
+
+async def test_strategic_analysis_runs_end_to_end_with_approval(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, "strategic-analysis", STRATEGIC_INPUTS)
+        gate = await wait_for_gate(handle, "executive_approval")
+        assert "Strategic synthesis" in gate.under_review
+        status = await handle.query(GraphFlowWorkflow.status)
+        assert {s.id: s.status for s in status.steps}["final_recommendation"] == "pending"
+        assert status.prompt_tokens > 0
+        await handle.signal(GraphFlowWorkflow.approve, decision("executive_approval", comment="Go"))
+        result = await handle.result()
+
+    steps = {step.id: step for step in result.steps}
+    assert result.status == "completed"
+    assert all(step.status == "completed" for step in result.steps), {s.id: s.status for s in result.steps}
+    assert steps["market_analysis"].agents == ["market_analyst"]
+    assert steps["financial_model"].data is not None and steps["financial_model"].data["npv"] > 0
+    # The CFO's instruction was filled with the tool's output.
+    cfo_turn = next(turn for turn in result.turns if turn.step_id == "financial_assessment")
+    assert cfo_turn.agent == "cfo"
+    assert "## Investment case" in steps["financial_assessment"].output
+    # Ready steps run concurrently: the tool and the first agent were scheduled together,
+    # and both analyses that wait only on the market analysis started together.
+    assert steps["market_analysis"].started_at == steps["financial_model"].started_at
+    assert steps["risk_review"].started_at == steps["financial_assessment"].started_at
+    assert len(steps["strategic_synthesis"].agents) >= 2
+    assert steps["executive_approval"].output == "Approved by Ada (executive): Go"
+    assert [entry.outcome for entry in result.audit if entry.kind == "decision"] == ["approved"]
+    for step in result.steps:
+        assert f"## {step.title}" in result.markdown
+    assert result.prompt_tokens == sum(turn.prompt_tokens for turn in result.turns)
+
+
+async def test_deny_skips_everything_downstream(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, "strategic-analysis", STRATEGIC_INPUTS)
+        await wait_for_gate(handle, "executive_approval")
+        # A decision from a role the gate does not allow is recorded and ignored.
+        await handle.signal(GraphFlowWorkflow.approve, decision("executive_approval", role="intern", approver="Bob"))
+        await handle.signal(GraphFlowWorkflow.deny, decision("executive_approval", comment="Too risky"))
+        result = await handle.result()
+    steps = {step.id: step.status for step in result.steps}
+    assert steps["executive_approval"] == "denied"
+    assert steps["final_recommendation"] == "skipped"
+    kinds = [(entry.kind, entry.actor) for entry in result.audit]
+    assert kinds == [("ignored_decision", "Bob"), ("decision", "Ada")]
+    assert "may not decide" in result.audit[0].outcome
+
+
+def _branching_template(threshold: int) -> dict:
+    return {
+        "name": "branching",
+        "version": 1,
+        "inputs": {"budget": {"type": "number", "required": True}},
+        "steps": [
+            {"id": "plan", "agent": "strategic", "instruction": "Plan with budget {inputs.budget}. Cover: Plan."},
+            {"id": "big", "agent": "cfo", "depends_on": ["plan"], "when": f"inputs.budget >= {threshold}",
+             "instruction": "Large budget plan. Cover: Spend."},
+            {"id": "small", "agent": "operations", "depends_on": ["plan"], "when": f"inputs.budget < {threshold}",
+             "instruction": "Small budget plan. Cover: Savings."},
+            {"id": "wrap_up", "agent": "chief_of_staff", "depends_on": ["big", "small"], "join": "any",
+             "instruction": "Wrap up. Cover: Summary."},
+            {"id": "strict_join", "agent": "performance", "depends_on": ["big", "small"],
+             "instruction": "Needs both. Cover: KPIs."},
+        ],
+    }
+
+
+@pytest.mark.parametrize(("budget", "ran", "skipped"), [(500, "small", "big"), (5000, "big", "small")])
+async def test_conditions_and_joins(
+    dev_client: Client, settings: Settings, resources: WorkerResources, budget: int, ran: str, skipped: str
+) -> None:
+    template = custom_template(_branching_template(threshold=1000))
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template, {"budget": budget}, search_attributes=False)
+        result = await handle.result()
+    steps = {step.id: step for step in result.steps}
+    assert steps[ran].status == "completed"
+    assert steps[skipped].status == "skipped" and "condition is false" in (steps[skipped].error or "")
+    assert steps["wrap_up"].status == "completed"
+    assert steps["strict_join"].status == "skipped"
+
+
+async def test_bounded_loop_runs_its_body_max_iterations_times(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    template = custom_template(
+        {
+            "name": "looping",
+            "version": 1,
+            "steps": [
+                {"id": "draft", "agent": "strategic", "instruction": "Draft. Cover: Draft."},
+                {"id": "critique", "agent": "reviewer", "depends_on": ["draft"],
+                 "instruction": "Critique the draft. Cover: Critique.",
+                 "loop": {"back_to": "draft", "while": "steps.critique.status == 'completed'", "max_iterations": 3}},
+                {"id": "publish", "agent": "chief_of_staff", "depends_on": ["critique"],
+                 "instruction": "Publish. Cover: Final."},
+            ],
+        }
+    )
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template, {}, search_attributes=False)
+        result = await handle.result()
+    steps = {step.id: step for step in result.steps}
+    assert steps["draft"].iterations == 3 and steps["critique"].iterations == 3
+    assert steps["publish"].iterations == 1
+    assert [turn.step_id for turn in result.turns] == ["draft", "critique"] * 3 + ["publish"]
+
+
+async def test_team_step_follows_the_composite_selector(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    template = custom_template(
+        {
+            "name": "team",
+            "version": 1,
+            "steps": [
+                {"id": "debate", "kind": "team", "participants": ["cfo", "strategic", "market_analyst"],
+                 "phase": "analysis", "max_turns": 4,
+                 "instruction": "Debate the revenue and margin outlook versus competitors. Cover: Outlook."},
+            ],
+        }
+    )
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template, {}, search_attributes=False)
+        result = await handle.result()
+    speakers = [turn.agent for turn in result.turns]
+    assert len(speakers) == 4
+    # Replay the selector over the same transcript: the workflow chose exactly these speakers.
+    catalog = default_catalog()
+    members = [catalog.get(name) for name in ["cfo", "strategic", "market_analyst"]]
+    step = template.step("debate")
+    expected: list[str] = []
+    last = step.instruction
+    for turn in result.turns:
+        chosen = select_speaker(
+            members,
+            ConversationState(topic=step.instruction, phase="analysis", complexity=3, speakers=expected, last_message=last),
+        )
+        expected.append(chosen.agent)
+        last = turn.content
+    assert speakers == expected
+    assert all(a != b for a, b in zip(speakers, speakers[1:]))
+
+
+async def test_tool_failure_with_skip_policy_lets_the_run_continue(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    inputs = {**STRATEGIC_INPUTS, "discount_rate": 5.0}  # outside the tool's accepted range
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, "strategic-analysis", inputs, search_attributes=False)
+        await wait_for_gate(handle, "executive_approval")
+        await handle.signal(GraphFlowWorkflow.approve, decision("executive_approval", role="ceo"))
+        result = await handle.result()
+    steps = {step.id: step for step in result.steps}
+    assert steps["financial_model"].status == "skipped"
+    assert "discount_rate" in (steps["financial_model"].error or "")
+    assert steps["financial_assessment"].status == "completed"  # join: any
+    assert any(entry.kind == "failure_handling" for entry in result.audit)
+
+
+async def test_quality_failure_fails_the_run_with_a_clear_reason(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    template = custom_template(
+        {
+            "name": "strict",
+            "version": 1,
+            "steps": [
+                {"id": "memo", "agent": "strategic", "instruction": "Write a memo. Cover: Summary.",
+                 "quality": {"required_sections": ["Appendix"], "max_revisions": 1}},
+            ],
+        }
+    )
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template, {}, search_attributes=False)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    cause = failure.value.cause
+    assert "missing section 'Appendix'" in str(cause)
+    # The failure carries the report of what did run.
+    report = cause.details[0]
+    memo = report["steps"][0]
+    assert memo["status"] == "failed" and memo["revisions"] == 1
+    assert [turn["step_id"] for turn in report["turns"]] == ["memo", "memo"]
