@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
-from typing import Annotated
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import typer
 from pydantic import ValidationError
@@ -12,9 +15,9 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.table import Table
+from temporalio.service import RPCError
 
 from convergio.agents.models import ModelConfigError, validate_model_setting
-from convergio.contracts import AgentProfile, AgentTurnRequest, AgentTurnResult
 from convergio.settings import Settings
 from convergio.stack.process import StackError
 
@@ -29,16 +32,6 @@ app.add_typer(db_app, name="db")
 
 console = Console()
 err_console = Console(stderr=True)
-
-DEFAULT_TASK = (
-    "Assess whether Acme Analytics should expand into the German mid-market. "
-    "Germany has about 12,000 mid-market manufacturers, and 30% of them already buy analytics software. "
-    "Our average contract is worth 40,000 euros a year with a 70% gross margin. "
-    "Entering needs a Munich sales office costing 1.2 million euros a year and GDPR-compliant hosting in the EU. "
-    "Two local competitors hold most of the market and discount aggressively. "
-    "Cover: Market, Financials, Risks, Recommendation."
-)
-
 
 def fail(message: str) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -147,81 +140,241 @@ def db_upgrade() -> None:
     console.print(f"applied: {', '.join(applied)}" if applied else "database is up to date")
 
 
-TaskOption = Annotated[str, typer.Option("--task", "-t", help="What the agent should do.")]
+def parse_inputs(pairs: list[str], inputs_file: Path | None) -> dict[str, Any]:
+    """``--input key=value`` pairs (values parsed as JSON when they are JSON) over an inputs file."""
+    inputs: dict[str, Any] = {}
+    if inputs_file is not None:
+        try:
+            loaded = json.loads(inputs_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise fail(f"--inputs-file {inputs_file}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise fail(f"--inputs-file {inputs_file}: must hold a JSON object")
+        inputs.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise fail(f"--input {pair!r}: expected key=value")
+        try:
+            inputs[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            inputs[key.strip()] = value
+    return inputs
+
+
+InputOption = Annotated[
+    list[str], typer.Option("--input", "-i", help="An input as key=value (JSON values allowed); repeatable.")
+]
+InputsFileOption = Annotated[Path | None, typer.Option(help="A JSON file with the inputs.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 @app.command()
 def run(
-    task: TaskOption = DEFAULT_TASK,
-    agent: Annotated[str, typer.Option(help="Agent name (an identifier).")] = "chief_of_staff",
-    role: Annotated[str, typer.Option(help="The agent's role, shown in reports.")] = "Chief of Staff",
-    wait: Annotated[bool, typer.Option(help="Wait for the result.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    template: Annotated[str, typer.Argument(help="Template name, e.g. strategic-analysis.")],
+    inputs: InputOption = [],  # noqa: B006 - Typer reads the default
+    inputs_file: InputsFileOption = None,
+    version: Annotated[int | None, typer.Option(help="Template version (default: latest).")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the run until it ends.")] = True,
+    as_json: JsonOption = False,
 ) -> None:
-    """Start a workflow on a running stack (see `convergio up`) and print its result."""
-    from convergio.temporal_client import connect_temporal
-    from convergio.workflow_runs import start_agent_turn
+    """Start a template run on a running stack (see `convergio up`)."""
+    from convergio.agents.catalog import default_catalog
+    from convergio.graphflow.loader import InputError, default_registry
+    from convergio.graphflow.runs import build_run_input, read_template_run, start_template_run
 
     settings = load_settings()
-    request = _request_or_exit(task, agent, role)
+    given = parse_inputs(inputs, inputs_file)
+    try:
+        chosen = default_registry().get(template, version)
+        run_input = build_run_input(chosen, given, default_catalog(), tenant="default", model=None)
+    except KeyError as exc:
+        raise fail(str(exc.args[0])) from None
+    except InputError as exc:
+        raise fail(str(exc)) from None
 
     async def main() -> None:
-        try:
-            client = await connect_temporal(settings)
-        except RuntimeError as exc:
-            raise fail(
-                f"cannot reach Temporal at {settings.effective_temporal_address} ({exc}); "
-                "start the stack with `convergio up` or set CONVERGIO_TEMPORAL_ADDRESS"
-            ) from None
-        started = await start_agent_turn(client, settings, request)
+        client = await _connect_or_exit(settings)
+        started = await start_template_run(client, settings, run_input)
         if not wait:
             console.print(started.model_dump_json(indent=2) if as_json else f"started {started.workflow_id}")
             return
-        with console.status(f"Running {started.workflow_id}…"):
-            result = await client.get_workflow_handle(started.workflow_id, result_type=AgentTurnResult).result()
-        print_result(result, started.temporal_ui_url, as_json)
+        console.print(f"started [bold]{started.workflow_id}[/] · {started.temporal_ui_url}", soft_wrap=True)
+        seen: dict[str, str] = {}
+        while True:
+            view = await read_template_run(client, settings, started.workflow_id)
+            if view.progress is None:
+                break
+            for step in view.progress.steps:
+                if seen.get(step.id) != step.status:
+                    seen[step.id] = step.status
+                    print_step(step.title, step.status, step.agents)
+            for gate in view.progress.pending_approvals:
+                if seen.get(f"gate:{gate.gate_id}") is None:
+                    seen[f"gate:{gate.gate_id}"] = "open"
+                    console.print(
+                        f"[bold yellow]waiting for approval[/] {gate.gate_id} (roles: {', '.join(gate.approvers)}): "
+                        f"convergio approve {started.workflow_id} {gate.gate_id} --role {gate.approvers[0]}",
+                        soft_wrap=True,
+                    )
+            await asyncio.sleep(0.5)
+        print_view(view, as_json)
 
     asyncio.run(main())
 
 
 @app.command()
+def status(workflow_id: str, as_json: JsonOption = False) -> None:
+    """Show a run's progress, or its report when it has ended."""
+    from convergio.graphflow.runs import read_template_run
+
+    settings = load_settings()
+
+    async def main() -> None:
+        client = await _connect_or_exit(settings)
+        try:
+            view = await read_template_run(client, settings, workflow_id)
+        except RPCError as exc:
+            raise fail(f"{workflow_id}: {exc.message}") from None
+        print_view(view, as_json)
+
+    asyncio.run(main())
+
+
+def _decide_command(outcome: Literal["approve", "deny"]) -> Callable[..., None]:
+    def command(
+        workflow_id: str,
+        gate_id: str,
+        role: Annotated[str, typer.Option(help="Your role; the gate lists the roles allowed to decide.")],
+        approver: Annotated[str, typer.Option(help="Who decides (recorded in the audit trail).")] = getpass.getuser(),
+        comment: Annotated[str, typer.Option(help="Why.")] = "",
+    ) -> None:
+        from convergio.graphflow.run_models import ApprovalDecision
+        from convergio.graphflow.runs import decide
+        from convergio.workflows.graphflow import GraphFlowWorkflow
+
+        settings = load_settings()
+
+        async def main() -> None:
+            client = await _connect_or_exit(settings)
+            handle = client.get_workflow_handle_for(GraphFlowWorkflow.run, workflow_id)
+            try:
+                pending = await handle.query(GraphFlowWorkflow.pending_approvals)
+            except RPCError as exc:
+                raise fail(f"{workflow_id}: {exc.message}") from None
+            gate = next((g for g in pending if g.gate_id == gate_id), None)
+            if gate is None:
+                raise fail(f"gate {gate_id!r} is not pending (pending: {', '.join(g.gate_id for g in pending) or 'none'})")
+            if role not in gate.approvers:
+                raise fail(f"role {role!r} may not decide {gate_id!r}; allowed: {', '.join(gate.approvers)}")
+            decision = ApprovalDecision(gate_id=gate_id, approver=approver, role=role, comment=comment)
+            await decide(client, workflow_id, outcome, decision)
+            console.print(f"{outcome} sent for {workflow_id} / {gate_id}")
+
+        asyncio.run(main())
+
+    command.__doc__ = f"{outcome.capitalize()} a pending approval gate."
+    return command
+
+
+app.command("approve")(_decide_command("approve"))
+app.command("deny")(_decide_command("deny"))
+
+
+@app.command()
+def templates() -> None:
+    """List the templates that can be run."""
+    from convergio.graphflow.loader import default_registry
+
+    table = Table("template", "version", "steps", "description")
+    for template in default_registry().all():
+        table.add_row(template.name, str(template.version), " → ".join(s.id for s in template.steps), template.description)
+    console.print(table)
+
+
+@app.command()
 def demo(
-    task: TaskOption = DEFAULT_TASK,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    template: Annotated[str, typer.Option(help="Template to run.")] = "strategic-analysis",
+    inputs: InputOption = [],  # noqa: B006 - Typer reads the default
+    inputs_file: InputsFileOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """The main job: start the embedded stack, run a workflow to completion, print the result."""
-    from convergio.demo import run_demo
+    """The main job: start the embedded stack, run a template to completion, print its report."""
+    from convergio.demo import DEMO_INPUTS, DEMO_TEMPLATE, run_demo
+    from convergio.graphflow.loader import InputError
 
     settings = load_settings(check_model=True)
-    request = _request_or_exit(task, "chief_of_staff", "Chief of Staff")
+    given = parse_inputs(inputs, inputs_file) or (DEMO_INPUTS if template == DEMO_TEMPLATE else {})
+
+    def on_gate(gate: Any, decision: Any) -> None:
+        err_console.print(
+            f"[bold yellow]approval[/] {gate.title}: approved by {decision.approver} as {decision.role} "
+            "(the demo decides itself; under `convergio up` a person does)"
+        )
+
     try:
-        result, ui_url = asyncio.run(run_demo(settings, request, lambda part: err_console.log(f"starting {part}")))
+        result, ui_url = asyncio.run(
+            run_demo(
+                settings,
+                template_name=template,
+                inputs=given,
+                progress=lambda part: err_console.log(f"starting {part}"),
+                on_step=lambda step: print_step(step.title, step.status, step.agents, to=err_console),
+                on_gate=on_gate,
+            )
+        )
     except StackError as exc:
         raise fail(str(exc)) from None
+    except (KeyError, InputError) as exc:
+        raise fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
     print_result(result, ui_url, as_json)
     err_console.print(
         "The run is kept in Temporal's database: `.venv/bin/convergio up` serves the Web UI at the link above."
     )
 
 
-def _request_or_exit(task: str, agent: str, role: str) -> AgentTurnRequest:
+async def _connect_or_exit(settings: Settings) -> Any:
+    from convergio.temporal_client import connect_temporal
+
     try:
-        return AgentTurnRequest(task=task, agent=AgentProfile(name=agent, role=role))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise fail(f"{where}: {first['msg']}") from None
+        return await connect_temporal(settings)
+    except RuntimeError as exc:
+        raise fail(
+            f"cannot reach Temporal at {settings.effective_temporal_address} ({exc}); "
+            "start the stack with `convergio up` or set CONVERGIO_TEMPORAL_ADDRESS"
+        ) from None
 
 
-def print_result(result: AgentTurnResult, ui_url: str, as_json: bool) -> None:
+_STATUS_STYLE = {"completed": "green", "failed": "red", "skipped": "dim", "denied": "red", "running": "cyan",
+                 "waiting_approval": "yellow", "pending": "dim"}
+
+
+def print_step(title: str, state: str, agents: list[str], to: Console | None = None) -> None:
+    if state == "pending":
+        return
+    who = f" · {', '.join(dict.fromkeys(agents))}" if agents else ""
+    (to or console).print(f"  [{_STATUS_STYLE.get(state, 'white')}]{state:>16}[/] {title}{who}", highlight=False)
+
+
+def print_view(view: Any, as_json: bool) -> None:
+    if as_json:
+        print(view.model_dump_json(indent=2))
+        return
+    if view.result is not None:
+        console.print(Markdown(view.result.markdown))
+    if view.progress is not None:
+        for step in view.progress.steps:
+            print_step(step.title, step.status, step.agents)
+    if view.error:
+        console.print(f"[bold red]{view.status}:[/] {view.error}", soft_wrap=True)
+    console.print(f"[bold]{view.status}[/] · Temporal Web UI: {view.temporal_ui_url}", soft_wrap=True)
+
+
+def print_result(result: Any, ui_url: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps({**result.model_dump(mode="json"), "temporal_ui_url": ui_url}, indent=2))
         return
-    console.print(Panel(Markdown(result.content), title=f"{result.role} · {result.model}", expand=False))
-    console.print(
-        f"[bold]workflow[/] {result.workflow_id}  [bold]tokens[/] {result.prompt_tokens} in / "
-        f"{result.completion_tokens} out  [bold]finish[/] {result.finish_reason}"
-    )
+    console.print(Markdown(result.markdown))
     console.print(f"[bold]Temporal Web UI:[/] {ui_url}", soft_wrap=True)
 
 

@@ -7,8 +7,6 @@ so what a client sends is exactly what the workflow receives.
 from __future__ import annotations
 
 import re
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _AGENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -41,7 +39,7 @@ class AgentProfile(Contract):
 
 
 class AgentTurnRequest(Contract):
-    """Input of the walking-skeleton workflow: one agent, one task."""
+    """One agent, one task: what a single model turn needs."""
 
     task: str = Field(min_length=1, max_length=50_000, examples=["Assess entering the German market."])
     agent: AgentProfile = Field(default_factory=AgentProfile)
@@ -92,27 +90,3 @@ class AgentTurnOutput(Contract):
         default=False,
         description="True when a retried activity found the turn already recorded and did not call the model again.",
     )
-
-
-class AgentTurnResult(Contract):
-    """Result of the walking-skeleton workflow."""
-
-    workflow_id: str
-    task: str
-    agent: str
-    role: str
-    model: str
-    content: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
-    started_at: datetime
-    finished_at: datetime
-
-
-class WorkflowStatus(Contract):
-    """What the ``status`` query returns while a workflow runs."""
-
-    state: str
-    step: str | None = None
-    started_at: datetime

@@ -1,4 +1,4 @@
-"""The HTTP API against the real servers: start, read, health, and rejected input."""
+"""The HTTP API against the real servers: start, follow, approve, and rejected input."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from temporalio.client import Client
 
 from convergio.api.app import create_app
 from convergio.settings import Settings
+from convergio.stack.process import free_port
 from convergio.workers.worker import WorkerResources, build_worker
+from tests.graphflow_helpers import STRATEGIC_INPUTS
 
 
 @pytest_asyncio.fixture
@@ -23,50 +25,83 @@ async def api(dev_client: Client, settings: Settings, resources: WorkerResources
             yield client
 
 
-async def _wait_done(api: httpx.AsyncClient, workflow_id: str) -> dict:
-    for _ in range(150):
-        state = (await api.get(f"/workflows/{workflow_id}")).json()
-        if state["status"] != "running":
-            return state
+async def _poll(api: httpx.AsyncClient, workflow_id: str, until) -> dict:  # noqa: ANN001
+    for _ in range(300):
+        view = (await api.get(f"/workflows/{workflow_id}")).json()
+        if until(view):
+            return view
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{workflow_id} still running")
+    raise AssertionError(f"{workflow_id}: condition never met; last view {view}")
 
 
-async def test_start_and_read_a_run(api: httpx.AsyncClient, settings: Settings) -> None:
-    response = await api.post(
-        "/workflows",
-        json={"task": "Size the market. Cover: Segments, Competitors.", "agent": {"name": "strategist", "role": "Strategist"}},
-    )
-    assert response.status_code == 202
+async def test_start_follow_approve_and_read_the_report(api: httpx.AsyncClient, settings: Settings) -> None:
+    response = await api.post("/workflows", json={"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS})
+    assert response.status_code == 202, response.text
     started = response.json()
     assert started["temporal_ui_url"] == settings.workflow_ui_url(started["workflow_id"])
-    state = await _wait_done(api, started["workflow_id"])
-    assert state["status"] == "completed"
-    assert state["workflow_type"] == "AgentTurn"
-    assert state["result"]["agent"] == "strategist"
-    assert "## Segments" in state["result"]["content"]
+    workflow_id = started["workflow_id"]
+
+    view = await _poll(api, workflow_id, lambda v: v["progress"] and v["progress"]["pending_approvals"])
+    gate = view["progress"]["pending_approvals"][0]
+    assert gate["gate_id"] == "executive_approval" and "Strategic synthesis" in gate["under_review"]
+
+    wrong_role = await api.post(
+        f"/workflows/{workflow_id}/approvals/executive_approval",
+        json={"decision": "approve", "approver": "bob", "role": "intern"},
+    )
+    assert wrong_role.status_code == 403 and "intern" in wrong_role.json()["detail"]
+    unknown_gate = await api.post(
+        f"/workflows/{workflow_id}/approvals/nope", json={"decision": "approve", "approver": "a", "role": "executive"}
+    )
+    assert unknown_gate.status_code == 409 and "executive_approval" in unknown_gate.json()["detail"]
+    decided = await api.post(
+        f"/workflows/{workflow_id}/approvals/executive_approval",
+        json={"decision": "approve", "approver": "ada", "role": "executive", "comment": "Go"},
+    )
+    assert decided.status_code == 202
+
+    view = await _poll(api, workflow_id, lambda v: v["status"] != "running")
+    assert view["status"] == "completed" and view["template"] == "strategic-analysis"
+    report = view["result"]
+    assert [s["status"] for s in report["steps"]] == ["completed"] * 7
+    assert "# Strategic Analysis" in report["markdown"]
+    assert report["audit"][0]["actor"] == "ada"
 
 
 async def test_idempotency_key_returns_the_same_run(api: httpx.AsyncClient) -> None:
-    body = {"task": "Draft the memo."}
+    body = {"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS}
     first = await api.post("/workflows", json=body, headers={"Idempotency-Key": "memo-42"})
     second = await api.post("/workflows", json=body, headers={"Idempotency-Key": "memo-42"})
     other = await api.post("/workflows", json=body, headers={"Idempotency-Key": "memo-43"})
     assert first.json()["workflow_id"] == second.json()["workflow_id"] != other.json()["workflow_id"]
 
 
-async def test_rejected_input_names_the_field(api: httpx.AsyncClient) -> None:
+async def test_rejected_input_says_what_is_wrong(api: httpx.AsyncClient) -> None:
     cases = [
-        ({"task": "   "}, "task"),
-        ({}, "task"),
-        ({"task": "ok", "agent": {"name": "not valid!"}}, "name"),
-        ({"task": "ok", "tenant": "Acme Corp"}, "tenant"),
-        ({"task": "ok", "surprise": 1}, "surprise"),
+        ({"template": "strategic-analysis", "inputs": {"company": "Acme"}}, "inputs.question: required"),
+        ({"template": "strategic-analysis", "inputs": {**STRATEGIC_INPUTS, "discount_rate": "ten"}},
+         "inputs.discount_rate: expected number"),
+        ({"template": "strategic-analysis", "inputs": {**STRATEGIC_INPUTS, "colour": "red"}}, "inputs.colour"),
+        ({"template": "world-domination", "inputs": {}}, "unknown template 'world-domination'"),
+        ({"template": "strategic-analysis", "version": 9, "inputs": STRATEGIC_INPUTS}, "no version 9"),
     ]
-    for body, field in cases:
+    for body, message in cases:
         response = await api.post("/workflows", json=body)
         assert response.status_code == 422, body
-        assert field in str(response.json()["detail"][0]["loc"]), response.json()
+        assert message in str(response.json()["detail"]), response.json()
+    for body, field in [({}, "template"), ({"template": "x", "surprise": 1}, "surprise"),
+                        ({"template": "strategic-analysis", "tenant": "Acme Corp"}, "tenant")]:
+        response = await api.post("/workflows", json=body)
+        assert response.status_code == 422
+        assert field in str(response.json()["detail"][0]["loc"])
+
+
+async def test_templates_and_agents_are_listed(api: httpx.AsyncClient) -> None:
+    templates = {t["name"]: t for t in (await api.get("/templates")).json()}
+    assert set(templates) == {"strategic-analysis", "product-launch", "market-entry"}
+    assert templates["strategic-analysis"]["inputs"]["question"]["required"] is True
+    agents = {a["name"] for a in (await api.get("/agents")).json()}
+    assert {"chief_of_staff", "cfo", "strategic", "performance"} <= agents
 
 
 async def test_unknown_workflow_is_404(api: httpx.AsyncClient) -> None:
@@ -81,9 +116,7 @@ async def test_health_checks_every_server(api: httpx.AsyncClient) -> None:
     assert report["checks"] == {"temporal": "ok", "postgres": "ok", "redis": "ok"}
 
 
-async def test_health_reports_a_dead_dependency(dev_client: Client, settings: Settings) -> None:
-    from convergio.stack.process import free_port
-
+async def test_health_reports_a_dead_dependency(settings: Settings) -> None:
     broken = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
     app = create_app(broken)
     async with app.router.lifespan_context(app):

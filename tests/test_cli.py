@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from convergio.stack.process import free_port
+from tests.graphflow_helpers import STRATEGIC_INPUTS as INPUTS
 
 
 def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -71,15 +72,28 @@ def test_up_serves_api_and_web_ui_runs_a_workflow_and_leaves_no_process(tmp_path
         for part in ("temporal", "postgres", "redis-server", "convergio worker", "convergio api"):
             assert part in names
 
-        started = httpx.post(f"{api}/workflows", json={"task": "Plan the Q3 launch. Cover: Scope, Risks."}).json()
-        state: dict = {}
-        for _ in range(100):
-            state = httpx.get(f"{api}/workflows/{started['workflow_id']}").json()
-            if state["status"] != "running":
+        started = httpx.post(f"{api}/workflows", json={"template": "strategic-analysis", "inputs": INPUTS}).json()
+        workflow_id = started["workflow_id"]
+        for _ in range(150):
+            view = httpx.get(f"{api}/workflows/{workflow_id}").json()
+            if view["progress"] and view["progress"]["pending_approvals"]:
                 break
             time.sleep(0.2)
-        assert state["status"] == "completed"
-        assert "## Scope" in state["result"]["content"]
+        # A person approves through the CLI.
+        approved = convergio(
+            "approve", workflow_id, "executive_approval", "--role", "executive", "--approver", "ada",
+            env=env, cwd=tmp_path, timeout=60,
+        )
+        assert approved.returncode == 0, approved.stderr
+        for _ in range(150):
+            view = httpx.get(f"{api}/workflows/{workflow_id}").json()
+            if view["status"] != "running":
+                break
+            time.sleep(0.2)
+        assert view["status"] == "completed"
+        assert view["result"]["audit"][0]["actor"] == "ada"
+        status = convergio("status", workflow_id, env=env, cwd=tmp_path, timeout=60)
+        assert "Final recommendation" in status.stdout and "completed" in status.stdout
     finally:
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=90)
@@ -104,14 +118,18 @@ def test_up_stops_cleanly_on_sigterm_and_keeps_runs_across_restarts(tmp_path: Pa
             wait_for(f"{api}/healthz", 120, up)
             children = psutil.Process(up.pid).children(recursive=True)
             if attempt == 0:
-                workflow_id = httpx.post(f"{api}/workflows", json={"task": "Summarise the plan."}).json()["workflow_id"]
-                for _ in range(100):
-                    if httpx.get(f"{api}/workflows/{workflow_id}").json()["status"] == "completed":
+                body = {"template": "strategic-analysis", "inputs": INPUTS}
+                workflow_id = httpx.post(f"{api}/workflows", json=body).json()["workflow_id"]
+                for _ in range(150):
+                    view = httpx.get(f"{api}/workflows/{workflow_id}").json()
+                    if view["progress"] and view["progress"]["pending_approvals"]:
                         break
                     time.sleep(0.2)
             else:
-                # The run recorded before the restart is still there.
-                assert httpx.get(f"{api}/workflows/{workflow_id}").json()["status"] == "completed"
+                # The run parked at its gate before the restart is still there, still waiting.
+                view = httpx.get(f"{api}/workflows/{workflow_id}").json()
+                assert view["status"] == "running"
+                assert [g["gate_id"] for g in view["progress"]["pending_approvals"]] == ["executive_approval"]
         finally:
             up.send_signal(signal.SIGTERM)
             output, _ = up.communicate(timeout=90)
@@ -155,12 +173,14 @@ def test_bad_settings_give_a_one_line_error(tmp_path: Path, extra: dict[str, str
 
 def test_demo_runs_the_main_job_to_completion(tmp_path: Path) -> None:
     env = cli_env(tmp_path / "data")
-    result = convergio("demo", "--json", "--task", "Review pricing. Cover: Findings, Next steps.", env=env, cwd=tmp_path)
+    result = convergio("demo", "--json", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    payload = json.loads(result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1])
-    assert payload["finish_reason"] == "stop"
-    assert "## Findings" in payload["content"] and "## Next steps" in payload["content"]
+    payload = json.loads(result.stdout)
+    assert payload["template"] == "strategic-analysis" and payload["status"] == "completed"
+    assert [step["status"] for step in payload["steps"]] == ["completed"] * 7
+    assert "[source: market-report-2026]" in payload["markdown"]
     assert payload["temporal_ui_url"].endswith(f"/workflows/{payload['workflow_id']}")
+    assert "approved by convergio-demo as executive" in result.stderr
     leftovers = [
         p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
         if p.info["cmdline"] and str(tmp_path) in " ".join(p.info["cmdline"])
@@ -185,17 +205,20 @@ def test_up_uses_external_servers_when_configured(tmp_path: Path, settings) -> N
     try:
         assert wait_for(f"{api}/healthz", 120, up).json()["status"] == "ok"
         commands = [" ".join(child.cmdline()) for child in psutil.Process(up.pid).children(recursive=True)]
-        started = httpx.post(f"{api}/workflows", json={"task": "Check the budget. Cover: Status."}).json()
+        body = {"template": "strategic-analysis", "inputs": INPUTS}
+        started = httpx.post(f"{api}/workflows", json=body).json()
         status = ""
-        for _ in range(100):
-            status = httpx.get(f"{api}/workflows/{started['workflow_id']}").json()["status"]
-            if status != "running":
+        for _ in range(150):
+            view = httpx.get(f"{api}/workflows/{started['workflow_id']}").json()
+            status = view["status"]
+            if view["progress"] and view["progress"]["pending_approvals"]:
+                status = "waiting_approval"
                 break
             time.sleep(0.2)
     finally:
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=60)
     assert up.returncode == 0, output
-    assert status == "completed"
+    assert status == "waiting_approval"
     assert len(commands) == 2 and all("convergio" in command for command in commands)
     assert not (tmp_path / "data" / "postgres").exists()

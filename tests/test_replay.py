@@ -1,8 +1,8 @@
-"""Determinism guard: recorded histories must replay on today's workflow code.
+"""Determinism guard: recorded histories of every template must replay on today's code.
 
-To record a new history after an intended, versioned change, run
+After an intended, versioned change to workflow code, record new histories with
 ``RECORD_TEMPORAL_HISTORIES=1 bash scripts/test.sh tests/test_replay.py`` and commit
-the file it writes under ``tests/histories/``.
+the files written under ``tests/histories/``.
 """
 
 from __future__ import annotations
@@ -15,44 +15,57 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from convergio.contracts import AgentProfile, AgentTurnRequest
+from convergio.graphflow.loader import default_registry
 from convergio.settings import Settings
 from convergio.workers.worker import WORKFLOWS, WorkerResources, build_worker
-from convergio.workflow_runs import start_agent_turn
+from convergio.workflows.graphflow import GraphFlowWorkflow
+from tests.graphflow_helpers import STRATEGIC_INPUTS, decision, start, wait_for_gate
 
 HISTORIES = Path(__file__).parent / "histories"
+TEMPLATE_RUNS = {
+    "strategic-analysis": (STRATEGIC_INPUTS, "executive_approval", "executive"),
+    "product-launch": (
+        {"company": "Acme", "product": "Acme Predict", "brief": "Pilot customers cut downtime by 20%."},
+        "launch_readiness",
+        "product_owner",
+    ),
+    "market-entry": (
+        {"company": "Acme", "market": "Poland", "brief": "Poland has 4,000 mid-market manufacturers."},
+        "entry_approval",
+        "country_manager",
+    ),
+}
 
 
 def replayer() -> Replayer:
     return Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
 
 
-def recorded_histories() -> list[Path]:
-    return sorted(HISTORIES.glob("*.json"))
+def test_every_template_has_a_recorded_history() -> None:
+    recorded = sorted(path.stem for path in HISTORIES.glob("*.json"))
+    assert recorded == sorted(default_registry().names())
 
 
-def test_histories_are_recorded() -> None:
-    assert [path.name for path in recorded_histories()] == ["agent_turn.json"]
-
-
-@pytest.mark.parametrize("path", recorded_histories(), ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda path: path.stem)
 async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     result = await replayer().replay_workflow(history)
     assert result.replay_failure is None
 
 
-async def test_fresh_history_replays(dev_client: Client, settings: Settings, resources: WorkerResources) -> None:
-    request = AgentTurnRequest(
-        task="Decide on the EU launch. Cover: Market, Costs, Recommendation.",
-        agent=AgentProfile(name="cfo", role="Chief Financial Officer", system_message="You are the CFO."),
-    )
+@pytest.mark.parametrize("template", sorted(TEMPLATE_RUNS))
+async def test_fresh_history_replays(
+    template: str, dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    inputs, gate, role = TEMPLATE_RUNS[template]
     async with build_worker(dev_client, settings, resources):
-        started = await start_agent_turn(dev_client, settings, request)
-        handle = dev_client.get_workflow_handle(started.workflow_id)
-        await handle.result()
+        handle = await start(dev_client, settings, template, inputs)
+        await wait_for_gate(handle, gate)
+        await handle.signal(GraphFlowWorkflow.approve, decision(gate, role=role))
+        result = await handle.result()
+    assert result.status == "completed"
     history = await handle.fetch_history()
-    result = await replayer().replay_workflow(history)
-    assert result.replay_failure is None
+    replay = await replayer().replay_workflow(history)
+    assert replay.replay_failure is None
     if os.environ.get("RECORD_TEMPORAL_HISTORIES") == "1":
-        (HISTORIES / "agent_turn.json").write_text(history.to_json())
+        (HISTORIES / f"{template}.json").write_text(history.to_json())

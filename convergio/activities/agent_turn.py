@@ -132,11 +132,34 @@ class _EventFactory:
         )
 
 
+class _OwnReply(TextMessage):
+    """One of the agent's own earlier replies. AutoGen's ``AssistantAgent`` keeps its replies
+    in its model context as assistant messages (other agents' messages as user messages);
+    our agent is new on every turn, so its own replies must be handed over that way."""
+
+    def to_model_message(self):  # type: ignore[no-untyped-def,override]
+        from autogen_core.models import AssistantMessage
+
+        return AssistantMessage(content=self.content, source=self.source)
+
+
 def _task_messages(turn: AgentTurnInput) -> list[BaseChatMessage]:
-    """The transcript so far, then the instruction, as AutoGen chat messages."""
+    """The transcript so far, then the instruction, as AutoGen chat messages.
+
+    Two rules make a turn reproduce an AutoGen group-chat turn exactly (see
+    ``convergio.graphflow.autogen_graph``): messages whose source is the agent's own name
+    become assistant messages, as in a long-lived ``AssistantAgent``; and when the context
+    already ends with the instruction itself, said by another participant (not ``user``),
+    it is not repeated: in a group chat the newest message *is* what the agent answers.
+    """
+    name = turn.request.agent.name
     context: list[BaseChatMessage] = [
-        TextMessage(content=message.content, source=message.source) for message in turn.context
+        (_OwnReply if message.source == name else TextMessage)(content=message.content, source=message.source)
+        for message in turn.context
     ]
+    last = turn.context[-1] if turn.context else None
+    if last is not None and last.source != "user" and last.content == turn.request.task:
+        return context
     return [*context, TextMessage(content=turn.request.task, source="user")]
 
 

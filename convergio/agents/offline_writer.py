@@ -124,7 +124,8 @@ _ROLE_PHRASE = re.compile(
     re.IGNORECASE,
 )
 _ROLE_END = re.compile(
-    r"\s+(?:who|that|which|and you|responsible|in charge|working|whose|with)\b.*$", re.IGNORECASE
+    r"\s+(?:who|that|which|and you|responsible|in charge|working|whose|with|of (?:an?|the|our|your))\b.*$",
+    re.IGNORECASE,
 )
 
 

@@ -2,27 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import psycopg
 import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from convergio import __version__
-from convergio.contracts import AgentTurnRequest
+from convergio.agents.catalog import AgentCatalog, default_catalog
+from convergio.agents.definition import AgentDefinition
+from convergio.graphflow.loader import InputError, TemplateRegistry, default_registry
+from convergio.graphflow.run_models import ApprovalDecision
+from convergio.graphflow.runs import (
+    RunView,
+    TemplateRunRequest,
+    TemplateRunStarted,
+    build_run_input,
+    decide,
+    read_template_run,
+    start_template_run,
+)
+from convergio.graphflow.template import InputSpec
 from convergio.settings import Settings, get_settings
 from convergio.temporal_client import connect_temporal
-from convergio.workflow_runs import RunStarted, RunState, read_run, start_agent_turn
+from convergio.workflows.graphflow import GraphFlowWorkflow
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings if hasattr(app.state, "settings") else get_settings()
+    settings: Settings = getattr(app.state, "settings", None) or get_settings()
     app.state.settings = settings
     app.state.temporal = await connect_temporal(settings)
     app.state.redis = aioredis.Redis.from_url(settings.effective_redis_url)
@@ -40,14 +53,59 @@ def get_temporal(request: Request) -> Client:
     return request.app.state.temporal
 
 
+def get_catalog() -> AgentCatalog:
+    return default_catalog()
+
+
+def get_registry() -> TemplateRegistry:
+    return default_registry()
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
+CatalogDep = Annotated[AgentCatalog, Depends(get_catalog)]
+RegistryDep = Annotated[TemplateRegistry, Depends(get_registry)]
 
 
 class HealthReport(BaseModel):
     status: str
     version: str
     checks: dict[str, str]
+
+
+class StepSummary(BaseModel):
+    id: str
+    title: str
+    kind: str
+    depends_on: list[str]
+    agents: list[str]
+
+
+class TemplateSummary(BaseModel):
+    name: str
+    version: int
+    description: str
+    inputs: dict[str, InputSpec]
+    steps: list[StepSummary]
+
+
+class ApprovalRequest(BaseModel):
+    """A person's decision on a gate."""
+
+    decision: Literal["approve", "deny"]
+    approver: str = Field(min_length=1, max_length=200, examples=["ada@example.com"])
+    role: str = Field(min_length=1, max_length=100, examples=["executive"])
+    comment: str = Field(default="", max_length=10_000)
+
+
+class DecisionAccepted(BaseModel):
+    workflow_id: str
+    gate_id: str
+    decision: str
+
+
+def _temporal_unavailable(exc: RPCError) -> HTTPException:
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"Temporal: {exc.message}")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,29 +121,87 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/workflows",
         status_code=status.HTTP_202_ACCEPTED,
-        response_model=RunStarted,
-        summary="Start a workflow run",
-        responses={503: {"description": "Temporal is unreachable"}},
+        response_model=TemplateRunStarted,
+        summary="Start a template run",
+        responses={422: {"description": "Unknown template or invalid inputs"}, 503: {"description": "Temporal is unreachable"}},
     )
     async def start_workflow(
-        request: AgentTurnRequest,
+        request: TemplateRunRequest,
         settings: SettingsDep,
         temporal: TemporalDep,
+        catalog: CatalogDep,
+        registry: RegistryDep,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-    ) -> RunStarted:
+    ) -> TemplateRunStarted:
         try:
-            return await start_agent_turn(temporal, settings, request, idempotency_key)
+            template = registry.get(request.template, request.version)
+            run = build_run_input(template, request.inputs, catalog, tenant=request.tenant, model=request.model)
+        except KeyError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc.args[0])) from exc
+        except InputError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        try:
+            return await start_template_run(temporal, settings, run, idempotency_key=idempotency_key)
         except RPCError as exc:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"Temporal: {exc.message}") from exc
+            raise _temporal_unavailable(exc) from exc
 
-    @app.get("/workflows/{workflow_id}", response_model=RunState, summary="A run's status and result")
-    async def get_workflow(workflow_id: str, settings: SettingsDep, temporal: TemporalDep) -> RunState:
+    @app.get("/workflows/{workflow_id}", response_model=RunView, summary="A run's progress or its report")
+    async def get_workflow(workflow_id: str, settings: SettingsDep, temporal: TemporalDep) -> RunView:
         try:
-            return await read_run(temporal, settings, workflow_id)
+            return await read_template_run(temporal, settings, workflow_id)
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"no workflow {workflow_id!r}") from exc
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"Temporal: {exc.message}") from exc
+            raise _temporal_unavailable(exc) from exc
+
+    @app.post(
+        "/workflows/{workflow_id}/approvals/{gate_id}",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=DecisionAccepted,
+        summary="Approve or deny a pending gate",
+        responses={404: {"description": "No such workflow"}, 409: {"description": "The gate is not pending"}},
+    )
+    async def decide_gate(
+        workflow_id: str, gate_id: str, body: ApprovalRequest, temporal: TemporalDep
+    ) -> DecisionAccepted:
+        handle = temporal.get_workflow_handle_for(GraphFlowWorkflow.run, workflow_id)
+        try:
+            pending = await handle.query(GraphFlowWorkflow.pending_approvals)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"no workflow {workflow_id!r}") from exc
+            raise _temporal_unavailable(exc) from exc
+        gate = next((g for g in pending if g.gate_id == gate_id), None)
+        if gate is None:
+            open_gates = ", ".join(g.gate_id for g in pending) or "none"
+            raise HTTPException(status.HTTP_409_CONFLICT, f"gate {gate_id!r} is not pending (pending: {open_gates})")
+        if body.role not in gate.approvers:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"role {body.role!r} may not decide {gate_id!r}; allowed: {gate.approvers}"
+            )
+        decision = ApprovalDecision(gate_id=gate_id, approver=body.approver, role=body.role, comment=body.comment)
+        await decide(temporal, workflow_id, body.decision, decision)
+        return DecisionAccepted(workflow_id=workflow_id, gate_id=gate_id, decision=body.decision)
+
+    @app.get("/templates", response_model=list[TemplateSummary], summary="Templates that can be started")
+    async def list_templates(registry: RegistryDep) -> list[TemplateSummary]:
+        return [
+            TemplateSummary(
+                name=t.name,
+                version=t.version,
+                description=t.description,
+                inputs=t.inputs,
+                steps=[
+                    StepSummary(id=s.id, title=s.label, kind=s.kind, depends_on=s.depends_on, agents=s.agents)
+                    for s in t.steps
+                ],
+            )
+            for t in registry.all()
+        ]
+
+    @app.get("/agents", response_model=list[AgentDefinition], summary="The agents templates can use")
+    async def list_agents(catalog: CatalogDep) -> list[AgentDefinition]:
+        return catalog.all()
 
     @app.get("/healthz", response_model=HealthReport, summary="Checks Temporal, PostgreSQL and Redis")
     async def healthz(request: Request, settings: SettingsDep, temporal: TemporalDep) -> HealthReport:
@@ -108,9 +224,9 @@ async def _ping_postgres(url: str) -> None:
         await conn.execute("SELECT 1")
 
 
-async def _check(awaitable) -> str:  # noqa: ANN001 - any awaitable probe
+async def _check(probe: Awaitable[Any]) -> str:
     try:
-        await awaitable
+        await probe
     except Exception as exc:  # noqa: BLE001 - a health check reports, it does not raise
         return f"error: {exc}"
     return "ok"

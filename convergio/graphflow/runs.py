@@ -5,19 +5,19 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
-from temporalio.client import Client
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from convergio.agents.catalog import AgentCatalog
 from convergio.graphflow.loader import resolve_inputs
-from convergio.graphflow.run_models import GraphFlowInput
+from convergio.graphflow.run_models import ApprovalDecision, GraphFlowInput, GraphFlowResult, RunStatus
 from convergio.graphflow.template import Template
 from convergio.settings import Settings
-from convergio.workflows.graphflow import GraphFlowWorkflow, initial_search_attributes
+from convergio.workflows.graphflow import TEMPLATE_KEY, GraphFlowWorkflow, initial_search_attributes
 
 
 class TemplateRunStarted(BaseModel):
@@ -29,6 +29,8 @@ class TemplateRunStarted(BaseModel):
 
 
 class TemplateRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     template: str = Field(examples=["strategic-analysis"])
     version: int | None = Field(default=None, description="Unset: the latest version.")
     inputs: dict[str, Any] = Field(default_factory=dict)
@@ -93,3 +95,61 @@ def _details(run: GraphFlowInput) -> str:
     )
     inputs = "\n".join(f"- `{k}`: {v}" for k, v in run.inputs.items() if v not in (None, ""))
     return f"{run.template.description}\n\n**Steps**\n\n{steps}\n\n**Inputs**\n\n{inputs}"
+
+
+class RunView(BaseModel):
+    """A run as the API and CLI show it: live status while running, the report when done."""
+
+    workflow_id: str
+    status: str
+    workflow_type: str
+    template: str | None = None
+    temporal_ui_url: str
+    progress: RunStatus | None = None
+    result: GraphFlowResult | None = None
+    error: str | None = None
+
+
+async def read_template_run(client: Client, settings: Settings, workflow_id: str) -> RunView:
+    handle = client.get_workflow_handle_for(GraphFlowWorkflow.run, workflow_id)
+    description = await handle.describe()
+    status = description.status or WorkflowExecutionStatus.RUNNING
+    template = description.typed_search_attributes.get(TEMPLATE_KEY)
+    view = RunView(
+        workflow_id=workflow_id,
+        status=status.name.lower(),
+        workflow_type=description.workflow_type,
+        template=template,
+        temporal_ui_url=settings.workflow_ui_url(workflow_id),
+    )
+    if status == WorkflowExecutionStatus.RUNNING:
+        view.progress = await handle.query(GraphFlowWorkflow.status)
+    elif status == WorkflowExecutionStatus.COMPLETED:
+        view.result = await handle.result()
+    else:
+        try:
+            await handle.result()
+        except WorkflowFailureError as exc:
+            view.error = root_cause(exc)
+            details = getattr(exc.cause, "details", ())
+            if details and isinstance(details[0], dict):
+                view.result = GraphFlowResult.model_validate(details[0])
+        except Exception as exc:  # noqa: BLE001 - cancelled, terminated, timed out: report why
+            view.error = root_cause(exc)
+    return view
+
+
+async def decide(
+    client: Client, workflow_id: str, outcome: Literal["approve", "deny"], decision: ApprovalDecision
+) -> None:
+    """Send a decision; the workflow records and ignores one it cannot accept."""
+    handle = client.get_workflow_handle_for(GraphFlowWorkflow.run, workflow_id)
+    signal = GraphFlowWorkflow.approve if outcome == "approve" else GraphFlowWorkflow.deny
+    await handle.signal(signal, decision)
+
+
+def root_cause(exc: BaseException) -> str:
+    """Temporal wraps failures (workflow → activity → application); the innermost says why."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc)

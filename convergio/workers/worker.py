@@ -17,10 +17,9 @@ from convergio.events import EventPublisher
 from convergio.settings import Settings
 from convergio.temporal_client import connect_temporal
 from convergio.activities.tool_step import run_tool_step
-from convergio.workflows.agent_turn import AgentTurnWorkflow
 from convergio.workflows.graphflow import GraphFlowWorkflow
 
-WORKFLOWS = [AgentTurnWorkflow, GraphFlowWorkflow]
+WORKFLOWS = [GraphFlowWorkflow]
 
 
 @dataclass

@@ -264,7 +264,8 @@ class GraphFlowWorkflow:
         assert self._run is not None
         state = self._steps[step.id]
         instruction = render_text(step.instruction, self._context())
-        transcript = [*self._dependency_context(step), TranscriptMessage(source="user", content=instruction)]
+        # What every speaker sees before the instruction: the inputs to the chat, then the chat.
+        transcript = self._dependency_context(step)
         members = [self._run.agents[name] for name in step.participants]
         speakers: list[str] = []
         for _ in range(step.max_turns):
@@ -275,14 +276,14 @@ class GraphFlowWorkflow:
                     phase=step.phase,
                     complexity=step.complexity,
                     speakers=speakers,
-                    last_message=transcript[-1].content,
+                    last_message=transcript[-1].content if transcript else instruction,
                 ),
             )
             output = await self._turn(step, chosen.agent, instruction, transcript, purpose="chat")
             speakers.append(chosen.agent)
             state.agents.append(chosen.agent)
             transcript.append(TranscriptMessage(source=chosen.agent, content=output.content))
-            state.transcript = list(transcript)
+            state.transcript = [TranscriptMessage(source="user", content=instruction), *transcript]
             state.output = output.content
             if step.completion_marker in output.content:
                 state.output = output.content.replace(step.completion_marker, "").strip()
@@ -447,7 +448,7 @@ class GraphFlowWorkflow:
             state = self._steps[dependency]
             if state.output and state.kind != "approval":
                 source = state.agents[-1] if state.agents else dependency
-                messages.append(TranscriptMessage(source=_source_name(source), content=f"[{state.title}]\n{state.output}"))
+                messages.append(TranscriptMessage(source=_source_name(source), content=state.output))
         return messages
 
     def _set_search_status(self, status: str) -> None:

@@ -1,0 +1,162 @@
+"""Agent turns end to end on the real dev server, Postgres and Redis: recorded, streamed, visible."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+
+from convergio.activities.agent_turn import AgentTurnActivities
+from convergio.contracts import AgentProfile, AgentTurnInput, AgentTurnRequest, TranscriptMessage
+from convergio.events import AgentEvent, EventPublisher
+from convergio.graphflow.runs import read_template_run
+from convergio.settings import Settings
+from convergio.workers.worker import WorkerResources, build_worker
+from tests.graphflow_helpers import custom_template, start
+
+CFO = AgentProfile(
+    name="cfo",
+    role="Chief Financial Officer",
+    system_message="You are the CFO. You judge investments by payback, margin and cash.",
+)
+TASK = (
+    "Judge the proposal. Revenue grew 40% last year to 12 million euros. "
+    "Hiring ten engineers costs 1.5 million euros a year. "
+    "Cover: Revenue, Costs, Recommendation."
+)
+ONE_STEP = {
+    "name": "one-step",
+    "version": 1,
+    "inputs": {"task": {"type": "string", "required": True}},
+    "steps": [{"id": "answer", "agent": "cfo", "title": "Answer", "instruction": "{inputs.task}"}],
+}
+
+
+async def _events(redis_client, workflow_id: str) -> list[AgentEvent]:
+    return await EventPublisher(redis_client).read(workflow_id)
+
+
+async def test_turn_is_grounded_recorded_and_streamed(
+    dev_client: Client, settings: Settings, resources: WorkerResources, db_pool, redis_client
+) -> None:
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, custom_template(ONE_STEP), {"task": TASK})
+        result = await handle.result()
+
+    answer = result.steps[0]
+    assert answer.agents == ["cfo"] and result.turns[0].model == "offline"
+    for section in ("## Revenue", "## Costs", "## Recommendation"):
+        assert section in answer.output
+    assert "Revenue grew 40%" in answer.output  # grounded in what the prompt said
+    assert answer.prompt_tokens > 0 and answer.completion_tokens > 0
+
+    async with db_pool.connection() as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT step_id, turn, content, completion_tokens FROM agent_turns WHERE workflow_id = %s",
+                (handle.id,),
+            )
+        ).fetchall()
+    assert rows == [("answer", 1, answer.output, answer.completion_tokens)]
+
+    events = await _events(redis_client, handle.id)
+    kinds = [event.type for event in events]
+    assert kinds[0] == "turn_started" and kinds[-1] == "turn_finished"
+    assert kinds.count("text_chunk") > 1
+    assert "".join(str(e.data["text"]) for e in events if e.type == "text_chunk") == answer.output
+
+
+async def test_runs_are_findable_and_read_like_the_process(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, custom_template(ONE_STEP), {"task": TASK}, tenant=tenant)
+        await handle.result()
+
+    description = await handle.describe()
+    assert (await description.static_summary() or "").startswith("one-step v1")
+    assert "**Steps**" in (await description.static_details() or "")
+    history = await handle.fetch_history()
+    scheduled = [e for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
+    summary = dev_client.data_converter.payload_converter.from_payload(scheduled[0].user_metadata.summary, str)
+    assert summary == "Chief Financial Officer · Answer"
+    query = f'ConvergioTenant = "{tenant}" AND ConvergioStatus = "completed" AND ConvergioTemplate = "one-step"'
+    found: list[str] = []
+    for _ in range(50):  # visibility is eventually consistent
+        found = [execution.id async for execution in dev_client.list_workflows(query)]
+        if found:
+            break
+        await asyncio.sleep(0.2)
+    assert found == [handle.id]
+
+
+async def test_same_idempotency_key_never_starts_a_second_run(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    key = f"key-{uuid.uuid4()}"
+    template = custom_template(ONE_STEP)
+    async with build_worker(dev_client, settings, resources):
+        first = await start(dev_client, settings, template, {"task": TASK}, idempotency_key=key)
+        await first.result()
+        again = await start(dev_client, settings, template, {"task": TASK}, idempotency_key=key)
+    assert again.id == first.id
+    assert (await again.describe()).run_id == (await first.describe()).run_id
+
+
+async def test_retried_turn_is_served_from_the_ledger_without_a_model_call(
+    settings: Settings, resources: WorkerResources, redis_client
+) -> None:
+    activities = AgentTurnActivities(settings, resources.pool, resources.events)
+    turn = AgentTurnInput(
+        workflow_id=f"wf-{uuid.uuid4()}",
+        step_id="answer",
+        turn=1,
+        request=AgentTurnRequest(task=TASK, agent=CFO),
+        context=[TranscriptMessage(source="market_analyst", content="Demand in Germany is growing 8% a year.")],
+    )
+    env = ActivityEnvironment()
+    first = await env.run(activities.run_agent_turn, turn)
+    events_after_first = len(await _events(redis_client, turn.workflow_id))
+    second = await env.run(activities.run_agent_turn, turn)
+
+    assert "Demand in Germany is growing 8% a year." in first.content  # context reached the model
+    assert first.replayed_from_ledger is False
+    assert second.replayed_from_ledger is True
+    assert (second.content, second.completion_tokens) == (first.content, first.completion_tokens)
+    assert len(await _events(redis_client, turn.workflow_id)) == events_after_first  # no second call
+
+
+async def test_misconfigured_model_fails_the_run_naming_the_setting(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    from convergio.agents.catalog import default_catalog
+    from convergio.graphflow.runs import build_run_input, start_template_run
+
+    run = build_run_input(
+        custom_template(ONE_STEP), {"task": TASK}, default_catalog(), tenant="default", model="openai:gpt-4o-mini"
+    )
+    async with build_worker(dev_client, settings, resources):
+        started = await start_template_run(dev_client, settings, run)
+        handle = dev_client.get_workflow_handle(started.workflow_id)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert "CONVERGIO_OPENAI_API_KEY" in str(failure.value.cause)
+    view = await read_template_run(dev_client, settings, started.workflow_id)
+    assert view.status == "failed"
+    assert view.error is not None and "CONVERGIO_OPENAI_API_KEY" in view.error
+    assert view.result is not None and view.result.steps[0].status == "failed"
+
+
+async def test_runs_on_the_time_skipping_server(
+    time_skipping_env: WorkflowEnvironment, settings: Settings, resources: WorkerResources
+) -> None:
+    client = time_skipping_env.client
+    worker_settings = settings.model_copy(update={"temporal_task_queue": "convergio-time-skipping"})
+    async with build_worker(client, worker_settings, resources):
+        handle = await start(client, worker_settings, custom_template(ONE_STEP), {"task": TASK}, search_attributes=False)
+        result = await handle.result()
+    assert "## Recommendation" in result.steps[0].output
