@@ -6,6 +6,8 @@ crash finds the record and returns it instead of paying for the model call again
 
 from __future__ import annotations
 
+import asyncio
+
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import BaseChatMessage, ModelClientStreamingChunkEvent, TextMessage
 from autogen_agentchat.base import TaskResult
@@ -53,14 +55,15 @@ class AgentTurnActivities:
             model_client_stream=True,
         )
         result: TaskResult | None = None
+        heartbeat = asyncio.create_task(_heartbeat_while_running())
         try:
             async for item in agent.run_stream(task=_task_messages(turn)):
-                activity.heartbeat()
                 if isinstance(item, ModelClientStreamingChunkEvent):
                     await self._events.publish(event("text_chunk", text=item.content))
                 elif isinstance(item, TaskResult):
                     result = item
         finally:
+            heartbeat.cancel()
             await client.close()
 
         answer = _final_answer(result, request.agent.name)
@@ -113,6 +116,13 @@ class AgentTurnActivities:
                     output.content,
                 ),
             )
+
+
+async def _heartbeat_while_running(every: float = 1.0) -> None:
+    """Tell Temporal the turn is alive while the model thinks; a dead worker goes silent."""
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(every)
 
 
 class _EventFactory:

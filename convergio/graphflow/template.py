@@ -137,6 +137,9 @@ class StepSpec(TemplateModel):
     requires_approval: bool = False
     retry: RetrySpec = RetrySpec()
     timeout: Duration = timedelta(minutes=5)
+    heartbeat_timeout: Duration = Field(
+        default=timedelta(seconds=30), description="A turn whose worker went silent this long is retried elsewhere."
+    )
     sla: Duration | None = None
     quality: QualitySpec | None = None
     success_metrics: list[SuccessMetric] = Field(default_factory=list)

@@ -8,7 +8,6 @@ Everything in this module is deterministic: no I/O, clocks or randomness.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -346,7 +345,7 @@ class GraphFlowWorkflow:
                 ),
                 summary=f"{agent.role} · {step.label}" + (" · review" if purpose == "review" else ""),
                 start_to_close_timeout=step.timeout,
-                heartbeat_timeout=timedelta(seconds=60),
+                heartbeat_timeout=step.heartbeat_timeout,
                 retry_policy=_retry_policy(step),
             )
         except ActivityError as exc:
