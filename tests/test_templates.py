@@ -1,0 +1,129 @@
+"""Template validation: a template that cannot run is rejected with file, field path and problem."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convergio.agents.catalog import default_catalog
+from convergio.graphflow.loader import InputError, default_registry, load_template_file, resolve_inputs
+from convergio.graphflow.validation import TemplateError
+from convergio.tools.registry import tool_names
+
+VALID: dict[str, Any] = {
+    "name": "checked",
+    "version": 1,
+    "inputs": {"company": {"type": "string", "required": True}, "budget": {"type": "number", "default": 10}},
+    "steps": [
+        {"id": "research", "agent": "market_analyst", "instruction": "Research {inputs.company}. Cover: Market."},
+        {"id": "model", "kind": "tool", "tool": "break_even",
+         "arguments": {"fixed_costs": "{inputs.budget}", "price_per_unit": 10, "variable_cost_per_unit": 2}},
+        {"id": "plan", "agent": "cfo", "depends_on": ["research", "model"],
+         "when": "steps.research.status == 'completed'",
+         "instruction": "Plan from {steps.research.output}. Cover: Plan."},
+        {"id": "sign_off", "kind": "approval", "depends_on": ["plan"], "approvers": ["executive"]},
+    ],
+}
+
+
+def write(tmp_path: Path, data: dict[str, Any] | str) -> Path:
+    import yaml
+
+    path = tmp_path / "custom.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def load(path: Path):  # noqa: ANN201
+    return load_template_file(path, agents=default_catalog().names(), tools=tool_names())
+
+
+def broken(change) -> dict[str, Any]:  # noqa: ANN001
+    data = copy.deepcopy(VALID)
+    change(data)
+    return data
+
+
+def test_shipped_templates_are_complete() -> None:
+    registry = default_registry()
+    assert registry.names() == ["market-entry", "product-launch", "strategic-analysis"]
+    for template in registry.all():
+        kinds = {step.kind for step in template.steps}
+        assert {"agent", "approval"} <= kinds, template.name
+        final = template.steps[-1]
+        # An approval gate stands before the final step.
+        assert any(template.step(d).kind == "approval" for d in final.depends_on), template.name
+        assert any(step.sla for step in template.steps) and template.sla.total
+        assert any(step.quality for step in template.steps)
+        assert template.success_metrics
+        assert {step.on_failure.action for step in template.steps} - {"fail"}
+        # Parallel steps: at least two steps become ready at the same time.
+        roots = [step.id for step in template.steps if not step.depends_on]
+        assert len(roots) >= 2, template.name
+
+
+def test_valid_template_loads(tmp_path: Path) -> None:
+    template = load(write(tmp_path, VALID))
+    assert template.key == "checked@1"
+    assert template.step("plan").depends_on == ["research", "model"]
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "problem"),
+    [
+        (lambda d: d["steps"][0].update(agent="ghost"), "steps[0]", "unknown agent 'ghost'"),
+        (lambda d: d["steps"][2].update(depends_on=["research", "nowhere"]), "steps[2].depends_on[1]", "unknown step 'nowhere'"),
+        (lambda d: d["steps"][0].update(depends_on=["plan"]), "steps[", "cycle without a bound"),
+        (lambda d: d["steps"][0].update(instruction="About {inputs.colour}."), "steps[0].instruction", "unknown input 'colour'"),
+        (lambda d: d["steps"][0].update(instruction="Use {steps.plan.output}."), "steps[0].instruction", "not upstream"),
+        (lambda d: d["steps"][2].update(when="steps.research.output.upper()"), "steps[2].when", "bad expression"),
+        (lambda d: d["steps"][2].update(when="__import__('os')"), "steps[2].when", "bad expression"),
+        (lambda d: d["steps"][2].update(when="false"), "steps[2].when", "unreachable"),
+        (lambda d: d["steps"][1].update(tool="rm_rf"), "steps[1].tool", "unknown tool 'rm_rf'"),
+        (lambda d: d["steps"][2].update(timeout="soon"), "steps[2].timeout", ""),
+        (lambda d: d["steps"][2].update(loop={"back_to": "research", "while": "true"}), "steps[2].loop.max_iterations", "required"),
+        (lambda d: d["steps"][3].update(approvers=[]), "steps[3]", "approvers"),
+        (lambda d: d["steps"].append(dict(d["steps"][0])), "steps[4].id", "duplicate step id 'research'"),
+        (lambda d: d.update(version=0), "version", "greater than or equal to 1"),
+        (lambda d: d["steps"][0].update(surprise=True), "steps[0].surprise", "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_templates_name_file_field_and_problem(tmp_path: Path, change, path: str, problem: str) -> None:  # noqa: ANN001
+    file = write(tmp_path, broken(change))
+    with pytest.raises(TemplateError) as error:
+        load(file)
+    message = str(error.value)
+    assert message.startswith(str(file))
+    assert path in message and problem in message, message
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    file = write(tmp_path, "name: x\nversion: 1\nsteps: [\n  - id: a\n")
+    with pytest.raises(TemplateError) as error:
+        load(file)
+    assert str(file) in str(error.value) and "line" in str(error.value) and "invalid YAML" in str(error.value)
+
+
+def test_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(TemplateError) as error:
+        load(tmp_path / "missing.yaml")
+    assert "cannot read" in str(error.value)
+
+
+def test_inputs_get_defaults_and_bad_inputs_are_rejected_together(tmp_path: Path) -> None:
+    template = load(write(tmp_path, VALID))
+    assert resolve_inputs(template, {"company": "Acme"}) == {"company": "Acme", "budget": 10}
+    with pytest.raises(InputError) as error:
+        resolve_inputs(template, {"budget": "lots", "extra": 1})
+    message = str(error.value)
+    for part in ("inputs.company: required", "inputs.budget: expected number", "inputs.extra: not an input"):
+        assert part in message
+
+
+def test_booleans_are_not_numbers(tmp_path: Path) -> None:
+    template = load(write(tmp_path, VALID))
+    with pytest.raises(InputError):
+        resolve_inputs(template, {"company": "Acme", "budget": True})
