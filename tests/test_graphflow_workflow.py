@@ -199,3 +199,28 @@ async def test_quality_failure_fails_the_run_with_a_clear_reason(
     memo = report["steps"][0]
     assert memo["status"] == "failed" and memo["revisions"] == 1
     assert [turn["step_id"] for turn in report["turns"]] == ["memo", "memo"]
+
+
+async def test_temporal_cli_signal_approves_a_gate(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    """The README's `temporal workflow signal` command works as documented."""
+    import asyncio
+    import json
+
+    from convergio.stack.binaries import temporal_cli
+
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, "strategic-analysis", STRATEGIC_INPUTS)
+        await wait_for_gate(handle, "executive_approval")
+        payload = {"gate_id": "executive_approval", "approver": "ada", "role": "executive", "comment": "Go"}
+        process = await asyncio.create_subprocess_exec(
+            str(temporal_cli()), "workflow", "signal", "--address", str(settings.temporal_address),
+            "--workflow-id", handle.id, "--name", "approve", "--input", json.dumps(payload),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await process.communicate()
+        assert process.returncode == 0, output.decode()
+        result = await handle.result()
+    assert result.steps[-1].status == "completed"
+    assert (result.audit[0].actor, result.audit[0].comment) == ("ada", "Go")
