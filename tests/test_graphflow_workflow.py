@@ -224,3 +224,65 @@ async def test_temporal_cli_signal_approves_a_gate(
         result = await handle.result()
     assert result.steps[-1].status == "completed"
     assert (result.audit[0].actor, result.audit[0].comment) == ("ada", "Go")
+
+
+LONG_BRIEF = (
+    "Revenue grew 40% to 12 million euros. Gross margin is 70% and rising. "
+    "Two competitors discount aggressively in the south. Customers ask for predictive maintenance. "
+    "A Munich office costs 1.2 million euros a year. Hiring ten engineers takes six months. "
+    "GDPR requires EU hosting for customer data. The pilot cut downtime by 20% at three plants."
+)
+
+
+def _reviewed_template(brief: str, threshold: float) -> dict:
+    return {
+        "name": "reviewed",
+        "version": 1,
+        "steps": [
+            {"id": "memo", "agent": "strategic", "title": "Memo",
+             "instruction": f"Write the memo. {brief} Cover: Summary, Risks.",
+             "quality": {"required_sections": ["Summary", "Risks"], "max_revisions": 1,
+                         "reviewer": {"agent": "reviewer", "threshold": threshold}},
+             "on_failure": {"action": "fallback", "agent": "chief_of_staff"}},
+        ],
+    }
+
+
+async def test_reviewer_scores_the_output(dev_client: Client, settings: Settings, resources: WorkerResources) -> None:
+    template = custom_template(_reviewed_template(LONG_BRIEF, threshold=8))
+    async with build_worker(dev_client, settings, resources):
+        result = await (await start(dev_client, settings, template, {}, search_attributes=False)).result()
+    memo = result.steps[0]
+    assert memo.status == "completed" and memo.score == 10 and memo.revisions == 0
+    assert [(t.agent, t.purpose) for t in result.turns] == [("strategic", "answer"), ("reviewer", "review")]
+
+
+async def test_low_review_score_sends_the_fixes_back_for_a_revision(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    template = custom_template(_reviewed_template("Be brief.", threshold=9))
+    async with build_worker(dev_client, settings, resources):
+        result = await (await start(dev_client, settings, template, {}, search_attributes=False)).result()
+    memo = result.steps[0]
+    scores = [t.content.splitlines()[0] for t in result.turns if t.purpose == "review"]
+    assert scores == ["SCORE: 7", "SCORE: 10"]
+    assert memo.revisions == 1 and memo.score == 10
+    revised_task_saw_fixes = "Expand the draft" in result.turns[2].content
+    assert revised_task_saw_fixes
+
+
+async def test_quality_failure_falls_back_to_another_agent_then_fails(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    data = _reviewed_template(LONG_BRIEF, threshold=5)
+    data["steps"][0]["quality"]["required_sections"] = ["Summary", "Appendix"]
+    template = custom_template(data)
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template, {}, search_attributes=False)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert "missing section 'Appendix'" in str(failure.value.cause)
+    report = failure.value.cause.details[0]
+    authors = [t["agent"] for t in report["turns"] if t["purpose"] == "answer"]
+    assert authors == ["strategic", "strategic", "chief_of_staff", "chief_of_staff"]
+    assert any("falling back to chief_of_staff" in entry["outcome"] for entry in report["audit"])

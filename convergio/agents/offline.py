@@ -38,7 +38,7 @@ from pydantic import BaseModel, Field
 from typing_extensions import Self
 
 from convergio.agents import tokens
-from convergio.agents.offline_writer import write_grounded_answer
+from convergio.agents.offline_writer import is_review_request, write_grounded_answer, write_review
 
 event_logger = logging.getLogger(EVENT_LOGGER_NAME)
 
@@ -236,7 +236,10 @@ class OfflineChatCompletionClient(ChatCompletionClient, Component[OfflineClientC
         prompt_tokens = self.count_tokens(messages, tools=tools)
         self._ensure_fits_context(prompt_tokens)
         prompt = split_prompt(messages)
-        answer = write_grounded_answer(prompt.role, prompt.task, prompt.material)
+        if is_review_request(prompt.task):
+            answer = write_review(prompt.task)
+        else:
+            answer = write_grounded_answer(prompt.role, prompt.task, prompt.material)
         limit = self._output_limit(extra_create_args)
         if json_output is True:
             content, completion_tokens, truncated = _fit_json_answer(answer, limit)

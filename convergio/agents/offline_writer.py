@@ -525,3 +525,35 @@ def write_grounded_answer(role: str, task: str, material: str) -> str:
         body = "\n".join(f"- {sentence.render()}" for sentence in sentences) or empty_line
         blocks.append(f"## {name}\n{body}")
     return "\n\n".join(blocks)
+
+
+# --- reviewing ---------------------------------------------------------------------------
+
+_SCORE_REQUEST = re.compile(r"SCORE:\s*<\s*0\s*-\s*10\s*>", re.IGNORECASE)
+_DRAFT_MARKER = "--- draft ---"
+_COVER_LIST = re.compile(r"should cover:\s*(?P<names>[^\n]+?)\.\s", re.IGNORECASE)
+MIN_REVIEWED_WORDS = 40
+
+
+def is_review_request(task: str) -> bool:
+    """A reviewer is asked for a ``SCORE: <0-10>`` line (see ``graphflow.quality``)."""
+    return bool(_SCORE_REQUEST.search(task)) and _DRAFT_MARKER in task
+
+
+def write_review(task: str) -> str:
+    """A deterministic review: the score is the share of the expected sections the draft
+    has as headings, less a penalty for a very short draft. It checks form, not truth."""
+    head, _, draft = task.partition(_DRAFT_MARKER)
+    match = _COVER_LIST.search(head + " ")
+    expected = [name.strip() for name in re.split(r",|\band\b", match.group("names"))] if match else []
+    expected = [name for name in expected if name]
+    present = [name for name in expected if re.search(rf"^#+\s*{re.escape(name)}\b", draft, re.I | re.M)]
+    missing = [name for name in expected if name not in present]
+    share = len(present) / len(expected) if expected else 1.0
+    words = len(draft.split())
+    score = round(10 * share) - (3 if words < MIN_REVIEWED_WORDS else 0)
+    score = max(0, min(10, score))
+    fixes = [f"{i}. Add a section '{name}'." for i, name in enumerate(missing, 1)]
+    if words < MIN_REVIEWED_WORDS:
+        fixes.append(f"{len(fixes) + 1}. Expand the draft: {words} words is too short to act on.")
+    return f"SCORE: {score}\nFIXES: " + ("\n" + "\n".join(fixes) if fixes else "none")

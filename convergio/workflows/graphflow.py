@@ -255,7 +255,7 @@ class GraphFlowWorkflow:
         if score is None:
             return [f"reviewer {reviewer.agent} gave no SCORE"]
         if score < reviewer.threshold:
-            return [f"reviewer score {score:g} below {reviewer.threshold:g}: {_first_line_after_score(review.content)}"]
+            return [f"reviewer score {score:g} below {reviewer.threshold:g}: {_review_fixes(review.content)}"]
         return []
 
     async def _team_step(self, step: StepSpec) -> None:
@@ -525,9 +525,11 @@ def _cause(error: BaseException) -> str:
     return str(error)
 
 
-def _first_line_after_score(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip() and "SCORE" not in line.upper()]
-    return lines[0][:200] if lines else ""
+def _review_fixes(text: str) -> str:
+    """The reviewer's fixes, on one line, to hand back to the author."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    fixes = [line for line in lines if not line.upper().startswith(("SCORE", "FIXES:"))]
+    return " ".join(fixes)[:500] or "no fixes given"
 
 
 def _source_name(name: str) -> str:
