@@ -366,3 +366,20 @@ async def test_assistant_agent_run_stream() -> None:
     final = result.messages[-1]
     assert isinstance(final, TextMessage)
     assert len(chunks) > 1 and "".join(chunks) == final.content
+
+
+def test_offline_review_scores_form_deterministically() -> None:
+    from convergio.agents.offline_writer import is_review_request, write_review
+    from convergio.graphflow.quality import review_instruction, review_score
+
+    long_body = " ".join(["Revenue grows steadily in every region we serve."] * 6)
+    complete = f"## Summary\n{long_body}\n## Risks\n{long_body}"
+    partial = f"## Summary\n{long_body}"
+    task_complete = review_instruction("Memo", complete, ["Summary", "Risks"])
+    task_partial = review_instruction("Memo", partial, ["Summary", "Risks"])
+    assert is_review_request(task_complete) and not is_review_request("Write a memo. Cover: Summary.")
+    assert review_score(write_review(task_complete)) == 10
+    partial_review = write_review(task_partial)
+    assert review_score(partial_review) == 5
+    assert "Add a section 'Risks'" in partial_review
+    assert write_review(task_partial) == partial_review
