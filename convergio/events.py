@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 log = logging.getLogger(__name__)
 
-EventType = Literal["turn_started", "text_chunk", "turn_finished", "error"]
+EventType = Literal["turn_started", "text_chunk", "turn_finished", "sla_breach", "error"]
 STREAM_MAXLEN = 10_000
 
 

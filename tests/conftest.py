@@ -7,6 +7,8 @@ developer's own `.convergio` stack and never collide with it.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -35,9 +37,25 @@ for name in list(os.environ):
         del os.environ[name]
 
 
+def _data_dir(prefix: str) -> Iterator[Path]:
+    """A directory outside pytest's tmp tree: pytest resets that tree to mode 0700 whenever a
+    session starts, which locks out the unprivileged user embedded PostgreSQL runs as."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("servers")
+def servers_dir() -> Iterator[Path]:
+    yield from _data_dir("convergio-test-servers-")
+
+
+@pytest.fixture
+def data_home() -> Iterator[Path]:
+    """A fresh place for one test's embedded stack (`convergio up`, `demo`)."""
+    yield from _data_dir("convergio-test-stack-")
 
 
 @pytest_asyncio.fixture(scope="session")

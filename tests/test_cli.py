@@ -54,8 +54,8 @@ def wait_for(url: str, timeout: float, process: subprocess.Popen[str]) -> httpx.
     raise AssertionError(f"{url} did not answer within {timeout}s")
 
 
-def test_up_serves_api_and_web_ui_runs_a_workflow_and_leaves_no_process(tmp_path: Path) -> None:
-    env = cli_env(tmp_path / "data")
+def test_up_serves_api_and_web_ui_runs_a_workflow_and_leaves_no_process(tmp_path: Path, data_home: Path) -> None:
+    env = cli_env(data_home / "data")
     api = f"http://127.0.0.1:{env['CONVERGIO_API_PORT']}"
     ui = f"http://127.0.0.1:{env['CONVERGIO_TEMPORAL_UI_PORT']}"
     up = subprocess.Popen(
@@ -101,12 +101,12 @@ def test_up_serves_api_and_web_ui_runs_a_workflow_and_leaves_no_process(tmp_path
     assert "Convergio is up" in output and "/docs" in output
     assert [child.pid for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE] == []
     # Data is kept for the next start.
-    assert (tmp_path / "data" / "temporal" / "temporal.sqlite").exists()
-    assert (tmp_path / "data" / "postgres" / "pgdata" / "PG_VERSION").exists()
+    assert (data_home / "data" / "temporal" / "temporal.sqlite").exists()
+    assert (data_home / "data" / "postgres" / "pgdata" / "PG_VERSION").exists()
 
 
-def test_up_stops_cleanly_on_sigterm_and_keeps_runs_across_restarts(tmp_path: Path) -> None:
-    env = cli_env(tmp_path / "data")
+def test_up_stops_cleanly_on_sigterm_and_keeps_runs_across_restarts(tmp_path: Path, data_home: Path) -> None:
+    env = cli_env(data_home / "data")
     api = f"http://127.0.0.1:{env['CONVERGIO_API_PORT']}"
     workflow_id = ""
     for attempt in range(2):
@@ -137,8 +137,8 @@ def test_up_stops_cleanly_on_sigterm_and_keeps_runs_across_restarts(tmp_path: Pa
         assert [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
 
 
-def test_up_fails_clearly_when_a_port_is_taken(tmp_path: Path) -> None:
-    env = cli_env(tmp_path / "data")
+def test_up_fails_clearly_when_a_port_is_taken(tmp_path: Path, data_home: Path) -> None:
+    env = cli_env(data_home / "data")
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", int(env["CONVERGIO_REDIS_PORT"])))
         blocker.listen()
@@ -149,7 +149,7 @@ def test_up_fails_clearly_when_a_port_is_taken(tmp_path: Path) -> None:
     # What had started before Redis was stopped again.
     leftovers = [
         p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
-        if p.info["cmdline"] and str(tmp_path) in " ".join(p.info["cmdline"])
+        if p.info["cmdline"] and str(data_home) in " ".join(p.info["cmdline"])
     ]
     assert leftovers == []
 
@@ -162,17 +162,17 @@ def test_up_fails_clearly_when_a_port_is_taken(tmp_path: Path) -> None:
         ({"CONVERGIO_MODEL": "anthropic:claude-3-5-haiku-20241022"}, "CONVERGIO_ANTHROPIC_API_KEY"),
     ],
 )
-def test_bad_settings_give_a_one_line_error(tmp_path: Path, extra: dict[str, str], named: str) -> None:
-    result = convergio("up", env=cli_env(tmp_path / "data", **extra), cwd=tmp_path, timeout=60)
+def test_bad_settings_give_a_one_line_error(tmp_path: Path, data_home: Path, extra: dict[str, str], named: str) -> None:
+    result = convergio("up", env=cli_env(data_home / "data", **extra), cwd=tmp_path, timeout=60)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert named in lines[0]
-    assert not (tmp_path / "data").exists()  # nothing was started
+    assert not (data_home / "data").exists()  # nothing was started
 
 
-def test_demo_runs_the_main_job_to_completion(tmp_path: Path) -> None:
-    env = cli_env(tmp_path / "data")
+def test_demo_runs_the_main_job_to_completion(tmp_path: Path, data_home: Path) -> None:
+    env = cli_env(data_home / "data")
     result = convergio("demo", "--json", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
@@ -183,15 +183,15 @@ def test_demo_runs_the_main_job_to_completion(tmp_path: Path) -> None:
     assert "approved by convergio-demo as executive" in result.stderr
     leftovers = [
         p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
-        if p.info["cmdline"] and str(tmp_path) in " ".join(p.info["cmdline"])
+        if p.info["cmdline"] and str(data_home) in " ".join(p.info["cmdline"])
     ]
     assert leftovers == []
 
 
-def test_up_uses_external_servers_when_configured(tmp_path: Path, settings) -> None:
+def test_up_uses_external_servers_when_configured(tmp_path: Path, data_home: Path, settings) -> None:
     """With every URL set, `up` starts only the worker and the API."""
     env = cli_env(
-        tmp_path / "data",
+        data_home / "data",
         CONVERGIO_TEMPORAL_ADDRESS=settings.temporal_address,
         CONVERGIO_DATABASE_URL=settings.database_url,
         CONVERGIO_REDIS_URL=settings.redis_url,
@@ -221,4 +221,4 @@ def test_up_uses_external_servers_when_configured(tmp_path: Path, settings) -> N
     assert up.returncode == 0, output
     assert status == "waiting_approval"
     assert len(commands) == 2 and all("convergio" in command for command in commands)
-    assert not (tmp_path / "data" / "postgres").exists()
+    assert not (data_home / "data" / "postgres").exists()

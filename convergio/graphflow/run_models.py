@@ -72,12 +72,19 @@ class StepState(RunModel):
 
 
 class ApprovalDecision(RunModel):
-    """Payload of the ``approve`` and ``deny`` signals."""
+    """Payload of the ``approve``, ``deny`` and ``request_changes`` signals."""
 
-    gate_id: str = Field(min_length=1, max_length=64)
-    approver: str = Field(min_length=1, max_length=200)
-    role: str = Field(min_length=1, max_length=100)
+    gate_id: str = Field(min_length=1, max_length=64, examples=["executive_approval"])
+    approver: str = Field(min_length=1, max_length=200, examples=["ada@example.com"])
+    role: str = Field(min_length=1, max_length=100, examples=["executive"])
     comment: str = Field(default="", max_length=10_000)
+    edits: str | None = Field(
+        default=None, max_length=200_000, description="approve: a corrected version of the output under review."
+    )
+
+
+class RecordedDecision(ApprovalDecision):
+    outcome: Literal["approve", "deny", "request_changes"]
 
 
 class PendingApproval(RunModel):
@@ -87,6 +94,10 @@ class PendingApproval(RunModel):
     approvers: list[str]
     under_review: str
     requested_at: datetime
+    deadline: datetime | None = None
+    prompt_tokens_so_far: int = 0
+    completion_tokens_so_far: int = 0
+    change_requests_left: int = 0
 
 
 class AuditEntry(RunModel):

@@ -106,6 +106,29 @@ class LoopSpec(TemplateModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class EscalationSpec(TemplateModel):
+    """One link of the chain that runs when an SLA is breached, in order.
+
+    ``after`` is how long to wait after the previous link (the first waits for the SLA).
+    """
+
+    action: Literal["notify", "reassign", "auto_decide", "fail"]
+    after: Duration = timedelta(0)
+    to: list[str] = Field(default_factory=list, description="reassign: the roles that may decide now.")
+    decision: Literal["approve", "deny"] | None = Field(default=None, description="auto_decide: the decision.")
+
+    @model_validator(mode="after")
+    def _action_fields(self) -> EscalationSpec:
+        if self.action == "reassign" and not self.to:
+            raise ValueError("'reassign' needs 'to' (roles)")
+        if self.action == "auto_decide" and self.decision is None:
+            raise ValueError("'auto_decide' needs 'decision' (approve or deny)")
+        return self
+
+
+DEFAULT_ESCALATION = (EscalationSpec(action="notify"),)
+
+
 class SuccessMetric(TemplateModel):
     name: str
     description: str = ""
@@ -141,6 +164,11 @@ class StepSpec(TemplateModel):
         default=timedelta(seconds=30), description="A turn whose worker went silent this long is retried elsewhere."
     )
     sla: Duration | None = None
+    escalation: list[EscalationSpec] = Field(
+        default_factory=lambda: list(DEFAULT_ESCALATION), description="What runs, in order, when the SLA is breached."
+    )
+    max_change_requests: int = Field(default=2, ge=0, le=10, description="Gates: how often a step may be sent back.")
+    on_denied: list[str] = Field(default_factory=list, description="Gates: steps that run only when this gate is denied.")
     quality: QualitySpec | None = None
     success_metrics: list[SuccessMetric] = Field(default_factory=list)
     on_failure: FailureSpec = FailureSpec()
@@ -177,6 +205,7 @@ class StepSpec(TemplateModel):
 
 class WorkflowSla(TemplateModel):
     total: Duration | None = None
+    escalation: list[EscalationSpec] = Field(default_factory=lambda: list(DEFAULT_ESCALATION))
 
 
 class Template(TemplateModel):

@@ -74,6 +74,17 @@ class _Checker:
             self.add(f"{where}.participants", "a participant is listed twice")
         if step.loop and step.loop.back_to not in ids:
             self.add(f"{where}.loop.back_to", f"unknown step '{step.loop.back_to}'")
+        is_gate = step.kind == "approval" or step.requires_approval
+        for position, link in enumerate(step.escalation):
+            if link.action in ("reassign", "auto_decide") and not is_gate:
+                self.add(f"{where}.escalation[{position}].action", f"'{link.action}' applies to approval gates only")
+        if step.on_denied and not is_gate:
+            self.add(f"{where}.on_denied", "only an approval gate can have an on_denied path")
+        for position, target in enumerate(step.on_denied):
+            if target not in ids:
+                self.add(f"{where}.on_denied[{position}]", f"unknown step '{target}'")
+            elif step.id not in self.template.step(target).depends_on:
+                self.add(f"{where}.on_denied[{position}]", f"'{target}' must list '{step.id}' in depends_on")
 
     def _check_cycles(self) -> None:
         """depends_on must be acyclic; bounded repetition is written with ``loop``."""

@@ -16,10 +16,12 @@ from convergio.activities.agent_turn import AgentTurnActivities
 from convergio.events import EventPublisher
 from convergio.settings import Settings
 from convergio.temporal_client import connect_temporal
+from convergio.activities.notifications import NotificationActivities
 from convergio.activities.tool_step import run_tool_step
+from convergio.workflows.autogen_graphflow import AutoGenGraphFlowWorkflow
 from convergio.workflows.graphflow import GraphFlowWorkflow
 
-WORKFLOWS = [GraphFlowWorkflow]
+WORKFLOWS = [GraphFlowWorkflow, AutoGenGraphFlowWorkflow]
 
 
 @dataclass
@@ -48,11 +50,12 @@ async def open_resources(database_url: str, redis_url: str) -> AsyncIterator[Wor
 
 def build_worker(client: Client, settings: Settings, resources: WorkerResources) -> Worker:
     turns = AgentTurnActivities(settings, resources.pool, resources.events)
+    notifications = NotificationActivities(resources.events)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=[turns.run_agent_turn, run_tool_step],
+        activities=[turns.run_agent_turn, run_tool_step, notifications.notify_escalation],
     )
 
 

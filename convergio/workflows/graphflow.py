@@ -10,12 +10,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from datetime import timedelta
+
+from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from convergio.activities.agent_turn import AgentTurnActivities
+    from convergio.activities.notifications import EscalationNotice, NotificationActivities
     from convergio.activities.tool_step import ToolStepInput, run_tool_step
     from convergio.agents.definition import AgentDefinition
     from convergio.contracts import AgentProfile, AgentTurnInput, AgentTurnOutput, AgentTurnRequest, TranscriptMessage
@@ -30,13 +34,14 @@ with workflow.unsafe.imports_passed_through():
         GraphFlowInput,
         GraphFlowResult,
         PendingApproval,
+        RecordedDecision,
         RunStatus,
         StepReport,
         StepState,
         TurnRecord,
     )
     from convergio.graphflow.selector import ConversationState, select_speaker
-    from convergio.graphflow.template import StepSpec, Template
+    from convergio.graphflow.template import EscalationSpec, StepSpec, Template
     from convergio.graphflow.validation import ancestors
 
 TEMPLATE_KEY = SearchAttributeKey.for_keyword("ConvergioTemplate")
@@ -56,6 +61,10 @@ def initial_search_attributes(run: GraphFlowInput) -> TypedSearchAttributes:
     )
 
 
+# Workflows started before SLA timers existed replay without them.
+SLA_PATCH = "sla-timers-v1"
+
+
 class StepFailed(Exception):
     """A step could not produce an acceptable output; ``on_failure`` decides what follows."""
 
@@ -68,9 +77,11 @@ class GraphFlowWorkflow:
         self._turns: list[TurnRecord] = []
         self._audit: list[AuditEntry] = []
         self._pending: dict[str, PendingApproval] = {}
-        self._decisions: dict[str, tuple[str, ApprovalDecision]] = {}
+        self._decisions: dict[str, RecordedDecision] = {}
         self._turn_counter = 0
         self._loop_counts: dict[str, int] = {}
+        self._change_requests: dict[str, int] = {}
+        self._sla_failure: str | None = None
         self._state = "running"
 
     # ------------------------------------------------------------------ run
@@ -84,6 +95,7 @@ class GraphFlowWorkflow:
         }
         running: dict[str, asyncio.Task[None]] = {}
         failure: ApplicationError | None = None
+        sla_watch = asyncio.create_task(self._watch_workflow_sla())
         while True:
             for step in template.steps:
                 state = self._steps[step.id]
@@ -99,7 +111,8 @@ class GraphFlowWorkflow:
                 running[step.id] = asyncio.create_task(self._execute(step))
             if not running:
                 break
-            done, _ = await workflow.wait(list(running.values()), return_when=asyncio.FIRST_COMPLETED)
+            watched = [*running.values(), *([] if sla_watch.done() else [sla_watch])]
+            done, _ = await workflow.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             for step_id in [sid for sid, task in running.items() if task in done]:
                 task = running.pop(step_id)
                 error = task.exception()
@@ -109,10 +122,13 @@ class GraphFlowWorkflow:
                     raise error
                 else:
                     self._after_step(template.step(step_id))
+            if self._sla_failure and failure is None:
+                failure = ApplicationError(self._sla_failure, type="SlaBreached", non_retryable=True)
             if failure is not None:
                 for task in running.values():
                     task.cancel()
                 break
+        sla_watch.cancel()
         self._state = "failed" if failure else "completed"
         self._set_search_status(self._state)
         result = self._result(started_at)
@@ -123,6 +139,13 @@ class GraphFlowWorkflow:
         return result
 
     def _skip_reason(self, step: StepSpec) -> str | None:
+        gate_id = self._denial_paths().get(step.id)
+        if gate_id is not None:
+            if self._steps[gate_id].status != "denied":
+                return f"runs only when {gate_id} is denied"
+            if step.when and not _holds(step.when, self._context(), f"steps.{step.id}.when"):
+                return f"condition is false: {step.when}"
+            return None
         deps = [self._steps[d] for d in step.depends_on]
         completed = [d for d in deps if d.status == "completed"]
         if deps and step.join == "all" and len(completed) < len(deps):
@@ -133,6 +156,11 @@ class GraphFlowWorkflow:
         if step.when and not _holds(step.when, self._context(), f"steps.{step.id}.when"):
             return f"condition is false: {step.when}"
         return None
+
+    def _denial_paths(self) -> dict[str, str]:
+        """Steps a gate's ``on_denied`` names, mapped to that gate."""
+        assert self._run is not None
+        return {target: step.id for step in self._run.template.steps for target in step.on_denied}
 
     def _after_step(self, step: StepSpec) -> None:
         """A completed step with a ``loop`` may send the run back to an earlier step."""
@@ -164,7 +192,7 @@ class GraphFlowWorkflow:
         state = self._steps[step.id]
         state.iterations += 1
         try:
-            await self._execute_with_failure_policy(step)
+            await self._within_sla(step, self._execute_with_failure_policy(step))
         except StepFailed as exc:
             state.status, state.error, state.finished_at = "failed", str(exc), workflow.now()
             raise ApplicationError(f"step '{step.id}' failed: {exc}", type="StepFailed", non_retryable=True)
@@ -197,7 +225,7 @@ class GraphFlowWorkflow:
                 step, gate_id=f"{step.id}__escalation", roles=step.approvers or ["operator"],
                 under_review=f"Step '{step.label}' failed: {last_error}\n\n{state.output or ''}",
             )
-            if decision != "approve":
+            if decision.outcome != "approve":
                 raise StepFailed(f"{last_error} (escalation denied)")
             state.error = last_error
         else:
@@ -217,15 +245,41 @@ class GraphFlowWorkflow:
         else:
             await self._agent_step(step, agent_override or step.agent or step.participants[0])
         if step.requires_approval:
-            state = self._steps[step.id]
-            decision = await self._gate(step, gate_id=step.id, roles=step.approvers or ["approver"],
-                                        under_review=state.output or "")
-            if decision != "approve":
-                state.status = "denied"
+            outcome = await self._review_gate(step, reviewed=[step], roles=step.approvers or ["approver"])
+            if outcome != "approve":
+                self._steps[step.id].status = "denied"
 
-    async def _agent_step(self, step: StepSpec, agent_name: str) -> None:
+    async def _review_gate(self, gate_step: StepSpec, *, reviewed: list[StepSpec], roles: list[str]) -> str:
+        """A person reviews ``reviewed`` outputs: approve (maybe with edits), deny, or send back."""
+        while True:
+            under_review = "\n\n".join(
+                f"## {self._steps[r.id].title}\n\n{self._steps[r.id].output or ''}" for r in reviewed
+            )
+            decision = await self._gate(gate_step, gate_id=gate_step.id, roles=roles, under_review=under_review)
+            if decision.outcome == "approve" and decision.edits is not None and reviewed:
+                edited = reviewed[-1]
+                self._steps[edited.id].output = decision.edits
+                self._audit.append(AuditEntry(
+                    at=workflow.now(), kind="decision", gate_id=gate_step.id, actor=decision.approver,
+                    role=decision.role, outcome=f"edited the output of {edited.id}",
+                ))
+            if decision.outcome != "request_changes":
+                return decision.outcome
+            request = f"Changes requested by {decision.approver} ({decision.role}): {decision.comment}"
+            for step in reviewed:
+                await self._rework(step, request)
+
+    async def _rework(self, step: StepSpec, request: str) -> None:
         state = self._steps[step.id]
-        instruction = render_text(step.instruction, self._context())
+        state.revisions += 1
+        if step.kind == "team":
+            await self._team_step(step, extra=request)
+        elif step.kind == "agent":
+            await self._agent_step(step, state.agents[-1] if state.agents else step.agent or "", extra=request)
+
+    async def _agent_step(self, step: StepSpec, agent_name: str, extra: str = "") -> None:
+        state = self._steps[step.id]
+        instruction = render_text(step.instruction, self._context()) + (f"\n\n{extra}" if extra else "")
         context = self._dependency_context(step)
         feedback = ""
         for revision in range(_max_revisions(step) + 1):
@@ -258,11 +312,11 @@ class GraphFlowWorkflow:
             return [f"reviewer score {score:g} below {reviewer.threshold:g}: {_review_fixes(review.content)}"]
         return []
 
-    async def _team_step(self, step: StepSpec) -> None:
+    async def _team_step(self, step: StepSpec, extra: str = "") -> None:
         """A durable group chat: the composite-score selector picks each next speaker."""
         assert self._run is not None
         state = self._steps[step.id]
-        instruction = render_text(step.instruction, self._context())
+        instruction = render_text(step.instruction, self._context()) + (f"\n\n{extra}" if extra else "")
         # What every speaker sees before the instruction: the inputs to the chat, then the chat.
         transcript = self._dependency_context(step)
         members = [self._run.agents[name] for name in step.participants]
@@ -312,13 +366,11 @@ class GraphFlowWorkflow:
         state.agents.append(f"tool:{step.tool}")
 
     async def _approval_step(self, step: StepSpec) -> None:
-        under_review = "\n\n".join(
-            f"## {self._steps[d].title}\n\n{self._steps[d].output or ''}" for d in step.depends_on
-        )
-        decision = await self._gate(step, gate_id=step.id, roles=step.approvers, under_review=under_review)
-        state = self._steps[step.id]
-        if decision != "approve":
-            state.status = "denied"
+        assert self._run is not None
+        reviewed = [self._run.template.step(d) for d in step.depends_on if self._steps[d].output is not None]
+        outcome = await self._review_gate(step, reviewed=reviewed, roles=step.approvers)
+        if outcome != "approve":
+            self._steps[step.id].status = "denied"
 
     # ------------------------------------------------------------------ model turns
     async def _turn(
@@ -363,11 +415,16 @@ class GraphFlowWorkflow:
         return output
 
     # ------------------------------------------------------------------ approvals
-    async def _gate(self, step: StepSpec, *, gate_id: str, roles: list[str], under_review: str) -> str:
-        """Wait for a person; returns 'approve' or 'deny'."""
+    async def _gate(self, step: StepSpec, *, gate_id: str, roles: list[str], under_review: str) -> RecordedDecision:
+        """Wait for a person's decision on ``gate_id``; it may come back several times (changes)."""
+        self._decisions.pop(gate_id, None)
         self._pending[gate_id] = PendingApproval(
-            gate_id=gate_id, step_id=step.id, title=step.label, approvers=roles,
+            gate_id=gate_id, step_id=step.id, title=step.label, approvers=list(roles),
             under_review=under_review, requested_at=workflow.now(),
+            deadline=workflow.now() + step.sla if step.sla else None,
+            prompt_tokens_so_far=sum(s.prompt_tokens for s in self._steps.values()),
+            completion_tokens_so_far=sum(s.completion_tokens for s in self._steps.values()),
+            change_requests_left=step.max_change_requests - self._change_requests.get(gate_id, 0),
         )
         state = self._steps[step.id]
         previous_status = state.status
@@ -377,42 +434,124 @@ class GraphFlowWorkflow:
         del self._pending[gate_id]
         self._set_pending_gates()
         state.status = previous_status
-        outcome, decision = self._decisions[gate_id]
+        decision = self._decisions[gate_id]
         state.agents.append(f"{decision.approver} ({decision.role})")
-        if step.kind == "approval":
-            state.output = f"{'Approved' if outcome == 'approve' else 'Denied'} by {decision.approver} ({decision.role})" + (
+        if step.kind == "approval" and decision.outcome != "request_changes":
+            verb = {"approve": "Approved", "deny": "Denied"}[decision.outcome]
+            state.output = f"{verb} by {decision.approver} ({decision.role})" + (
                 f": {decision.comment}" if decision.comment else ""
             )
-        return outcome
+        return decision
 
-    def _decide(self, outcome: str, decision: ApprovalDecision) -> None:
+    def _decide(self, outcome: str, payload: Any) -> None:
+        """Record a decision, or record why it was ignored; a decision never fails the run."""
+        try:
+            decision = ApprovalDecision.model_validate(payload)
+        except ValidationError as exc:
+            self._audit.append(AuditEntry(
+                at=workflow.now(), kind="ignored_decision", outcome=f"{outcome} rejected: malformed payload: "
+                + "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors()),
+            ))
+            return
         gate = self._pending.get(decision.gate_id)
         reason = None
-        if gate is None:
-            reason = "already decided" if decision.gate_id in self._decisions else "no such pending gate"
+        if decision.gate_id in self._decisions:
+            reason = "already decided"
+        elif gate is None:
+            reason = "no such pending gate"
         elif decision.role not in gate.approvers:
             reason = f"role '{decision.role}' may not decide; allowed: {', '.join(gate.approvers)}"
+        elif outcome == "request_changes" and gate.change_requests_left <= 0:
+            reason = "no change requests left for this gate; approve or deny"
         if reason:
-            self._audit.append(
-                AuditEntry(at=workflow.now(), kind="ignored_decision", gate_id=decision.gate_id,
-                           actor=decision.approver, role=decision.role, outcome=f"{outcome} ignored: {reason}",
-                           comment=decision.comment)
-            )
+            self._audit.append(AuditEntry(
+                at=workflow.now(), kind="ignored_decision", gate_id=decision.gate_id, actor=decision.approver,
+                role=decision.role, outcome=f"{outcome} ignored: {reason}", comment=decision.comment,
+            ))
             return
-        self._decisions[decision.gate_id] = (outcome, decision)
-        self._audit.append(
-            AuditEntry(at=workflow.now(), kind="decision", gate_id=decision.gate_id, actor=decision.approver,
-                       role=decision.role, outcome="approved" if outcome == "approve" else "denied",
-                       comment=decision.comment)
-        )
+        if outcome == "request_changes":
+            self._change_requests[decision.gate_id] = self._change_requests.get(decision.gate_id, 0) + 1
+        self._decisions[decision.gate_id] = RecordedDecision(outcome=outcome, **decision.model_dump())
+        outcome_text = {"approve": "approved", "deny": "denied", "request_changes": "changes requested"}[outcome]
+        self._audit.append(AuditEntry(
+            at=workflow.now(), kind="decision", gate_id=decision.gate_id, actor=decision.approver,
+            role=decision.role, outcome=outcome_text, comment=decision.comment,
+        ))
 
     @workflow.signal
-    def approve(self, decision: ApprovalDecision) -> None:
-        self._decide("approve", decision)
+    def approve(self, payload: Any) -> None:
+        self._decide("approve", payload)
 
     @workflow.signal
-    def deny(self, decision: ApprovalDecision) -> None:
-        self._decide("deny", decision)
+    def deny(self, payload: Any) -> None:
+        self._decide("deny", payload)
+
+    @workflow.signal
+    def request_changes(self, payload: Any) -> None:
+        self._decide("request_changes", payload)
+
+    # ------------------------------------------------------------------ SLAs
+    async def _within_sla(self, step: StepSpec, work: Any) -> None:
+        """Run ``work``; past the step's SLA, run its escalation chain link by link."""
+        task = asyncio.ensure_future(work)
+        if step.sla is None or not workflow.patched(SLA_PATCH):
+            await task
+            return
+        waits = [step.sla + step.escalation[0].after] + [link.after for link in step.escalation[1:]]
+        for link, wait in zip(step.escalation, waits):
+            if wait.total_seconds() > 0:
+                await workflow.wait([task], timeout=wait.total_seconds())
+            if task.done():
+                break
+            await self._escalate(link, f"SLA of {_human(step.sla)} for '{step.label}' breached", step.id, task)
+        await task
+
+    async def _watch_workflow_sla(self) -> None:
+        """The whole run's SLA; a breach runs the template's workflow-level chain."""
+        assert self._run is not None
+        sla = self._run.template.sla
+        if sla.total is None or not workflow.patched(SLA_PATCH):
+            return
+        chain = sla.escalation
+        waits = [sla.total + chain[0].after] + [link.after for link in chain[1:]]
+        for link, wait in zip(chain, waits):
+            await workflow.sleep(wait)
+            await self._escalate(link, f"SLA of {_human(sla.total)} for the whole run breached", None, None)
+
+    async def _escalate(self, link: EscalationSpec, reason: str, step_id: str | None, task: Any) -> None:
+        gates = [g for g in self._pending.values() if step_id is None or g.step_id == step_id]
+        if link.action == "notify":
+            outcome = f"{reason}: notified"
+            await workflow.execute_activity_method(
+                NotificationActivities.notify_escalation,
+                EscalationNotice(workflow_id=workflow.info().workflow_id, step_id=step_id, reason=reason,
+                                 pending_gates=[g.gate_id for g in gates]),
+                summary=f"notify · {reason}"[:200],
+                start_to_close_timeout=timedelta(seconds=30),
+            )
+        elif link.action == "reassign":
+            for gate in gates:
+                gate.approvers = list(link.to)
+            outcome = f"{reason}: reassigned {', '.join(g.gate_id for g in gates) or 'no pending gate'} to {', '.join(link.to)}"
+        elif link.action == "auto_decide":
+            assert link.decision is not None
+            for gate in gates:
+                self._decisions[gate.gate_id] = RecordedDecision(
+                    outcome=link.decision, gate_id=gate.gate_id, approver="sla-escalation", role="system",
+                    comment=reason,
+                )
+            outcome = f"{reason}: auto-{link.decision} {', '.join(g.gate_id for g in gates) or 'no pending gate'}"
+        else:
+            outcome = f"{reason}: failing the run"
+            self._sla_failure = outcome
+            if task is not None:
+                task.cancel()
+        self._audit.append(AuditEntry(
+            at=workflow.now(), kind="escalation", gate_id=step_id, actor="sla-escalation", role="system",
+            outcome=outcome,
+        ))
+        if link.action == "fail" and task is not None:
+            raise StepFailed(outcome)
 
     @workflow.query
     def status(self) -> RunStatus:
@@ -495,6 +634,14 @@ def _between(template: Template, start: str, end: str) -> list[str]:
             if step.id == end or step.id in ancestors(template, end):
                 body.add(step.id)
     return [step.id for step in template.steps if step.id in body]
+
+
+def _human(duration: timedelta) -> str:
+    seconds = int(duration.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _holds(expression: str, context: dict[str, Any], where: str) -> bool:
