@@ -159,8 +159,9 @@ def _task_messages(turn: AgentTurnInput) -> list[BaseChatMessage]:
     Two rules make a turn reproduce an AutoGen group-chat turn exactly (see
     ``convergio.graphflow.autogen_graph``): messages whose source is the agent's own name
     become assistant messages, as in a long-lived ``AssistantAgent``; and when the context
-    already ends with the instruction itself, said by another participant (not ``user``),
-    it is not repeated: in a group chat the newest message *is* what the agent answers.
+    already ends with the instruction itself from a participant rather than ``user`` (another
+    agent, or this one after a self-loop), it is not repeated: in a group chat the newest
+    message *is* what the agent answers. Other callers' turns are unchanged.
     """
     name = turn.request.agent.name
     context: list[BaseChatMessage] = [

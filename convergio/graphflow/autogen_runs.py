@@ -1,0 +1,45 @@
+"""Start an AutoGen ``GraphFlow`` config as a durable ``AutoGenGraphFlow`` workflow run."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from temporalio.client import Client
+
+from convergio.graphflow.autogen_graph import load_graphflow_config
+from convergio.settings import Settings
+from convergio.workflows.autogen_graphflow import AutoGenGraphFlowWorkflow
+
+
+async def start_autogen_graphflow(
+    client: Client,
+    settings: Settings,
+    config: Mapping[str, Any],
+    task: str,
+    *,
+    workflow_id: str | None = None,
+    model: str | None = None,
+    tenant: str = "default",
+) -> str:
+    """Import ``config`` (``GraphFlow.dump_component().model_dump()``) and start it on ``task``.
+
+    Returns the workflow id; ``client.get_workflow_handle(id).result()`` gives the
+    :class:`~convergio.graphflow.autogen_graph.AutoGenGraphFlowResult`. Raises
+    :class:`~convergio.graphflow.autogen_graph.GraphFlowImportError` before starting
+    anything if the config cannot run durably. ``model`` overrides every participant's
+    model (CONVERGIO_MODEL syntax); otherwise each uses the model its client config names
+    when recognised, else the worker's setting.
+    """
+    imported = load_graphflow_config(config)
+    run = imported.run_input(task, model=model, tenant=tenant)
+    workflow_id = workflow_id or f"autogen-graphflow-{uuid.uuid4().hex[:20]}"
+    await client.start_workflow(
+        AutoGenGraphFlowWorkflow.run,
+        run,
+        id=workflow_id,
+        task_queue=settings.temporal_task_queue,
+        static_summary=f"AutoGen {run.name} · {', '.join(run.participants)}"[:200],
+    )
+    return workflow_id
