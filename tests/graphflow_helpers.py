@@ -52,5 +52,7 @@ async def wait_for_gate(handle: WorkflowHandle, gate_id: str, timeout: float = 6
     raise AssertionError(f"gate {gate_id} never opened")
 
 
-def decision(gate_id: str, role: str = "executive", approver: str = "Ada", comment: str = "") -> ApprovalDecision:
-    return ApprovalDecision(gate_id=gate_id, approver=approver, role=role, comment=comment)
+def decision(
+    gate_id: str, role: str = "executive", approver: str = "Ada", comment: str = "", edits: str | None = None
+) -> ApprovalDecision:
+    return ApprovalDecision(gate_id=gate_id, approver=approver, role=role, comment=comment, edits=edits)

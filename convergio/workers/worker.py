@@ -48,7 +48,10 @@ async def open_resources(database_url: str, redis_url: str) -> AsyncIterator[Wor
         await pool.close()
 
 
-def build_worker(client: Client, settings: Settings, resources: WorkerResources) -> Worker:
+def build_worker(
+    client: Client, settings: Settings, resources: WorkerResources, *, max_cached_workflows: int = 1000
+) -> Worker:
+    """``max_cached_workflows=0`` turns off sticky execution (every task goes to the shared queue)."""
     turns = AgentTurnActivities(settings, resources.pool, resources.events)
     notifications = NotificationActivities(resources.events)
     return Worker(
@@ -56,6 +59,7 @@ def build_worker(client: Client, settings: Settings, resources: WorkerResources)
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
         activities=[turns.run_agent_turn, run_tool_step, notifications.notify_escalation],
+        max_cached_workflows=max_cached_workflows,
     )
 
 

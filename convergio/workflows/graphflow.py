@@ -638,7 +638,7 @@ def _between(template: Template, start: str, end: str) -> list[str]:
 
 def _human(duration: timedelta) -> str:
     seconds = int(duration.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+    for unit, size in (("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"

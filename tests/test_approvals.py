@@ -1,0 +1,230 @@
+"""Human-in-the-loop on the time-skipping server: gates, decisions, SLAs and escalations."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
+
+from convergio.events import EventPublisher
+from convergio.settings import Settings
+from convergio.workers.worker import WorkerResources, build_worker
+from convergio.workflows.graphflow import GraphFlowWorkflow
+from tests.graphflow_helpers import custom_template, decision, start, wait_for_gate
+
+
+def gated_template(gate: dict[str, Any] | None = None, **template: Any) -> dict[str, Any]:
+    gate_step = {"id": "sign_off", "kind": "approval", "depends_on": ["draft"], "approvers": ["executive"],
+                 "on_denied": ["notify_team"], **(gate or {})}
+    return {
+        "name": "gated",
+        "version": 1,
+        "steps": [
+            {"id": "draft", "agent": "strategic", "title": "Draft", "instruction": "Draft the plan. Cover: Plan."},
+            gate_step,
+            {"id": "publish", "agent": "chief_of_staff", "depends_on": ["sign_off"],
+             "instruction": "Publish the plan. Cover: Announcement."},
+            {"id": "notify_team", "agent": "operations", "depends_on": ["sign_off"],
+             "instruction": "Tell the team the plan was stopped. Cover: Message."},
+        ],
+        **template,
+    }
+
+
+@pytest.fixture
+def ts_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"temporal_task_queue": "convergio-approvals"})
+
+
+async def finish(env: WorkflowEnvironment, handle: Any) -> Any:
+    """Wait for the result while the test server skips idle time (hours pass in seconds)."""
+    async with env.time_skipping_unlocked():  # type: ignore[attr-defined]
+        for _ in range(20):
+            try:
+                return await handle.result()
+            except RuntimeError as exc:
+                # The Java test server ends a history long poll with an empty page now and then.
+                if "No completion event found" not in str(exc):
+                    raise
+        raise AssertionError("the run never completed")
+
+
+async def _start(client: Client, settings: Settings, data: dict[str, Any]):  # noqa: ANN202
+    return await start(client, settings, custom_template(data), {}, search_attributes=False)
+
+
+async def test_24_hour_sla_escalates_in_seconds(
+    time_skipping_env: WorkflowEnvironment, ts_settings: Settings, resources: WorkerResources, redis_client
+) -> None:
+    data = gated_template({
+        "sla": "24h",
+        "escalation": [
+            {"action": "notify"},
+            {"action": "reassign", "to": ["cfo"], "after": "2h"},
+            {"action": "auto_decide", "decision": "deny", "after": "4h"},
+        ],
+    })
+    async with build_worker(time_skipping_env.client, ts_settings, resources):
+        handle = await _start(time_skipping_env.client, ts_settings, data)
+        result = await finish(time_skipping_env, handle)  # 30 idle hours pass in seconds
+    escalations = [entry.outcome for entry in result.audit if entry.kind == "escalation"]
+    assert escalations == [
+        "SLA of 24h for 'Sign off' breached: notified",
+        "SLA of 24h for 'Sign off' breached: reassigned sign_off to cfo",
+        "SLA of 24h for 'Sign off' breached: auto-deny sign_off",
+    ]
+    steps = {step.id: step for step in result.steps}
+    assert steps["sign_off"].status == "denied"
+    assert steps["publish"].status == "skipped" and steps["notify_team"].status == "completed"
+    breach_events = [e for e in await EventPublisher(redis_client).read(handle.id) if e.type == "sla_breach"]
+    assert [e.data["pending_gates"] for e in breach_events] == [["sign_off"]]
+
+
+async def test_reassigned_gate_takes_the_new_role_only(
+    time_skipping_env: WorkflowEnvironment, ts_settings: Settings, resources: WorkerResources
+) -> None:
+    client = time_skipping_env.client
+    data = gated_template({"sla": "1h", "escalation": [{"action": "reassign", "to": ["cfo"]}]})
+    async with build_worker(client, ts_settings, resources):
+        handle = await _start(client, ts_settings, data)
+        await wait_for_gate(handle, "sign_off")
+        await time_skipping_env.sleep(timedelta(hours=2))
+        gate = await wait_for_gate(handle, "sign_off")
+        for _ in range(50):
+            if gate.approvers == ["cfo"]:
+                break
+            await asyncio.sleep(0.1)
+            gate = await wait_for_gate(handle, "sign_off")
+        assert gate.approvers == ["cfo"]
+        assert gate.deadline is not None
+        await handle.signal(GraphFlowWorkflow.approve, decision("sign_off", role="executive", approver="Old"))
+        await handle.signal(GraphFlowWorkflow.approve, decision("sign_off", role="cfo", approver="New"))
+        result = await finish(time_skipping_env, handle)
+    decided = [(e.kind, e.actor) for e in result.audit if e.kind != "escalation"]
+    assert decided == [("ignored_decision", "Old"), ("decision", "New")]
+    assert {s.id: s.status for s in result.steps}["publish"] == "completed"
+
+
+async def test_step_sla_can_fail_the_run_with_a_clear_reason(
+    time_skipping_env: WorkflowEnvironment, ts_settings: Settings, resources: WorkerResources
+) -> None:
+    data = gated_template({"sla": "8h", "escalation": [{"action": "notify"}, {"action": "fail", "after": "4h"}]})
+    async with build_worker(time_skipping_env.client, ts_settings, resources):
+        handle = await _start(time_skipping_env.client, ts_settings, data)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await finish(time_skipping_env, handle)
+    assert "SLA of 8h for 'Sign off' breached: failing the run" in str(failure.value.cause)
+
+
+async def test_workflow_sla_escalates_pending_gates(
+    time_skipping_env: WorkflowEnvironment, ts_settings: Settings, resources: WorkerResources
+) -> None:
+    data = gated_template(sla={"total": "2d", "escalation": [{"action": "auto_decide", "decision": "approve"}]})
+    async with build_worker(time_skipping_env.client, ts_settings, resources):
+        result = await finish(time_skipping_env, await _start(time_skipping_env.client, ts_settings, data))
+    assert result.audit[0].outcome == "SLA of 48h for the whole run breached: auto-approve sign_off"
+    assert {s.id: s.status for s in result.steps}["publish"] == "completed"
+
+
+async def test_decision_sent_while_the_worker_is_down_is_honoured(
+    time_skipping_env: WorkflowEnvironment, ts_settings: Settings, resources: WorkerResources
+) -> None:
+    # Without sticky caching, so the next task is not bound to the worker that went away
+    # (the test server does not move tasks off a dead worker's sticky queue).
+    client = time_skipping_env.client
+    async with build_worker(client, ts_settings, resources, max_cached_workflows=0):
+        handle = await _start(client, ts_settings, gated_template())
+        await wait_for_gate(handle, "sign_off")
+    # No worker now: the signal waits in the run's history.
+    await handle.signal(GraphFlowWorkflow.approve, decision("sign_off", comment="while you were out"))
+    async with build_worker(client, ts_settings, resources, max_cached_workflows=0):
+        result = await finish(time_skipping_env, handle)
+    assert result.audit[0].comment == "while you were out"
+    assert {s.id: s.status for s in result.steps}["publish"] == "completed"
+
+
+async def test_deny_skips_downstream_and_runs_the_on_denied_path(
+    time_skipping_env: WorkflowEnvironment, ts_settings: Settings, resources: WorkerResources
+) -> None:
+    async with build_worker(time_skipping_env.client, ts_settings, resources):
+        handle = await _start(time_skipping_env.client, ts_settings, gated_template())
+        await wait_for_gate(handle, "sign_off")
+        await handle.signal(GraphFlowWorkflow.deny, decision("sign_off", comment="not now"))
+        result = await finish(time_skipping_env, handle)
+    steps = {step.id: step.status for step in result.steps}
+    assert steps == {"draft": "completed", "sign_off": "denied", "publish": "skipped", "notify_team": "completed"}
+
+
+async def test_two_approvals_of_the_same_gate_count_once(
+    time_skipping_env: WorkflowEnvironment, ts_settings: Settings, resources: WorkerResources
+) -> None:
+    async with build_worker(time_skipping_env.client, ts_settings, resources):
+        handle = await _start(time_skipping_env.client, ts_settings, gated_template())
+        await wait_for_gate(handle, "sign_off")
+        await handle.signal(GraphFlowWorkflow.approve, decision("sign_off", approver="Ada"))
+        await handle.signal(GraphFlowWorkflow.approve, decision("sign_off", approver="Ada"))
+        result = await finish(time_skipping_env, handle)
+    entries = [(e.kind, e.outcome) for e in result.audit]
+    assert entries == [("decision", "approved"), ("ignored_decision", "approve ignored: already decided")]
+    assert len([t for t in result.turns if t.step_id == "publish"]) == 1
+
+
+async def test_malformed_signal_is_rejected_with_a_reason_and_the_run_goes_on(
+    time_skipping_env: WorkflowEnvironment, ts_settings: Settings, resources: WorkerResources
+) -> None:
+    async with build_worker(time_skipping_env.client, ts_settings, resources):
+        handle = await _start(time_skipping_env.client, ts_settings, gated_template())
+        await wait_for_gate(handle, "sign_off")
+        await handle.signal("approve", {"gate_id": "sign_off", "role": "executive"})  # no approver
+        await handle.signal("approve", "yes please")
+        gate = await wait_for_gate(handle, "sign_off")  # still waiting
+        await handle.signal(GraphFlowWorkflow.approve, decision(gate.gate_id))
+        result = await finish(time_skipping_env, handle)
+    rejected = [e.outcome for e in result.audit if e.kind == "ignored_decision"]
+    assert len(rejected) == 2
+    assert "malformed payload" in rejected[0] and "approver" in rejected[0]
+    assert result.steps[-2].status == "completed"
+
+
+async def test_request_changes_reruns_the_step_with_the_comment_a_bounded_number_of_times(
+    time_skipping_env: WorkflowEnvironment, ts_settings: Settings, resources: WorkerResources
+) -> None:
+    async with build_worker(time_skipping_env.client, ts_settings, resources):
+        handle = await _start(time_skipping_env.client, ts_settings, gated_template({"max_change_requests": 1}))
+        await wait_for_gate(handle, "sign_off")
+        await handle.signal(GraphFlowWorkflow.request_changes,
+                            decision("sign_off", comment="Add the hiring plan for Munich."))
+        gate = await wait_for_gate_round(handle, "sign_off", round_=2)
+        assert "hiring plan for Munich" in gate.under_review
+        assert gate.change_requests_left == 0
+        await handle.signal(GraphFlowWorkflow.request_changes, decision("sign_off", comment="And more"))
+        await handle.signal(GraphFlowWorkflow.approve, decision("sign_off", edits="## Plan\nThe final, edited plan."))
+        result = await finish(time_skipping_env, handle)
+    drafts = [t for t in result.turns if t.step_id == "draft"]
+    assert len(drafts) == 2 and "Add the hiring plan for Munich." in drafts[1].content
+    outcomes = [e.outcome for e in result.audit]
+    assert outcomes == [
+        "changes requested",
+        "request_changes ignored: no change requests left for this gate; approve or deny",
+        "approved",
+        "edited the output of draft",
+    ]
+    assert {s.id: s.output for s in result.steps}["draft"] == "## Plan\nThe final, edited plan."
+
+
+async def wait_for_gate_round(handle: Any, gate_id: str, round_: int) -> Any:
+    """The gate opened again after a change request (its request time moved on)."""
+    first = None
+    for _ in range(300):
+        status = await handle.query(GraphFlowWorkflow.status)
+        draft = next(s for s in status.steps if s.id == "draft")
+        gates = [g for g in status.pending_approvals if g.gate_id == gate_id]
+        if gates and draft.revisions >= round_ - 1:
+            return gates[0]
+        first = first or gates
+        await asyncio.sleep(0.1)
+    raise AssertionError("the gate never reopened")
