@@ -6,6 +6,7 @@ long and a Redis outage never fails one (events are a view, the workflow is the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -50,6 +51,56 @@ class EventPublisher:
             return None
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
+    async def publish_many(self, events: list[AgentEvent]) -> None:
+        """Append several events in one round trip (pipelined XADDs)."""
+        if not events:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for event in events:
+                    pipe.xadd(
+                        stream_key(event.workflow_id),
+                        {"event": event.model_dump_json()},
+                        maxlen=STREAM_MAXLEN,
+                        approximate=True,
+                    )
+                await pipe.execute()
+        except aioredis.RedisError as exc:
+            log.warning("could not publish %d events for %s: %s", len(events), events[0].workflow_id, exc)
+
     async def read(self, workflow_id: str, after: str = "0-0", count: int = 1000) -> list[AgentEvent]:
         entries = await self._redis.xrange(stream_key(workflow_id), min=f"({after}" if after != "0-0" else "-", count=count)
         return [AgentEvent.model_validate_json(fields[b"event"]) for _, fields in entries]
+
+
+class EventBuffer:
+    """Publishes events in the background, batching whatever piled up since the last write.
+
+    The model's stream never waits on Redis; under load, many chunks go in one round trip.
+    ``close`` flushes what is left, so no event is lost when the turn ends.
+    """
+
+    def __init__(self, publisher: EventPublisher) -> None:
+        self._publisher = publisher
+        self._queue: asyncio.Queue[AgentEvent] = asyncio.Queue()
+        self._task = asyncio.create_task(self._run())
+
+    def add(self, event: AgentEvent) -> None:
+        self._queue.put_nowait(event)
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._publisher.publish_many(batch)
+            except Exception:  # noqa: BLE001 - events are a view; never let them stop a turn
+                log.exception("dropping %d events", len(batch))
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def close(self) -> None:
+        await self._queue.join()
+        self._task.cancel()

@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 from convergio.agents.metered_client import MeteredChatCompletionClient
 from convergio.agents.models import ModelConfigError, build_model_client, parse_model_setting
 from convergio.contracts import AgentTurnInput, AgentTurnOutput
-from convergio.events import AgentEvent, EventPublisher
+from convergio.events import AgentEvent, EventBuffer, EventPublisher
 from convergio.settings import Settings
 
 
@@ -33,10 +33,12 @@ class AgentTurnActivities:
 
     @activity.defn(name="run_agent_turn")
     async def run_agent_turn(self, turn: AgentTurnInput) -> AgentTurnOutput:
-        recorded = await self._recorded_turn(turn)
-        if recorded is not None:
-            activity.logger.info("turn already recorded; not calling the model again")
-            return recorded
+        # Only a retry can find its turn already recorded (the first attempt never can).
+        if activity.info().attempt > 1:
+            recorded = await self._recorded_turn(turn)
+            if recorded is not None:
+                activity.logger.info("turn already recorded; not calling the model again")
+                return recorded
 
         request = turn.request
         model_setting = request.model or self._settings.model
@@ -47,7 +49,8 @@ class AgentTurnActivities:
             raise ApplicationError(str(exc), type="ModelConfigError", non_retryable=True) from exc
 
         event = _EventFactory(turn, request.agent.name)
-        await self._events.publish(event("turn_started", model=label))
+        events = EventBuffer(self._events)
+        events.add(event("turn_started", model=label))
         agent = AssistantAgent(
             request.agent.name,
             model_client=client,
@@ -59,9 +62,12 @@ class AgentTurnActivities:
         try:
             async for item in agent.run_stream(task=_task_messages(turn)):
                 if isinstance(item, ModelClientStreamingChunkEvent):
-                    await self._events.publish(event("text_chunk", text=item.content))
+                    events.add(event("text_chunk", text=item.content))
                 elif isinstance(item, TaskResult):
                     result = item
+        except BaseException:
+            await events.close()
+            raise
         finally:
             heartbeat.cancel()
             await client.close()
@@ -77,7 +83,7 @@ class AgentTurnActivities:
             finish_reason=str(calls[-1].finish_reason) if calls else "unknown",
         )
         await self._record_turn(turn, output)
-        await self._events.publish(
+        events.add(
             event(
                 "turn_finished",
                 model=label,
@@ -86,6 +92,7 @@ class AgentTurnActivities:
                 finish_reason=output.finish_reason,
             )
         )
+        await events.close()
         return output
 
     async def _recorded_turn(self, turn: AgentTurnInput) -> AgentTurnOutput | None:
