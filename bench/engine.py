@@ -235,7 +235,7 @@ def bench_worker(client: Any, settings: Any, resources: Any) -> Any:
     from convergio.activities.tool_step import run_tool_step
     from convergio.workers.worker import WORKFLOWS
 
-    turns = AgentTurnActivities(settings, resources.pool, resources.events)
+    turns = AgentTurnActivities(settings, resources.pool, resources.events, resources.meter(settings))
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,

@@ -187,7 +187,7 @@ def run(
     given = parse_inputs(inputs, inputs_file)
     try:
         chosen = default_registry().get(template, version)
-        run_input = build_run_input(chosen, given, default_catalog(), tenant="default", model=None)
+        run_input = build_run_input(chosen, given, default_catalog(), tenant="default", model=None, settings=settings)
     except KeyError as exc:
         raise fail(str(exc.args[0])) from None
     except InputError as exc:
@@ -279,6 +279,50 @@ def _decide_command(outcome: Literal["approve", "deny"]) -> Callable[..., None]:
 
 app.command("approve")(_decide_command("approve"))
 app.command("deny")(_decide_command("deny"))
+
+
+@app.command()
+def costs(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    since: Annotated[str | None, typer.Option(help="First UTC day, YYYY-MM-DD.")] = None,
+    until: Annotated[str | None, typer.Option(help="Last UTC day, YYYY-MM-DD.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Model spend from the ledger: totals by day, tenant, template, agent and model; trend; advice."""
+    from datetime import date
+
+    from psycopg_pool import AsyncConnectionPool
+
+    from convergio.costs.ledger import report
+
+    settings = load_settings()
+    try:
+        first = date.fromisoformat(since) if since else None
+        last = date.fromisoformat(until) if until else None
+    except ValueError as exc:
+        raise fail(f"--since/--until: {exc}") from None
+
+    async def main() -> Any:
+        async with AsyncConnectionPool(settings.effective_database_url, min_size=1, max_size=2, open=False) as pool:
+            return await report(pool, tenant=tenant, since=first, until=last)
+
+    try:
+        result = asyncio.run(main())
+    except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback
+        raise fail(f"cannot read the cost ledger at {settings.effective_database_url}: {exc}") from None
+    if as_json:
+        print(result.model_dump_json(indent=2))
+        return
+    console.print(f"[bold]Total[/] ${result.total_usd} over {result.turns} turns "
+                  f"({result.prompt_tokens} prompt + {result.completion_tokens} completion tokens)")
+    for title, rows in [("tenant", result.by_tenant), ("template", result.by_template),
+                        ("agent", result.by_agent), ("model", result.by_model), ("day", result.by_day)]:
+        table = Table(title, "cost (USD)", "turns", title=f"by {title}", title_justify="left")
+        for row in rows:
+            table.add_row(str(row.key), str(row.cost_usd), str(row.turns))
+        console.print(table)
+    for advice in result.recommendations:
+        console.print(f"[green]advice[/] {advice.model_dump_json()}", soft_wrap=True)
 
 
 @app.command()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from convergio.costs.budget import BudgetLimits
+
 _AGENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
@@ -65,6 +67,15 @@ class TranscriptMessage(Contract):
     content: str
 
 
+class TurnBudget(Contract):
+    """The limits a turn must fit in; ``day`` comes from the workflow's clock (deterministic)."""
+
+    limits: BudgetLimits
+    day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    template: str
+    approved_overrun: bool = Field(default=False, description="A person approved going over the limit.")
+
+
 class AgentTurnInput(Contract):
     """What the activity needs to run (or find already run) one turn.
 
@@ -77,6 +88,7 @@ class AgentTurnInput(Contract):
     turn: int = Field(ge=1)
     request: AgentTurnRequest
     context: list[TranscriptMessage] = Field(default_factory=list)
+    budget: TurnBudget | None = Field(default=None, description="Unset: the turn is not metered (tests only).")
 
 
 class AgentTurnOutput(Contract):
@@ -86,6 +98,10 @@ class AgentTurnOutput(Contract):
     prompt_tokens: int = Field(ge=0)
     completion_tokens: int = Field(ge=0)
     finish_reason: str
+    cost_usd: float = Field(default=0.0, ge=0)
+    budget_refused: str | None = Field(
+        default=None, description="Why the budget refused the turn; the model was not called."
+    )
     replayed_from_ledger: bool = Field(
         default=False,
         description="True when a retried activity found the turn already recorded and did not call the model again.",

@@ -50,7 +50,9 @@ async def run_demo(
     on_gate: GateCallback,
 ) -> tuple[GraphFlowResult, str]:
     template = default_registry().get(template_name)
-    run = build_run_input(template, inputs or DEMO_INPUTS, default_catalog(), tenant="default", model=None)
+    run = build_run_input(
+        template, inputs or DEMO_INPUTS, default_catalog(), tenant="default", model=None, settings=settings
+    )
     stack = EmbeddedStack(settings)
     endpoints = await stack.start(progress)
     try:

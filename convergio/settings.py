@@ -79,6 +79,19 @@ class Settings(BaseSettings):
     anthropic_api_key: str | None = Field(default=None, description="Key for anthropic:.")
     ollama_host: str = Field(default="http://127.0.0.1:11434", description="Ollama server for ollama:.")
 
+    budget_daily_usd: float = Field(default=50.0, gt=0, description="Daily model spend limit per tenant, in dollars.")
+    budget_workflow_usd: float = Field(default=5.0, gt=0, description="Spend limit of one workflow run, in dollars.")
+    budget_turn_spike_fraction: float = Field(
+        default=0.10, gt=0, le=1, description="One turn may cost at most this share of the daily limit."
+    )
+    budget_tenant_limits: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='Per-tenant overrides as JSON, e.g. {"acme": {"daily_usd": 200}}.',
+    )
+    price_table: Path | None = Field(
+        default=None, description="A YAML file of model prices that overrides the shipped table."
+    )
+
     api_host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(default=8000, ge=1, le=65535, description="Port of the API.")
 

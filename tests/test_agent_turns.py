@@ -111,7 +111,7 @@ async def test_same_idempotency_key_never_starts_a_second_run(
 async def test_retried_turn_is_served_from_the_ledger_without_a_model_call(
     settings: Settings, resources: WorkerResources, redis_client
 ) -> None:
-    activities = AgentTurnActivities(settings, resources.pool, resources.events)
+    activities = AgentTurnActivities(settings, resources.pool, resources.events, resources.meter(settings))
     turn = AgentTurnInput(
         workflow_id=f"wf-{uuid.uuid4()}",
         step_id="answer",

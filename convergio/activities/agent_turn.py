@@ -18,7 +18,10 @@ from temporalio.exceptions import ApplicationError
 
 from convergio.agents.metered_client import MeteredChatCompletionClient
 from convergio.agents.models import ModelConfigError, build_model_client, parse_model_setting
+from convergio.agents.tokens import count_tokens
 from convergio.contracts import AgentTurnInput, AgentTurnOutput
+from convergio.costs.budget import ReservationResult
+from convergio.costs.metering import BudgetBusy, TurnMeter
 from convergio.events import AgentEvent, EventBuffer, EventPublisher
 from convergio.settings import Settings
 
@@ -26,10 +29,13 @@ from convergio.settings import Settings
 class AgentTurnActivities:
     """Activities with their dependencies injected by the worker (pool, Redis, settings)."""
 
-    def __init__(self, settings: Settings, pool: AsyncConnectionPool, events: EventPublisher) -> None:
+    def __init__(
+        self, settings: Settings, pool: AsyncConnectionPool, events: EventPublisher, meter: TurnMeter
+    ) -> None:
         self._settings = settings
         self._pool = pool
         self._events = events
+        self._meter = meter
 
     @activity.defn(name="run_agent_turn")
     async def run_agent_turn(self, turn: AgentTurnInput) -> AgentTurnOutput:
@@ -47,6 +53,16 @@ class AgentTurnActivities:
             client = MeteredChatCompletionClient(build_model_client(self._settings, model_setting))
         except ModelConfigError as exc:
             raise ApplicationError(str(exc), type="ModelConfigError", non_retryable=True) from exc
+
+        try:
+            reservation = await self._meter.reserve(turn, label, _prompt_tokens(turn))
+        except BudgetBusy as exc:
+            raise ApplicationError(str(exc), type="BudgetBusy") from exc  # retryable
+        if reservation is not None and not reservation.granted:
+            return AgentTurnOutput(
+                agent=request.agent.name, model=label, content="", prompt_tokens=0, completion_tokens=0,
+                finish_reason="budget", budget_refused=_refusal(reservation),
+            )
 
         event = _EventFactory(turn, request.agent.name)
         events = EventBuffer(self._events)
@@ -83,6 +99,8 @@ class AgentTurnActivities:
             finish_reason=str(calls[-1].finish_reason) if calls else "unknown",
         )
         await self._record_turn(turn, output)
+        cost = await self._meter.settle(turn, label, output.prompt_tokens, output.completion_tokens)
+        output.cost_usd = float(cost)
         events.add(
             event(
                 "turn_finished",
@@ -90,6 +108,7 @@ class AgentTurnActivities:
                 prompt_tokens=output.prompt_tokens,
                 completion_tokens=output.completion_tokens,
                 finish_reason=output.finish_reason,
+                cost_usd=str(cost),
             )
         )
         await events.close()
@@ -98,8 +117,10 @@ class AgentTurnActivities:
     async def _recorded_turn(self, turn: AgentTurnInput) -> AgentTurnOutput | None:
         async with self._pool.connection() as conn:
             cursor = await conn.cursor(row_factory=dict_row).execute(
-                "SELECT agent, model, content, prompt_tokens, completion_tokens, finish_reason"
-                " FROM agent_turns WHERE workflow_id = %s AND step_id = %s AND turn = %s",
+                "SELECT t.agent, t.model, t.content, t.prompt_tokens, t.completion_tokens, t.finish_reason,"
+                " coalesce(c.cost_usd, 0)::float AS cost_usd"
+                " FROM agent_turns t LEFT JOIN cost_ledger c USING (workflow_id, step_id, turn)"
+                " WHERE t.workflow_id = %s AND t.step_id = %s AND t.turn = %s",
                 (turn.workflow_id, turn.step_id, turn.turn),
             )
             row = await cursor.fetchone()
@@ -123,6 +144,21 @@ class AgentTurnActivities:
                     output.content,
                 ),
             )
+
+
+def _prompt_tokens(turn: AgentTurnInput) -> int:
+    """What the prompt will cost, counted before the call (tiktoken; 4 tokens per message framing)."""
+    texts = [turn.request.agent.system_message, *(m.content for m in turn.context), turn.request.task]
+    return sum(count_tokens(text) + 4 for text in texts)
+
+
+def _refusal(reservation: ReservationResult) -> str:
+    limits = {
+        "daily_limit": f"the tenant's daily limit (${reservation.daily_committed} spent)",
+        "workflow_limit": f"this run's limit (${reservation.workflow_committed} spent)",
+        "turn_spike": f"the turn-spike limit (this turn alone is estimated at ${reservation.estimate_usd})",
+    }
+    return f"budget: the turn would exceed {limits.get(reservation.reason, reservation.reason)}"
 
 
 async def _heartbeat_while_running(every: float = 1.0) -> None:

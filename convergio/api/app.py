@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable
+from datetime import date
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 import psycopg
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, status
+from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -16,6 +18,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from convergio import __version__
 from convergio.agents.catalog import AgentCatalog, default_catalog
 from convergio.agents.definition import AgentDefinition
+from convergio.costs.ledger import CostReport
+from convergio.costs.ledger import report as cost_report
 from convergio.graphflow.loader import InputError, TemplateRegistry, default_registry
 from convergio.graphflow.run_models import ApprovalDecision
 from convergio.graphflow.runs import (
@@ -39,9 +43,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.settings = settings
     app.state.temporal = await connect_temporal(settings)
     app.state.redis = aioredis.Redis.from_url(settings.effective_redis_url)
+    app.state.db = AsyncConnectionPool(settings.effective_database_url, min_size=1, max_size=5, open=False)
+    await app.state.db.open(wait=False)
     try:
         yield
     finally:
+        await app.state.db.close()
         await app.state.redis.aclose()
 
 
@@ -51,6 +58,10 @@ def get_app_settings(request: Request) -> Settings:
 
 def get_temporal(request: Request) -> Client:
     return request.app.state.temporal
+
+
+def get_db(request: Request) -> AsyncConnectionPool:
+    return request.app.state.db
 
 
 def get_catalog() -> AgentCatalog:
@@ -64,6 +75,7 @@ def get_registry() -> TemplateRegistry:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 CatalogDep = Annotated[AgentCatalog, Depends(get_catalog)]
+DbDep = Annotated[AsyncConnectionPool, Depends(get_db)]
 RegistryDep = Annotated[TemplateRegistry, Depends(get_registry)]
 
 
@@ -135,7 +147,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> TemplateRunStarted:
         try:
             template = registry.get(request.template, request.version)
-            run = build_run_input(template, request.inputs, catalog, tenant=request.tenant, model=request.model)
+            run = build_run_input(
+                template, request.inputs, catalog, tenant=request.tenant, model=request.model, settings=settings
+            )
         except KeyError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc.args[0])) from exc
         except InputError as exc:
@@ -202,6 +216,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/agents", response_model=list[AgentDefinition], summary="The agents templates can use")
     async def list_agents(catalog: CatalogDep) -> list[AgentDefinition]:
         return catalog.all()
+
+    @app.get("/costs", response_model=CostReport, summary="Model spend: totals, trend, efficiency, advice")
+    async def costs(
+        db: DbDep,
+        tenant: Annotated[str | None, Query(max_length=63, examples=["default"])] = None,
+        since: Annotated[date | None, Query(description="First UTC day included.")] = None,
+        until: Annotated[date | None, Query(description="Last UTC day included.")] = None,
+    ) -> CostReport:
+        if since and until and since > until:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "since must not be after until")
+        return await cost_report(db, tenant=tenant, since=since, until=until)
 
     @app.get("/healthz", response_model=HealthReport, summary="Checks Temporal, PostgreSQL and Redis")
     async def healthz(request: Request, settings: SettingsDep, temporal: TemporalDep) -> HealthReport:

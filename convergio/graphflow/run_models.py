@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from convergio.agents.definition import AgentDefinition
+from convergio.costs.budget import BudgetLimits
 from convergio.contracts import TranscriptMessage
 from convergio.graphflow.template import Template
 
@@ -27,6 +28,7 @@ class GraphFlowInput(RunModel):
     agents: dict[str, AgentDefinition]
     tenant: str = "default"
     model: str | None = Field(default=None, description="Model for every agent without its own override.")
+    budget: BudgetLimits = Field(default_factory=BudgetLimits, description="Resolved limits of this run.")
 
 
 class TurnRecord(RunModel):
@@ -37,6 +39,7 @@ class TurnRecord(RunModel):
     content: str
     prompt_tokens: int
     completion_tokens: int
+    cost_usd: float = 0.0
     purpose: Literal["answer", "review", "chat"] = "answer"
 
 
@@ -53,6 +56,7 @@ class StepState(RunModel):
     revisions: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0
     started_at: datetime | None = None
     finished_at: datetime | None = None
     quality_notes: list[str] = Field(default_factory=list)
@@ -97,6 +101,7 @@ class PendingApproval(RunModel):
     deadline: datetime | None = None
     prompt_tokens_so_far: int = 0
     completion_tokens_so_far: int = 0
+    cost_usd_so_far: float = 0.0
     change_requests_left: int = 0
 
 
@@ -120,6 +125,7 @@ class RunStatus(RunModel):
     pending_approvals: list[PendingApproval]
     prompt_tokens: int
     completion_tokens: int
+    cost_usd: float = 0.0
     started_at: datetime
 
 
@@ -136,6 +142,7 @@ class StepReport(RunModel):
     revisions: int
     prompt_tokens: int
     completion_tokens: int
+    cost_usd: float = 0.0
     started_at: datetime | None
     duration_s: float | None
     quality_notes: list[str]
@@ -153,6 +160,7 @@ class GraphFlowResult(RunModel):
     audit: list[AuditEntry]
     prompt_tokens: int
     completion_tokens: int
+    cost_usd: float = 0.0
     started_at: datetime
     finished_at: datetime
     markdown: str

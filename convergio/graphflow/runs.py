@@ -13,6 +13,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from convergio.agents.catalog import AgentCatalog
+from convergio.costs.budget import BudgetLimits, resolve_limits
 from convergio.graphflow.loader import resolve_inputs
 from convergio.graphflow.run_models import ApprovalDecision, GraphFlowInput, GraphFlowResult, RunStatus
 from convergio.graphflow.template import Template
@@ -39,12 +40,35 @@ class TemplateRunRequest(BaseModel):
 
 
 def build_run_input(
-    template: Template, inputs: Mapping[str, Any], catalog: AgentCatalog, *, tenant: str, model: str | None
+    template: Template,
+    inputs: Mapping[str, Any],
+    catalog: AgentCatalog,
+    *,
+    tenant: str,
+    model: str | None,
+    settings: Settings | None = None,
 ) -> GraphFlowInput:
+    """Everything the run needs, resolved now: inputs with defaults, agents, budget limits."""
     agents = {name: catalog.get(name) for step in template.steps for name in step.agents}
     return GraphFlowInput(
-        template=template, inputs=resolve_inputs(template, inputs), agents=agents, tenant=tenant, model=model
+        template=template,
+        inputs=resolve_inputs(template, inputs),
+        agents=agents,
+        tenant=tenant,
+        model=model,
+        budget=run_limits(settings or Settings(_env_file=None), template, tenant),  # type: ignore[call-arg]
     )
+
+
+def run_limits(settings: Settings, template: Template, tenant: str) -> BudgetLimits:
+    """Settings' defaults, then the tenant's overrides, then the template's own budget."""
+    defaults = BudgetLimits(
+        daily_usd=settings.budget_daily_usd,
+        workflow_usd=settings.budget_workflow_usd,
+        turn_spike_fraction=settings.budget_turn_spike_fraction,
+    )
+    own = template.budget.model_dump(include={"daily_usd", "workflow_usd", "turn_spike_fraction"}, exclude_none=True)
+    return resolve_limits(defaults, settings.budget_tenant_limits, {template.name: own}, tenant, template.name)
 
 
 def template_workflow_id(template: Template, idempotency_key: str | None) -> str:

@@ -203,6 +203,26 @@ class StepSpec(TemplateModel):
         return names
 
 
+class BudgetSpec(TemplateModel):
+    """The template's own budget limits (tighter or looser than the tenant's) and breach policy."""
+
+    daily_usd: float | None = Field(default=None, gt=0)
+    workflow_usd: float | None = Field(default=None, gt=0)
+    turn_spike_fraction: float | None = Field(default=None, gt=0, le=1)
+    on_breach: Literal["stop", "downgrade", "approval"] = Field(
+        default="stop",
+        description="stop the step with the reason, retry the turn on downgrade_model, or ask a person.",
+    )
+    downgrade_model: str | None = None
+    approvers: list[str] = Field(default_factory=lambda: ["finance"])
+
+    @model_validator(mode="after")
+    def _downgrade_needs_model(self) -> BudgetSpec:
+        if self.on_breach == "downgrade" and not self.downgrade_model:
+            raise ValueError("on_breach 'downgrade' needs 'downgrade_model'")
+        return self
+
+
 class WorkflowSla(TemplateModel):
     total: Duration | None = None
     escalation: list[EscalationSpec] = Field(default_factory=lambda: list(DEFAULT_ESCALATION))
@@ -215,6 +235,7 @@ class Template(TemplateModel):
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     steps: list[StepSpec] = Field(min_length=1)
     sla: WorkflowSla = WorkflowSla()
+    budget: BudgetSpec = BudgetSpec()
     success_metrics: list[SuccessMetric] = Field(default_factory=list)
 
     def step(self, step_id: str) -> StepSpec:

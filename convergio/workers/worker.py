@@ -13,6 +13,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from convergio.activities.agent_turn import AgentTurnActivities
+from convergio.costs.budget import RedisBudget
+from convergio.costs.metering import TurnMeter
+from convergio.costs.pricing import default_price_table
 from convergio.events import EventPublisher
 from convergio.settings import Settings
 from convergio.temporal_client import connect_temporal
@@ -35,6 +38,9 @@ class WorkerResources:
     def events(self) -> EventPublisher:
         return EventPublisher(self.redis)
 
+    def meter(self, settings: Settings) -> TurnMeter:
+        return TurnMeter(RedisBudget(self.redis), self.pool, default_price_table(settings.price_table))
+
 
 @asynccontextmanager
 async def open_resources(database_url: str, redis_url: str) -> AsyncIterator[WorkerResources]:
@@ -52,7 +58,7 @@ def build_worker(
     client: Client, settings: Settings, resources: WorkerResources, *, max_cached_workflows: int = 1000
 ) -> Worker:
     """``max_cached_workflows=0`` turns off sticky execution (every task goes to the shared queue)."""
-    turns = AgentTurnActivities(settings, resources.pool, resources.events)
+    turns = AgentTurnActivities(settings, resources.pool, resources.events, resources.meter(settings))
     notifications = NotificationActivities(resources.events)
     return Worker(
         client,

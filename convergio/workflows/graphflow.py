@@ -22,7 +22,14 @@ with workflow.unsafe.imports_passed_through():
     from convergio.activities.notifications import EscalationNotice, NotificationActivities
     from convergio.activities.tool_step import ToolStepInput, run_tool_step
     from convergio.agents.definition import AgentDefinition
-    from convergio.contracts import AgentProfile, AgentTurnInput, AgentTurnOutput, AgentTurnRequest, TranscriptMessage
+    from convergio.contracts import (
+        AgentProfile,
+        AgentTurnInput,
+        AgentTurnOutput,
+        AgentTurnRequest,
+        TranscriptMessage,
+        TurnBudget,
+    )
     from convergio.graphflow.expressions import ExpressionError, compile_expression
     from convergio.graphflow.placeholders import render_text, render_value
     from convergio.graphflow.quality import output_problems, review_instruction, review_score
@@ -48,6 +55,7 @@ TEMPLATE_KEY = SearchAttributeKey.for_keyword("ConvergioTemplate")
 STATUS_KEY = SearchAttributeKey.for_keyword("ConvergioStatus")
 TENANT_KEY = SearchAttributeKey.for_keyword("ConvergioTenant")
 PENDING_GATES_KEY = SearchAttributeKey.for_keyword_list("ConvergioPendingGates")
+COST_KEY = SearchAttributeKey.for_float("ConvergioCostUsd")
 
 
 def initial_search_attributes(run: GraphFlowInput) -> TypedSearchAttributes:
@@ -57,12 +65,15 @@ def initial_search_attributes(run: GraphFlowInput) -> TypedSearchAttributes:
             SearchAttributePair(STATUS_KEY, "running"),
             SearchAttributePair(TENANT_KEY, run.tenant),
             SearchAttributePair(PENDING_GATES_KEY, []),
+            SearchAttributePair(COST_KEY, 0.0),
         ]
     )
 
 
 # Workflows started before SLA timers existed replay without them.
 SLA_PATCH = "sla-timers-v1"
+# ... and before budgets: their turns are not metered on replay.
+BUDGET_PATCH = "turn-budget-v1"
 
 
 class StepFailed(Exception):
@@ -376,15 +387,58 @@ class GraphFlowWorkflow:
     async def _turn(
         self, step: StepSpec, agent_name: str, task: str, context: list[TranscriptMessage], purpose: str
     ) -> AgentTurnOutput:
+        """One model call; a budget refusal is handled by the template's breach policy."""
+        assert self._run is not None
+        agent = self._run.agents[agent_name]
+        model = agent.model or self._run.model
+        output = await self._call_model(step, agent_name, task, context, purpose, model=model)
+        if output.budget_refused is None:
+            return output
+        policy = self._run.template.budget
+        if policy.on_breach == "downgrade" and policy.downgrade_model:
+            self._record_budget(step, f"{output.budget_refused}; retrying on {policy.downgrade_model}")
+            output = await self._call_model(step, agent_name, task, context, purpose, model=policy.downgrade_model)
+        elif policy.on_breach == "approval":
+            gate_step = step.model_copy(update={"approvers": policy.approvers, "sla": None})
+            decision = await self._gate(
+                gate_step, gate_id=f"budget_{self._turn_counter}", roles=policy.approvers,
+                under_review=f"High-cost operation: {output.budget_refused}. "
+                f"Approve to let {agent.role} run this turn of '{step.label}' anyway.",
+            )
+            if decision.outcome == "approve":
+                output = await self._call_model(
+                    step, agent_name, task, context, purpose, model=model, approved_overrun=True
+                )
+        if output.budget_refused is not None:
+            raise StepFailed(output.budget_refused)
+        return output
+
+    async def _call_model(
+        self,
+        step: StepSpec,
+        agent_name: str,
+        task: str,
+        context: list[TranscriptMessage],
+        purpose: str,
+        *,
+        model: str | None,
+        approved_overrun: bool = False,
+    ) -> AgentTurnOutput:
         assert self._run is not None
         agent = self._run.agents[agent_name]
         self._turn_counter += 1
         request = AgentTurnRequest(
             task=task,
             agent=AgentProfile(name=agent.name, role=agent.role, system_message=agent.system_message),
-            model=agent.model or self._run.model,
+            model=model,
             tenant=self._run.tenant,
         )
+        budget = None
+        if workflow.patched(BUDGET_PATCH):
+            budget = TurnBudget(
+                limits=self._run.budget, day=workflow.now().date().isoformat(),
+                template=self._run.template.name, approved_overrun=approved_overrun,
+            )
         try:
             output = await workflow.execute_activity_method(
                 AgentTurnActivities.run_agent_turn,
@@ -394,6 +448,7 @@ class GraphFlowWorkflow:
                     turn=self._turn_counter,
                     request=request,
                     context=context,
+                    budget=budget,
                 ),
                 summary=f"{agent.role} · {step.label}" + (" · review" if purpose == "review" else ""),
                 start_to_close_timeout=step.timeout,
@@ -402,17 +457,25 @@ class GraphFlowWorkflow:
             )
         except ActivityError as exc:
             raise StepFailed(f"{agent_name}: {_cause(exc)}") from None
+        if output.budget_refused is not None:
+            return output
         state = self._steps[step.id]
         state.prompt_tokens += output.prompt_tokens
         state.completion_tokens += output.completion_tokens
+        state.cost_usd += output.cost_usd
         self._turns.append(
             TurnRecord(
                 turn=self._turn_counter, step_id=step.id, agent=agent_name, model=output.model,
                 content=output.content, prompt_tokens=output.prompt_tokens,
-                completion_tokens=output.completion_tokens, purpose=purpose,  # type: ignore[arg-type]
+                completion_tokens=output.completion_tokens, cost_usd=output.cost_usd,
+                purpose=purpose,  # type: ignore[arg-type]
             )
         )
+        self._set_search_cost()
         return output
+
+    def _record_budget(self, step: StepSpec, outcome: str) -> None:
+        self._audit.append(AuditEntry(at=workflow.now(), kind="failure_handling", gate_id=step.id, outcome=outcome))
 
     # ------------------------------------------------------------------ approvals
     async def _gate(self, step: StepSpec, *, gate_id: str, roles: list[str], under_review: str) -> RecordedDecision:
@@ -424,6 +487,7 @@ class GraphFlowWorkflow:
             deadline=workflow.now() + step.sla if step.sla else None,
             prompt_tokens_so_far=sum(s.prompt_tokens for s in self._steps.values()),
             completion_tokens_so_far=sum(s.completion_tokens for s in self._steps.values()),
+            cost_usd_so_far=round(sum(s.cost_usd for s in self._steps.values()), 8),
             change_requests_left=step.max_change_requests - self._change_requests.get(gate_id, 0),
         )
         state = self._steps[step.id]
@@ -564,6 +628,7 @@ class GraphFlowWorkflow:
             pending_approvals=list(self._pending.values()),
             prompt_tokens=sum(s.prompt_tokens for s in self._steps.values()),
             completion_tokens=sum(s.completion_tokens for s in self._steps.values()),
+            cost_usd=round(sum(s.cost_usd for s in self._steps.values()), 8),
             started_at=workflow.info().start_time,
         )
 
@@ -593,6 +658,11 @@ class GraphFlowWorkflow:
         if workflow.info().typed_search_attributes.get(STATUS_KEY) is not None:
             workflow.upsert_search_attributes([STATUS_KEY.value_set(status)])
 
+    def _set_search_cost(self) -> None:
+        if workflow.info().typed_search_attributes.get(STATUS_KEY) is not None and workflow.patched(BUDGET_PATCH):
+            total = round(sum(s.cost_usd for s in self._steps.values()), 6)
+            workflow.upsert_search_attributes([COST_KEY.value_set(total)])
+
     def _set_pending_gates(self) -> None:
         if workflow.info().typed_search_attributes.get(STATUS_KEY) is not None:
             workflow.upsert_search_attributes([PENDING_GATES_KEY.value_set(sorted(self._pending))])
@@ -616,6 +686,7 @@ class GraphFlowWorkflow:
             audit=self._audit,
             prompt_tokens=prompt,
             completion_tokens=completion,
+            cost_usd=round(sum(r.cost_usd for r in reports), 8),
             started_at=started_at,
             finished_at=workflow.now(),
             markdown=render_markdown(
@@ -694,6 +765,7 @@ def _report(state: StepState) -> StepReport:
         id=state.id, title=state.title, kind=state.kind, status=state.status, agents=state.agents,
         output=state.output, data=state.data, score=state.score, iterations=state.iterations,
         revisions=state.revisions, prompt_tokens=state.prompt_tokens,
-        completion_tokens=state.completion_tokens, started_at=state.started_at, duration_s=duration,
+        completion_tokens=state.completion_tokens, cost_usd=round(state.cost_usd, 8),
+        started_at=state.started_at, duration_s=duration,
         quality_notes=state.quality_notes, error=state.error,
     )

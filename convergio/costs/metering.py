@@ -1,0 +1,79 @@
+"""Meter one agent turn: reserve its estimated cost before the model call, settle it after.
+
+Used by the agent-turn activity. Redis holds the live budget (atomic across workers);
+PostgreSQL holds the ledger (idempotent by workflow, step and turn).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from psycopg_pool import AsyncConnectionPool
+
+from convergio.contracts import AgentTurnInput
+from convergio.costs import ledger
+from convergio.costs.budget import RedisBudget, ReservationResult, reservation_id
+from convergio.costs.pricing import PriceTable, TurnCost, emit
+
+# What we reserve for the answer before we know its length.
+ESTIMATED_COMPLETION_TOKENS = 1000
+# A reservation outlives the longest turn (the step timeout is 5 minutes by default).
+RESERVATION_TTL_S = 900
+
+
+class BudgetBusy(RuntimeError):
+    """Other turns hold the rest of the budget right now; Temporal retries after a back-off."""
+
+
+class TurnMeter:
+    def __init__(self, budget: RedisBudget, pool: AsyncConnectionPool, prices: PriceTable) -> None:
+        self._budget = budget
+        self._pool = pool
+        self._prices = prices
+
+    async def reserve(self, turn: AgentTurnInput, model: str, prompt_tokens: int) -> ReservationResult | None:
+        """None when the turn is not metered or a person approved going over the limit."""
+        if turn.budget is None or turn.budget.approved_overrun:
+            return None
+        estimate = self._prices.estimate_turn_cost(model, prompt_tokens, ESTIMATED_COMPLETION_TOKENS)
+        result = await self._budget.reserve(
+            reservation_id(turn.workflow_id, turn.step_id, turn.turn),
+            turn.request.tenant,
+            turn.workflow_id,
+            turn.budget.day,
+            estimate,
+            turn.budget.limits,
+            ttl_s=RESERVATION_TTL_S,
+        )
+        if not result.granted and result.retryable:
+            raise BudgetBusy(f"budget busy ({result.reason}): other turns hold the rest; retrying")
+        return result
+
+    async def settle(
+        self, turn: AgentTurnInput, model: str, prompt_tokens: int, completion_tokens: int
+    ) -> Decimal:
+        """Commit the actual cost (once) and record it in the ledger (once); returns the cost."""
+        cost = self._prices.cost_usd(model, prompt_tokens, completion_tokens)
+        if turn.budget is not None:
+            await self._budget.commit(
+                reservation_id(turn.workflow_id, turn.step_id, turn.turn),
+                turn.request.tenant,
+                turn.workflow_id,
+                turn.budget.day,
+                cost,
+            )
+        entry = TurnCost(
+            workflow_id=turn.workflow_id,
+            step_id=turn.step_id,
+            turn=turn.turn,
+            tenant=turn.request.tenant,
+            template=turn.budget.template if turn.budget else "",
+            agent=turn.request.agent.name,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=cost,
+        )
+        if await ledger.record(self._pool, entry):
+            emit(entry)
+        return cost
