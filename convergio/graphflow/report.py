@@ -14,18 +14,21 @@ def render_markdown(
     audit: list[AuditEntry],
     prompt_tokens: int,
     completion_tokens: int,
+    cost_usd: float = 0.0,
 ) -> str:
     lines = [
         f"# {title}",
         "",
-        f"Run `{workflow_id}` · **{status}** · {prompt_tokens} prompt + {completion_tokens} completion tokens",
+        f"Run `{workflow_id}` · **{status}** · {prompt_tokens} prompt + {completion_tokens} completion tokens"
+        f" · ${cost_usd:.6f}",
         "",
-        "| step | status | by | tokens |",
-        "|---|---|---|---|",
+        "| step | status | by | tokens | cost (USD) |",
+        "|---|---|---|---|---|",
     ]
     for step in steps:
         by = ", ".join(dict.fromkeys(step.agents)) or "—"
-        lines.append(f"| {step.title} | {step.status} | {by} | {step.prompt_tokens + step.completion_tokens} |")
+        tokens = step.prompt_tokens + step.completion_tokens
+        lines.append(f"| {step.title} | {step.status} | {by} | {tokens} | {step.cost_usd:.6f} |")
     for step in steps:
         if step.output is None and step.error is None:
             continue

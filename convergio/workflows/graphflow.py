@@ -693,6 +693,7 @@ class GraphFlowWorkflow:
                 title=template.description.split(".")[0] or template.name,
                 workflow_id=workflow_id, status=status, steps=reports, audit=self._audit,
                 prompt_tokens=prompt, completion_tokens=completion,
+                cost_usd=sum(r.cost_usd for r in reports),
             ),
         )
 
