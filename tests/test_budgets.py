@@ -127,3 +127,23 @@ async def test_costs_report_over_the_api(
     assert [row["key"] for row in report["by_model"]] == ["offline"]
     assert Decimal(report["total_usd"]) > 0
     assert bad.status_code == 422
+
+
+async def test_reviewer_scores_reach_the_ledger_as_quality_per_dollar(
+    dev_client: Client, settings: Settings, resources: WorkerResources, db_pool
+) -> None:
+    from convergio.costs.ledger import report
+
+    who = tenant()
+    data = one_step({})
+    data["steps"][0]["quality"] = {"reviewer": {"agent": "reviewer", "threshold": 5}}
+    async with build_worker(dev_client, settings, resources):
+        result = await (await start(dev_client, settings, custom_template(data), {}, tenant=who)).result()
+    assert result.steps[0].score is not None
+    async with db_pool.connection() as conn:
+        scores = await (await conn.execute(
+            "SELECT agent, quality_score FROM cost_ledger WHERE tenant = %s ORDER BY turn", (who,)
+        )).fetchall()
+    assert scores == [("cfo", result.steps[0].score), ("reviewer", None)]
+    efficiency = (await report(db_pool, tenant=who)).efficiency
+    assert any(row.quality_per_dollar for row in efficiency if row.agent == "cfo")

@@ -20,6 +20,7 @@ from convergio.events import EventPublisher
 from convergio.settings import Settings
 from convergio.temporal_client import connect_temporal
 from convergio.activities.notifications import NotificationActivities
+from convergio.activities.quality import QualityActivities
 from convergio.activities.tool_step import run_tool_step
 from convergio.workflows.autogen_graphflow import AutoGenGraphFlowWorkflow
 from convergio.workflows.graphflow import GraphFlowWorkflow
@@ -60,11 +61,17 @@ def build_worker(
     """``max_cached_workflows=0`` turns off sticky execution (every task goes to the shared queue)."""
     turns = AgentTurnActivities(settings, resources.pool, resources.events, resources.meter(settings))
     notifications = NotificationActivities(resources.events)
+    quality = QualityActivities(resources.pool)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=[turns.run_agent_turn, run_tool_step, notifications.notify_escalation],
+        activities=[
+            turns.run_agent_turn,
+            run_tool_step,
+            notifications.notify_escalation,
+            quality.record_quality,
+        ],
         max_cached_workflows=max_cached_workflows,
     )
 

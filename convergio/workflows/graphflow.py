@@ -20,6 +20,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from convergio.activities.agent_turn import AgentTurnActivities
     from convergio.activities.notifications import EscalationNotice, NotificationActivities
+    from convergio.activities.quality import QualityActivities, QualityScore
     from convergio.activities.tool_step import ToolStepInput, run_tool_step
     from convergio.agents.definition import AgentDefinition
     from convergio.contracts import (
@@ -74,6 +75,8 @@ def initial_search_attributes(run: GraphFlowInput) -> TypedSearchAttributes:
 SLA_PATCH = "sla-timers-v1"
 # ... and before budgets: their turns are not metered on replay.
 BUDGET_PATCH = "turn-budget-v1"
+# ... and before reviewer scores reached the cost ledger.
+QUALITY_PATCH = "quality-ledger-v1"
 
 
 class StepFailed(Exception):
@@ -299,7 +302,7 @@ class GraphFlowWorkflow:
             state.output = output.content
             state.agents.append(agent_name)
             problems = output_problems(output.content, step.quality)
-            problems += await self._review(step, output.content)
+            problems += await self._review(step, output.content, answer_turn=self._turns[-1].turn)
             state.quality_notes = problems
             if not problems:
                 return
@@ -308,7 +311,7 @@ class GraphFlowWorkflow:
                 feedback = "Fix: " + "; ".join(problems)
         raise StepFailed("quality check failed: " + "; ".join(state.quality_notes))
 
-    async def _review(self, step: StepSpec, draft: str) -> list[str]:
+    async def _review(self, step: StepSpec, draft: str, *, answer_turn: int) -> list[str]:
         quality = step.quality
         if quality is None or quality.reviewer is None:
             return []
@@ -317,6 +320,13 @@ class GraphFlowWorkflow:
         review = await self._turn(step, reviewer.agent, task, [], purpose="review")
         score = review_score(review.content)
         self._steps[step.id].score = score
+        if score is not None and workflow.patched(QUALITY_PATCH):
+            await workflow.execute_activity_method(
+                QualityActivities.record_quality,
+                QualityScore(workflow_id=workflow.info().workflow_id, step_id=step.id, turn=answer_turn, score=score),
+                summary=f"quality {score:g}/10 · {step.label}",
+                start_to_close_timeout=timedelta(seconds=30),
+            )
         if score is None:
             return [f"reviewer {reviewer.agent} gave no SCORE"]
         if score < reviewer.threshold:
