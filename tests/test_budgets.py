@@ -147,3 +147,19 @@ async def test_reviewer_scores_reach_the_ledger_as_quality_per_dollar(
     assert scores == [("cfo", result.steps[0].score), ("reviewer", None)]
     efficiency = (await report(db_pool, tenant=who)).efficiency
     assert any(row.quality_per_dollar for row in efficiency if row.agent == "cfo")
+
+
+async def test_breach_with_downgrade_policy_retries_on_the_cheaper_model(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    """The cheaper model here is a local Ollama priced at $0; none runs on this machine, so the
+    retried turn fails to connect, which shows it went to the downgrade model."""
+    data = one_step({"workflow_usd": 0.00001, "on_breach": "downgrade", "downgrade_model": "ollama:llama3.2"})
+    data["steps"][0]["retry"] = {"max_attempts": 1}
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, custom_template(data), {}, tenant=tenant())
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    report = failure.value.cause.details[0]
+    assert report["audit"][0]["outcome"].endswith("retrying on ollama:llama3.2")
+    assert "budget" not in str(failure.value.cause)  # the downgraded turn was within budget
