@@ -130,6 +130,11 @@ async def test_retried_turn_is_served_from_the_ledger_without_a_model_call(
     assert second.replayed_from_ledger is True
     assert (second.content, second.completion_tokens) == (first.content, first.completion_tokens)
     assert len(await _events(redis_client, turn.workflow_id)) == events_after_first  # no second call
+    async with resources.pool.connection() as conn:
+        counted = await (await conn.execute(
+            "SELECT count(*), sum(cost_usd) FROM cost_ledger WHERE workflow_id = %s", (turn.workflow_id,)
+        )).fetchone()
+    assert counted[0] == 1 and float(counted[1]) == first.cost_usd == second.cost_usd  # counted once
 
 
 async def test_misconfigured_model_fails_the_run_naming_the_setting(

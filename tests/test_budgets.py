@@ -163,3 +163,31 @@ async def test_breach_with_downgrade_policy_retries_on_the_cheaper_model(
     report = failure.value.cause.details[0]
     assert report["audit"][0]["outcome"].endswith("retrying on ollama:llama3.2")
     assert "budget" not in str(failure.value.cause)  # the downgraded turn was within budget
+
+
+async def test_convergio_costs_prints_the_ledger(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    import json
+    import os
+    import sys
+
+    who = tenant()
+    async with build_worker(dev_client, settings, resources):
+        await (await start(dev_client, settings, custom_template(one_step({})), {}, tenant=who)).result()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGIO_")}
+    env["CONVERGIO_DATABASE_URL"] = str(settings.database_url)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "convergio", "costs", "--tenant", who, "--json",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    report = json.loads(out)
+    assert report["turns"] == 1 and report["by_tenant"][0]["key"] == who
+    bad = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "convergio", "costs", "--since", "yesterday",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, bad_err = await bad.communicate()
+    assert bad.returncode == 1 and "--since/--until" in bad_err.decode()
