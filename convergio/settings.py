@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -94,6 +95,21 @@ class Settings(BaseSettings):
 
     api_host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(default=8000, ge=1, le=65535, description="Port of the API.")
+
+    otel_exporter: Literal["none", "console", "otlp"] = Field(
+        default="none", description="Where traces (and OTLP metrics) go: none | console | otlp."
+    )
+    otel_endpoint: str | None = Field(
+        default=None,
+        description="OTLP gRPC endpoint, e.g. http://otel-collector:4317. Unset: OTEL_EXPORTER_OTLP_ENDPOINT.",
+    )
+    service_name: str = Field(default="convergio", description="service.name of traces, metrics and logs.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines as text or as JSON with trace, workflow, step and tenant ids."
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port where the worker serves Prometheus /metrics. Unset: none."
+    )
 
     @field_validator("model")
     @classmethod

@@ -406,7 +406,7 @@ class GraphFlowWorkflow:
             return output
         policy = self._run.template.budget
         if policy.on_breach == "downgrade" and policy.downgrade_model:
-            self._record_budget(step, f"{output.budget_refused}; retrying on {policy.downgrade_model}")
+            self._record_failure_handling(step, f"{output.budget_refused}; retrying on {policy.downgrade_model}")
             output = await self._call_model(step, agent_name, task, context, purpose, model=policy.downgrade_model)
         elif policy.on_breach == "approval":
             gate_step = step.model_copy(update={"approvers": policy.approvers, "sla": None})
@@ -483,9 +483,6 @@ class GraphFlowWorkflow:
         )
         self._set_search_cost()
         return output
-
-    def _record_budget(self, step: StepSpec, outcome: str) -> None:
-        self._audit.append(AuditEntry(at=workflow.now(), kind="failure_handling", gate_id=step.id, outcome=outcome))
 
     # ------------------------------------------------------------------ approvals
     async def _gate(self, step: StepSpec, *, gate_id: str, roles: list[str], under_review: str) -> RecordedDecision:
