@@ -54,6 +54,28 @@ def wait_for(url: str, timeout: float, process: subprocess.Popen[str]) -> httpx.
     raise AssertionError(f"{url} did not answer within {timeout}s")
 
 
+def signal_through_web_ui(ui: str, workflow_id: str, name: str, payload: dict) -> None:
+    """What the Web UI's "Send a Signal" form sends: the UI server's API, with its CSRF cookie."""
+    import base64
+
+    with httpx.Client(base_url=ui, timeout=10) as browser:
+        browser.get("/api/v1/settings").raise_for_status()
+        token = browser.cookies["_csrf"]
+        body = {
+            "workflowExecution": {"workflowId": workflow_id},
+            "signalName": name,
+            "input": {"payloads": [{
+                "metadata": {"encoding": base64.b64encode(b"json/plain").decode()},
+                "data": base64.b64encode(json.dumps(payload).encode()).decode(),
+            }]},
+        }
+        response = browser.post(
+            f"/api/v1/namespaces/default/workflows/{workflow_id}/signal/{name}",
+            json=body, headers={"X-CSRF-TOKEN": token},
+        )
+        assert response.status_code == 200, response.text
+
+
 def test_up_serves_api_and_web_ui_runs_a_workflow_and_leaves_no_process(tmp_path: Path, data_home: Path) -> None:
     env = cli_env(data_home / "data")
     api = f"http://127.0.0.1:{env['CONVERGIO_API_PORT']}"
@@ -130,6 +152,17 @@ def test_up_stops_cleanly_on_sigterm_and_keeps_runs_across_restarts(tmp_path: Pa
                 view = httpx.get(f"{api}/workflows/{workflow_id}").json()
                 assert view["status"] == "running"
                 assert [g["gate_id"] for g in view["progress"]["pending_approvals"]] == ["executive_approval"]
+                # A person approves in the Temporal Web UI ("Send a Signal").
+                ui = f"http://127.0.0.1:{env['CONVERGIO_TEMPORAL_UI_PORT']}"
+                payload = {"gate_id": "executive_approval", "approver": "grace", "role": "ceo", "comment": "web"}
+                signal_through_web_ui(ui, workflow_id, "approve", payload)
+                for _ in range(150):
+                    view = httpx.get(f"{api}/workflows/{workflow_id}").json()
+                    if view["status"] != "running":
+                        break
+                    time.sleep(0.2)
+                assert view["status"] == "completed"
+                assert (view["result"]["audit"][0]["actor"], view["result"]["audit"][0]["comment"]) == ("grace", "web")
         finally:
             up.send_signal(signal.SIGTERM)
             output, _ = up.communicate(timeout=90)
