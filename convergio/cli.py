@@ -102,6 +102,7 @@ def worker() -> None:
     from convergio.workers.worker import run_worker
 
     settings = load_settings(check_model=True)
+    _setup_logging(settings)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -120,12 +121,21 @@ def api(
     import uvicorn
 
     settings = load_settings()
+    _setup_logging(settings)
     uvicorn.run(
         "convergio.api.app:app",
         host=host or settings.api_host,
         port=port or settings.api_port,
         log_level="info",
+        # JSON logs: uvicorn's loggers propagate to our root handler instead of its own.
+        **({"log_config": None} if settings.log_format == "json" else {}),
     )
+
+
+def _setup_logging(settings: Settings) -> None:
+    from convergio.observability.logging import setup_logging
+
+    setup_logging(settings)
 
 
 @db_app.command("upgrade")
@@ -424,3 +434,31 @@ def print_result(result: Any, ui_url: str, as_json: bool) -> None:
 
 if __name__ == "__main__":
     app()
+
+
+@app.command()
+def stats(
+    api_url: Annotated[str | None, typer.Option(help="The API (default http://CONVERGIO_API_HOST:PORT).")] = None,
+    days: Annotated[int, typer.Option(help="Cost ledger window, in days.")] = 7,
+    as_json: JsonOption = False,
+) -> None:
+    """P50/P95/P99 of workflow durations, agent response times and costs (from the API's /stats)."""
+    import httpx
+
+    settings = load_settings()
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::") else settings.api_host
+    url = (api_url or f"http://{host}:{settings.api_port}").rstrip("/") + "/stats"
+    try:
+        response = httpx.get(url, params={"days": days}, timeout=30)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise fail(f"cannot read {url}: {exc}") from None
+    data = response.json()
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    table = Table("metric", "count", "p50", "p95", "p99", "source", title="Convergio stats", title_justify="left")
+    for name, row in data.items():
+        cells = ["-" if row.get(q) is None else f"{row[q]:.6g}" for q in ("p50", "p95", "p99")]
+        table.add_row(name, str(row["count"]), *cells, row["source"])
+    console.print(table)

@@ -7,6 +7,8 @@ crash finds the record and returns it instead of paying for the model call again
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import BaseChatMessage, ModelClientStreamingChunkEvent, TextMessage
@@ -23,7 +25,13 @@ from convergio.contracts import AgentTurnInput, AgentTurnOutput
 from convergio.costs.budget import ReservationResult
 from convergio.costs.metering import BudgetBusy, TurnMeter
 from convergio.events import AgentEvent, EventBuffer, EventPublisher
+from convergio.observability.logging import log_context
+from convergio.observability.metrics import get_metrics
+from convergio.observability.tracing import span
 from convergio.settings import Settings
+
+
+logger = logging.getLogger(__name__)
 
 
 class AgentTurnActivities:
@@ -39,6 +47,41 @@ class AgentTurnActivities:
 
     @activity.defn(name="run_agent_turn")
     async def run_agent_turn(self, turn: AgentTurnInput) -> AgentTurnOutput:
+        request = turn.request
+        with (
+            log_context(
+                workflow_id=turn.workflow_id, step_id=turn.step_id, tenant=request.tenant, agent=request.agent.name
+            ),
+            span(
+                "agent.turn", agent=request.agent.name, step=turn.step_id, turn=turn.turn,
+                workflow_id=turn.workflow_id, tenant=request.tenant,
+            ) as current,
+        ):
+            started = time.monotonic()
+            output = await self._run_turn(turn)
+            current.set_attributes(
+                {
+                    "model": output.model,
+                    "prompt_tokens": output.prompt_tokens,
+                    "completion_tokens": output.completion_tokens,
+                    "cost_usd": output.cost_usd,
+                    "finish_reason": output.finish_reason,
+                    "replayed_from_ledger": output.replayed_from_ledger,
+                }
+            )
+            metrics = get_metrics()
+            if output.budget_refused:
+                current.set_attribute("budget_refused", output.budget_refused)
+                metrics.record_error("budget_refused")
+            elif not output.replayed_from_ledger:
+                metrics.record_agent_turn(output.agent, output.model, time.monotonic() - started)
+            logger.info(
+                "agent turn finished: %s on %s, %d+%d tokens, $%s",
+                output.agent, output.model, output.prompt_tokens, output.completion_tokens, output.cost_usd,
+            )
+            return output
+
+    async def _run_turn(self, turn: AgentTurnInput) -> AgentTurnOutput:
         # Only a retry can find its turn already recorded (the first attempt never can).
         if activity.info().attempt > 1:
             recorded = await self._recorded_turn(turn)
@@ -54,10 +97,21 @@ class AgentTurnActivities:
         except ModelConfigError as exc:
             raise ApplicationError(str(exc), type="ModelConfigError", non_retryable=True) from exc
 
-        try:
-            reservation = await self._meter.reserve(turn, label, _prompt_tokens(turn))
-        except BudgetBusy as exc:
-            raise ApplicationError(str(exc), type="BudgetBusy") from exc  # retryable
+        with span("budget.reserve", model=label, tenant=request.tenant) as reserve_span:
+            try:
+                reservation = await self._meter.reserve(turn, label, _prompt_tokens(turn))
+            except BudgetBusy as exc:
+                reserve_span.set_attribute("granted", False)
+                raise ApplicationError(str(exc), type="BudgetBusy") from exc  # retryable
+            if reservation is not None:
+                reserve_span.set_attributes(
+                    {"granted": reservation.granted, "reason": str(reservation.reason),
+                     "estimate_usd": float(reservation.estimate_usd)}
+                )
+                if reservation.remaining_daily is not None:
+                    remaining = float(reservation.remaining_daily)
+                    reserve_span.set_attribute("remaining_daily_usd", remaining)
+                    get_metrics().set_budget_remaining(request.tenant, remaining)
         if reservation is not None and not reservation.granted:
             return AgentTurnOutput(
                 agent=request.agent.name, model=label, content="", prompt_tokens=0, completion_tokens=0,

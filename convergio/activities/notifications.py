@@ -1,4 +1,4 @@
-"""Tell the world an SLA was breached: an event on the run's stream (a metric comes with observability)."""
+"""Tell the world an SLA was breached: an event on the run's stream and ``convergio_sla_breaches_total``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 
 from convergio.events import AgentEvent, EventPublisher
+from convergio.observability.metrics import get_metrics
 
 
 class EscalationNotice(BaseModel):
@@ -23,6 +24,7 @@ class NotificationActivities:
 
     @activity.defn(name="notify_escalation")
     async def notify_escalation(self, notice: EscalationNotice) -> None:
+        get_metrics().record_sla_breach(notice.reason)
         await self._events.publish(
             AgentEvent(
                 type="sla_breach",

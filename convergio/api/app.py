@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import psycopg
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, status
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field
 from temporalio.client import Client
@@ -32,6 +32,9 @@ from convergio.graphflow.runs import (
     start_template_run,
 )
 from convergio.graphflow.template import InputSpec
+from convergio.observability import tracing
+from convergio.observability.metrics import PROMETHEUS_CONTENT_TYPE, Metrics, ensure_metrics
+from convergio.observability.stats import StatsReport, collect_stats, refresh_gauges
 from convergio.settings import Settings, get_settings
 from convergio.temporal_client import connect_temporal
 from convergio.workflows.graphflow import GraphFlowWorkflow
@@ -41,7 +44,10 @@ from convergio.workflows.graphflow import GraphFlowWorkflow
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = getattr(app.state, "settings", None) or get_settings()
     app.state.settings = settings
-    app.state.temporal = await connect_temporal(settings)
+    provider = getattr(app.state, "tracer_provider", None) or tracing.ensure_tracing(settings)
+    if getattr(app.state, "metrics", None) is None:
+        app.state.metrics = ensure_metrics(settings)
+    app.state.temporal = await connect_temporal(settings, tracer_provider=provider)
     app.state.redis = aioredis.Redis.from_url(settings.effective_redis_url)
     app.state.db = AsyncConnectionPool(settings.effective_database_url, min_size=1, max_size=5, open=False)
     await app.state.db.open(wait=False)
@@ -120,7 +126,14 @@ def _temporal_unavailable(exc: RPCError) -> HTTPException:
     return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"Temporal: {exc.message}")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    tracer_provider: Any = None,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    """``tracer_provider`` and ``metrics``: where this app's spans and metrics go (tests pass
+    their own; default: the process's, set up from the settings on start-up)."""
     app = FastAPI(
         title="Convergio",
         version=__version__,
@@ -129,6 +142,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     if settings is not None:
         app.state.settings = settings
+    app.state.tracer_provider = tracer_provider
+    app.state.metrics = metrics
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    # Without an explicit provider the global one is used (lazily: set up in the lifespan).
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer_provider, excluded_urls="/metrics,/healthz")
 
     @app.post(
         "/workflows",
@@ -227,6 +246,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if since and until and since > until:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "since must not be after until")
         return await cost_report(db, tenant=tenant, since=since, until=until)
+
+    @app.get("/metrics", summary="Prometheus metrics of this process", response_class=Response)
+    async def prometheus_metrics(request: Request, settings: SettingsDep, temporal: TemporalDep) -> Response:
+        metrics: Metrics = request.app.state.metrics
+        await refresh_gauges(metrics, temporal, settings)
+        return Response(metrics.prometheus_text(), media_type=PROMETHEUS_CONTENT_TYPE)
+
+    @app.get("/stats", response_model=StatsReport, summary="P50/P95/P99 of durations and costs")
+    async def stats(
+        request: Request,
+        settings: SettingsDep,
+        temporal: TemporalDep,
+        db: DbDep,
+        days: Annotated[int, Query(ge=1, le=365, description="Cost ledger window, in days.")] = 7,
+        limit: Annotated[int, Query(ge=1, le=10_000, description="Most recent closed runs used.")] = 1000,
+    ) -> StatsReport:
+        return await collect_stats(request.app.state.metrics, temporal, settings, db, days=days, limit=limit)
 
     @app.get("/healthz", response_model=HealthReport, summary="Checks Temporal, PostgreSQL and Redis")
     async def healthz(request: Request, settings: SettingsDep, temporal: TemporalDep) -> HealthReport:

@@ -17,6 +17,7 @@ from convergio.costs.budget import RedisBudget
 from convergio.costs.metering import TurnMeter
 from convergio.costs.pricing import default_price_table
 from convergio.events import EventPublisher
+from convergio.observability.interceptor import MetricsInterceptor
 from convergio.settings import Settings
 from convergio.temporal_client import connect_temporal
 from convergio.activities.notifications import NotificationActivities
@@ -73,11 +74,22 @@ def build_worker(
             quality.record_quality,
         ],
         max_cached_workflows=max_cached_workflows,
+        # Tracing comes with the client (connect_temporal); metrics are the worker's own.
+        interceptors=[MetricsInterceptor()],
     )
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (or forever); used by ``convergio worker``."""
+    from convergio.observability.metrics import ensure_metrics
+    from convergio.observability.tracing import ensure_tracing
+
+    ensure_tracing(settings)
+    metrics = ensure_metrics(settings)
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, registry=metrics.registry)
     client = await connect_temporal(settings)
     async with open_resources(settings.effective_database_url, settings.effective_redis_url) as resources:
         worker = build_worker(client, settings, resources)

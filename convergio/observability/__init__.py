@@ -1,0 +1,1 @@
+"""Observability: traces (:mod:`.tracing`), metrics (:mod:`.metrics`), structured logs (:mod:`.logging`)."""
