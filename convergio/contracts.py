@@ -10,6 +10,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from convergio.costs.budget import BudgetLimits
+from convergio.security.policy import SecurityPolicy
 
 _AGENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -76,6 +77,18 @@ class TurnBudget(Contract):
     approved_overrun: bool = Field(default=False, description="A person approved going over the limit.")
 
 
+class SecurityFinding(Contract):
+    """A screening verdict that was not a plain allow: what was found, where, and what was done."""
+
+    surface: str
+    step_id: str | None
+    decision: str
+    action: str
+    score: float
+    categories: list[str]
+    reasons: list[str]
+
+
 class AgentTurnInput(Contract):
     """What the activity needs to run (or find already run) one turn.
 
@@ -89,6 +102,8 @@ class AgentTurnInput(Contract):
     request: AgentTurnRequest
     context: list[TranscriptMessage] = Field(default_factory=list)
     budget: TurnBudget | None = Field(default=None, description="Unset: the turn is not metered (tests only).")
+    security: SecurityPolicy | None = Field(default=None, description="Unset: the turn is not screened.")
+    security_approved: bool = Field(default=False, description="A person let a flagged instruction through.")
 
 
 class AgentTurnOutput(Contract):
@@ -102,6 +117,11 @@ class AgentTurnOutput(Contract):
     budget_refused: str | None = Field(
         default=None, description="Why the budget refused the turn; the model was not called."
     )
+    security_hold: str | None = Field(
+        default=None, description="approval or block: screening stopped the turn before the model call."
+    )
+    output_action: str = Field(default="allow", description="What screening did to the answer.")
+    findings: list[SecurityFinding] = Field(default_factory=list)
     replayed_from_ledger: bool = Field(
         default=False,
         description="True when a retried activity found the turn already recorded and did not call the model again.",

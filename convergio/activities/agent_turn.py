@@ -21,9 +21,11 @@ from temporalio.exceptions import ApplicationError
 from convergio.agents.metered_client import MeteredChatCompletionClient
 from convergio.agents.models import ModelConfigError, build_model_client, parse_model_setting
 from convergio.agents.tokens import count_tokens
-from convergio.contracts import AgentTurnInput, AgentTurnOutput
+from convergio.contracts import AgentTurnInput, AgentTurnOutput, SecurityFinding
 from convergio.costs.budget import ReservationResult
 from convergio.costs.metering import BudgetBusy, TurnMeter
+from convergio.security.activity import ScreenInput, ScreenOutput, screen_and_record
+from convergio.security.guardian import Surface, redact
 from convergio.events import AgentEvent, EventBuffer, EventPublisher
 from convergio.observability.logging import log_context
 from convergio.observability.metrics import get_metrics
@@ -97,6 +99,15 @@ class AgentTurnActivities:
         except ModelConfigError as exc:
             raise ApplicationError(str(exc), type="ModelConfigError", non_retryable=True) from exc
 
+        findings: list[SecurityFinding] = []
+        if turn.security is not None and not turn.security_approved:
+            hold = await self._screen_prompt(turn, findings)
+            if hold is not None:
+                return AgentTurnOutput(
+                    agent=request.agent.name, model=label, content="", prompt_tokens=0, completion_tokens=0,
+                    finish_reason="security", security_hold=hold, findings=findings,
+                )
+
         with span("budget.reserve", model=label, tenant=request.tenant) as reserve_span:
             try:
                 reservation = await self._meter.reserve(turn, label, _prompt_tokens(turn))
@@ -152,6 +163,12 @@ class AgentTurnActivities:
             completion_tokens=sum(call.usage.completion_tokens for call in calls),
             finish_reason=str(calls[-1].finish_reason) if calls else "unknown",
         )
+        if turn.security is not None:
+            screened = await self._screen(turn, "output", answer, findings)
+            output.output_action = screened.action
+            if screened.action in ("redact", "block"):
+                output.content = screened.text_after or "[withheld by the security guardian]"
+        output.findings = findings
         await self._record_turn(turn, output)
         cost = await self._meter.settle(turn, label, output.prompt_tokens, output.completion_tokens)
         output.cost_usd = float(cost)
@@ -167,6 +184,41 @@ class AgentTurnActivities:
         )
         await events.close()
         return output
+
+    async def _screen(
+        self, turn: AgentTurnInput, surface: Surface, text: str, findings: list[SecurityFinding]
+    ) -> ScreenOutput:
+        assert turn.security is not None
+        screened = await screen_and_record(
+            self._pool,
+            ScreenInput(workflow_id=turn.workflow_id, step_id=turn.step_id, surface=surface,
+                        tenant=turn.request.tenant, text=text, policy=turn.security),
+        )
+        if screened.verdict.decision != "allow":
+            findings.append(SecurityFinding(
+                surface=surface, step_id=turn.step_id, decision=screened.verdict.decision, action=screened.action,
+                score=screened.verdict.score, categories=screened.verdict.categories, reasons=screened.verdict.reasons,
+            ))
+        return screened
+
+    async def _screen_prompt(self, turn: AgentTurnInput, findings: list[SecurityFinding]) -> str | None:
+        """Screen the instruction and the context it brings; the action that holds the turn, if any.
+
+        A redacted instruction or context is passed on redacted."""
+        screened = await self._screen(turn, "instruction", turn.request.task, findings)
+        if screened.action in ("approval", "block"):
+            return screened.action
+        if screened.action == "redact" and screened.text_after is not None:
+            turn.request.task = screened.text_after
+        if turn.context:
+            joined = "\n\n".join(message.content for message in turn.context)
+            screened = await self._screen(turn, "context", joined, findings)
+            if screened.action in ("approval", "block"):
+                return screened.action
+            if screened.action == "redact":
+                for message in turn.context:
+                    message.content = redact(message.content)
+        return None
 
     async def _recorded_turn(self, turn: AgentTurnInput) -> AgentTurnOutput | None:
         async with self._pool.connection() as conn:

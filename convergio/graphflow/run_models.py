@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from convergio.agents.definition import AgentDefinition
 from convergio.costs.budget import BudgetLimits
-from convergio.contracts import TranscriptMessage
+from convergio.contracts import SecurityFinding, TranscriptMessage
 from convergio.graphflow.template import Template
 
 StepStatus = Literal["pending", "running", "waiting_approval", "completed", "skipped", "denied", "failed"]
@@ -161,6 +161,7 @@ class GraphFlowResult(RunModel):
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float = 0.0
+    security: list[SecurityFinding] = Field(default_factory=list)
     started_at: datetime
     finished_at: datetime
     markdown: str

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
 from convergio.agents.definition import MissionPhase
+from convergio.security.policy import SecurityPolicy
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -223,6 +224,15 @@ class BudgetSpec(TemplateModel):
         return self
 
 
+class SecuritySpec(SecurityPolicy):
+    """The template's screening policy, and who decides when it raises a gate."""
+
+    approvers: list[str] = Field(default_factory=lambda: ["security"])
+
+    def policy(self) -> SecurityPolicy:
+        return SecurityPolicy.model_validate(self.model_dump(exclude={"approvers"}))
+
+
 class WorkflowSla(TemplateModel):
     total: Duration | None = None
     escalation: list[EscalationSpec] = Field(default_factory=lambda: list(DEFAULT_ESCALATION))
@@ -236,6 +246,7 @@ class Template(TemplateModel):
     steps: list[StepSpec] = Field(min_length=1)
     sla: WorkflowSla = WorkflowSla()
     budget: BudgetSpec = BudgetSpec()
+    security: SecuritySpec = Field(default_factory=SecuritySpec)
     success_metrics: list[SuccessMetric] = Field(default_factory=list)
 
     def step(self, step_id: str) -> StepSpec:

@@ -31,10 +31,13 @@ def error_kind(exc: BaseException) -> str:
 
 
 def _record_workflow(workflow_type: str, seconds: float, status: str, kind: str | None) -> None:
-    metrics = get_metrics()
-    metrics.record_workflow(workflow_type, seconds, status)
-    if kind is not None:
-        metrics.record_error(f"workflow:{kind}")
+    # Called from inside the sandbox: anything imported from here would go through the
+    # sandbox's import checks, so metrics are set up before the first workflow runs.
+    with workflow.unsafe.sandbox_unrestricted(), workflow.unsafe.imports_passed_through():
+        metrics = get_metrics()
+        metrics.record_workflow(workflow_type, seconds, status)
+        if kind is not None:
+            metrics.record_error(f"workflow:{kind}")
 
 
 class MetricsInterceptor(Interceptor):
@@ -44,6 +47,7 @@ class MetricsInterceptor(Interceptor):
     def workflow_interceptor_class(
         self, input: WorkflowInterceptorClassInput
     ) -> type[WorkflowInboundInterceptor] | None:
+        get_metrics()  # set up now, outside the sandbox
         input.unsafe_extern_functions[_EXTERN] = _record_workflow
         return _WorkflowInbound
 

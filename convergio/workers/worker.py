@@ -22,6 +22,7 @@ from convergio.settings import Settings
 from convergio.temporal_client import connect_temporal
 from convergio.activities.notifications import NotificationActivities
 from convergio.activities.quality import QualityActivities
+from convergio.security.activity import SecurityActivities
 from convergio.activities.tool_step import run_tool_step
 from convergio.workflows.autogen_graphflow import AutoGenGraphFlowWorkflow
 from convergio.workflows.graphflow import GraphFlowWorkflow
@@ -63,6 +64,7 @@ def build_worker(
     turns = AgentTurnActivities(settings, resources.pool, resources.events, resources.meter(settings))
     notifications = NotificationActivities(resources.events)
     quality = QualityActivities(resources.pool)
+    security = SecurityActivities(resources.pool)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -72,6 +74,7 @@ def build_worker(
             run_tool_step,
             notifications.notify_escalation,
             quality.record_quality,
+            security.screen_text,
         ],
         max_cached_workflows=max_cached_workflows,
         # Tracing comes with the client (connect_temporal); metrics are the worker's own.

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from convergio.activities.agent_turn import AgentTurnActivities
     from convergio.activities.notifications import EscalationNotice, NotificationActivities
     from convergio.activities.quality import QualityActivities, QualityScore
+    from convergio.security.activity import ScreenInput, SecurityActivities
     from convergio.activities.tool_step import ToolStepInput, run_tool_step
     from convergio.agents.definition import AgentDefinition
     from convergio.contracts import (
@@ -28,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         AgentTurnInput,
         AgentTurnOutput,
         AgentTurnRequest,
+        SecurityFinding,
         TranscriptMessage,
         TurnBudget,
     )
@@ -77,6 +79,8 @@ SLA_PATCH = "sla-timers-v1"
 BUDGET_PATCH = "turn-budget-v1"
 # ... and before reviewer scores reached the cost ledger.
 QUALITY_PATCH = "quality-ledger-v1"
+# ... and before inputs were screened by the security guardian.
+SECURITY_PATCH = "security-inputs-v1"
 
 
 class StepFailed(Exception):
@@ -96,6 +100,7 @@ class GraphFlowWorkflow:
         self._loop_counts: dict[str, int] = {}
         self._change_requests: dict[str, int] = {}
         self._sla_failure: str | None = None
+        self._findings: list[SecurityFinding] = []
         self._state = "running"
 
     # ------------------------------------------------------------------ run
@@ -107,6 +112,8 @@ class GraphFlowWorkflow:
         self._steps = {
             step.id: StepState(id=step.id, kind=step.kind, title=step.label) for step in template.steps
         }
+        if workflow.patched(SECURITY_PATCH):
+            await self._screen_inputs()
         running: dict[str, asyncio.Task[None]] = {}
         failure: ApplicationError | None = None
         sla_watch = asyncio.create_task(self._watch_workflow_sla())
@@ -402,6 +409,7 @@ class GraphFlowWorkflow:
         agent = self._run.agents[agent_name]
         model = agent.model or self._run.model
         output = await self._call_model(step, agent_name, task, context, purpose, model=model)
+        output = await self._security_review(step, output, agent_name, task, context, purpose, model)
         if output.budget_refused is None:
             return output
         policy = self._run.template.budget
@@ -423,6 +431,71 @@ class GraphFlowWorkflow:
             raise StepFailed(output.budget_refused)
         return output
 
+    async def _security_review(
+        self, step: StepSpec, output: AgentTurnOutput, agent_name: str, task: str,
+        context: list[TranscriptMessage], purpose: str, model: str | None,
+    ) -> AgentTurnOutput:
+        """Apply the template's security policy to what screening found in the turn."""
+        assert self._run is not None
+        spec = self._run.template.security
+        reasons = "; ".join(r for f in output.findings for r in f.reasons[:2]) or "flagged"
+        if output.security_hold == "block" or output.output_action == "block":
+            raise StepFailed(f"security: blocked ({reasons})")
+        if output.security_hold == "approval":
+            decision = await self._gate(
+                step, gate_id=f"security_{self._turn_counter}", roles=spec.approvers,
+                under_review=f"The guardian flagged the instruction or context of '{step.label}': {reasons}\n\n{task}",
+            )
+            if decision.outcome != "approve":
+                raise StepFailed(f"security: instruction not approved ({reasons})")
+            output = await self._call_model(
+                step, agent_name, task, context, purpose, model=model, security_approved=True
+            )
+        if output.output_action == "approval":
+            decision = await self._gate(
+                step, gate_id=f"security_{self._turn_counter}", roles=spec.approvers,
+                under_review=f"The guardian flagged the answer of '{step.label}': {reasons}\n\n{output.content}",
+            )
+            if decision.outcome != "approve":
+                raise StepFailed(f"security: answer not approved ({reasons})")
+        return output
+
+    async def _screen_inputs(self) -> None:
+        """Screen the run's text inputs once, at start; the policy decides what follows."""
+        assert self._run is not None
+        spec = self._run.template.security
+        for name, value in self._run.inputs.items():
+            if not isinstance(value, str) or not value.strip():
+                continue
+            screened = await workflow.execute_activity_method(
+                SecurityActivities.screen_text,
+                ScreenInput(workflow_id=workflow.info().workflow_id, step_id=None, surface="input",
+                            tenant=self._run.tenant, text=value, policy=spec.policy()),
+                summary=f"security · input {name}",
+                start_to_close_timeout=timedelta(seconds=30),
+            )
+            if screened.verdict.decision == "allow":
+                continue
+            reasons = "; ".join(screened.verdict.reasons[:3])
+            self._findings.append(SecurityFinding(
+                surface="input", step_id=None, decision=screened.verdict.decision, action=screened.action,
+                score=screened.verdict.score, categories=screened.verdict.categories, reasons=screened.verdict.reasons,
+            ))
+            if screened.action == "block":
+                raise ApplicationError(f"security: input '{name}' blocked ({reasons})", type="SecurityBlocked",
+                                       non_retryable=True)
+            if screened.action == "redact" and screened.text_after is not None:
+                self._run.inputs[name] = screened.text_after
+            if screened.action == "approval":
+                gate_step = self._run.template.steps[0].model_copy(update={"sla": None})
+                decision = await self._gate(
+                    gate_step, gate_id=f"security_input_{name}", roles=spec.approvers,
+                    under_review=f"The guardian flagged input '{name}': {reasons}\n\n{value}",
+                )
+                if decision.outcome != "approve":
+                    raise ApplicationError(f"security: input '{name}' not approved ({reasons})",
+                                           type="SecurityBlocked", non_retryable=True)
+
     async def _call_model(
         self,
         step: StepSpec,
@@ -433,6 +506,7 @@ class GraphFlowWorkflow:
         *,
         model: str | None,
         approved_overrun: bool = False,
+        security_approved: bool = False,
     ) -> AgentTurnOutput:
         assert self._run is not None
         agent = self._run.agents[agent_name]
@@ -459,6 +533,8 @@ class GraphFlowWorkflow:
                     request=request,
                     context=context,
                     budget=budget,
+                    security=self._run.template.security.policy(),
+                    security_approved=security_approved,
                 ),
                 summary=f"{agent.role} · {step.label}" + (" · review" if purpose == "review" else ""),
                 start_to_close_timeout=step.timeout,
@@ -467,7 +543,8 @@ class GraphFlowWorkflow:
             )
         except ActivityError as exc:
             raise StepFailed(f"{agent_name}: {_cause(exc)}") from None
-        if output.budget_refused is not None:
+        self._findings.extend(output.findings)
+        if output.budget_refused is not None or output.security_hold is not None:
             return output
         state = self._steps[step.id]
         state.prompt_tokens += output.prompt_tokens
@@ -694,6 +771,7 @@ class GraphFlowWorkflow:
             prompt_tokens=prompt,
             completion_tokens=completion,
             cost_usd=round(sum(r.cost_usd for r in reports), 8),
+            security=self._findings,
             started_at=started_at,
             finished_at=workflow.now(),
             markdown=render_markdown(
