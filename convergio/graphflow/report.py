@@ -32,8 +32,8 @@ def render_markdown(
     for step in steps:
         if step.output is None and step.error is None:
             continue
-        by = ", ".join(dict.fromkeys(step.agents)) or step.kind
-        lines += ["", f"## {step.title}", "", f"*{step.status} · by {by}*", ""]
+        by = f" · by {', '.join(dict.fromkeys(step.agents))}" if step.agents else ""
+        lines += ["", f"## {step.title}", "", f"*{step.status}{by}*", ""]
         if step.output:
             lines.append(_demote_headings(step.output))
         if step.error:
