@@ -73,6 +73,8 @@ async def traced_run(settings: Settings, resources: WorkerResources) -> AsyncIte
                 metrics_response = await api.get("/metrics")
                 stats = (await api.get("/stats")).json()
         assert 'convergio_pending_approvals{' in scraped_while_pending
+        backlog = [line for line in scraped_while_pending.splitlines() if line.startswith("convergio_task_queue_backlog{")]
+        assert sorted('task_type="activity"' in line for line in backlog) == [False, True]
         assert metrics_response.headers["content-type"].startswith("text/plain")
         lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
         yield TracedRun(list(exporter.get_finished_spans()), metrics_response.text, stats, lines, workflow_id, metrics)

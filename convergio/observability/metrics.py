@@ -38,6 +38,7 @@ METRIC_NAMES = (
     "convergio_sla_breaches_total",
     "convergio_pending_approvals",
     "convergio_budget_remaining_usd",
+    "convergio_task_queue_backlog",
 )
 
 
@@ -57,6 +58,7 @@ class _Gauges:
 
     pending_approvals: dict[str, int] = field(default_factory=dict)  # by tenant
     budget_remaining: dict[str, float] = field(default_factory=dict)  # by tenant
+    backlog: dict[str, int] = field(default_factory=dict)  # by task type (workflow, activity)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -94,6 +96,10 @@ class Metrics:
         meter.create_observable_gauge(
             "convergio_budget_remaining_usd", callbacks=[self._observe_budget],
             description="Dollars left of the tenant's daily budget.",
+        )
+        meter.create_observable_gauge(
+            "convergio_task_queue_backlog", callbacks=[self._observe_backlog],
+            description="Tasks waiting on the worker task queue, by task type (Temporal's estimate).",
         )
         self._samples: dict[str, list[float]] = {}
         self._samples_lock = threading.Lock()
@@ -142,6 +148,15 @@ class Metrics:
         with self._gauges.lock:
             values = dict(self._gauges.pending_approvals)
         return [Observation(count, {"tenant": tenant}) for tenant, count in values.items()]
+
+    def set_backlog(self, by_type: dict[str, int]) -> None:
+        with self._gauges.lock:
+            self._gauges.backlog = dict(by_type)
+
+    def _observe_backlog(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._gauges.lock:
+            values = dict(self._gauges.backlog)
+        return [Observation(count, {"task_type": kind}) for kind, count in values.items()]
 
     def _observe_budget(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._gauges.lock:

@@ -12,6 +12,10 @@
 from __future__ import annotations
 
 import asyncio
+
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 import logging
 from collections import Counter
 from typing import Any
@@ -99,3 +103,24 @@ async def refresh_gauges(metrics: Metrics, temporal: Client, settings: Settings,
         metrics.set_pending_approvals(await asyncio.wait_for(count(), timeout))
     except Exception as exc:  # noqa: BLE001 - a scrape reports what it has
         logger.warning("pending approvals not refreshed: %s", exc)
+    try:
+        metrics.set_backlog(await asyncio.wait_for(task_queue_backlog(temporal, settings), timeout))
+    except Exception as exc:  # noqa: BLE001 - a scrape reports what it has
+        logger.warning("task-queue backlog not refreshed: %s", exc)
+
+
+async def task_queue_backlog(temporal: Client, settings: Settings) -> dict[str, int]:
+    """Temporal's estimate of tasks waiting for a worker, for workflow and activity tasks."""
+    backlog: dict[str, int] = {}
+    for kind, queue_type in (("workflow", TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+                             ("activity", TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)):
+        response = await temporal.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=temporal.namespace,
+                task_queue=TaskQueue(name=settings.temporal_task_queue),
+                task_queue_type=queue_type,
+                report_stats=True,
+            )
+        )
+        backlog[kind] = int(response.stats.approximate_backlog_count)
+    return backlog
