@@ -123,6 +123,11 @@ async def test_one_trace_from_request_to_agent_turns(traced_run: TracedRun) -> N
     assert "final_recommendation" in {dict(t.attributes or {})["step"] for t in turns}
     reserves = [s for s in trace_spans if s.name == "budget.reserve"]
     assert reserves and all(by_id[s.parent.span_id].name == "agent.turn" for s in reserves)
+    screens = [s for s in trace_spans if s.name == "security.screen"]
+    surfaces = {(s.attributes["surface"], by_id[s.parent.span_id].name) for s in screens}
+    assert ("input", "RunActivity:screen_text") in surfaces
+    assert {("instruction", "agent.turn"), ("output", "agent.turn")} <= surfaces
+    assert all(s.attributes["decision"] in ("allow", "flag", "block") for s in screens)
     assert all(dict(s.attributes or {})["granted"] is True for s in reserves)
 
 

@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 
+from convergio.observability.tracing import span
 from convergio.security import store
 from convergio.security.guardian import ScreenRequest, Surface, Verdict, screen
 from convergio.security.policy import Action, SecurityPolicy, decide_action
@@ -50,8 +51,13 @@ class SecurityActivities:
 
 async def screen_and_record(pool: AsyncConnectionPool, inp: ScreenInput) -> ScreenOutput:
     """Screen one text, decide the policy's action, record the verdict (also used inside agent turns)."""
-    verdict = screen(ScreenRequest(text=inp.text, surface=inp.surface, tenant=inp.tenant), inp.policy.thresholds)
-    action = decide_action(verdict, inp.policy, inp.surface)
+    with span("security.screen", surface=inp.surface, tenant=inp.tenant) as screen_span:
+        verdict = screen(ScreenRequest(text=inp.text, surface=inp.surface, tenant=inp.tenant), inp.policy.thresholds)
+        action = decide_action(verdict, inp.policy, inp.surface)
+        screen_span.set_attributes(
+            {"decision": verdict.decision, "score": verdict.score, "action": action,
+             "categories": ",".join(verdict.categories)}
+        )
     if action == "redact":
         text_after: str | None = verdict.redacted if verdict.redacted is not None else inp.text
     elif action == "block":
