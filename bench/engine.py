@@ -231,16 +231,13 @@ def bench_worker(client: Any, settings: Any, resources: Any) -> Any:
     """``build_worker``'s worker plus the bare workflow and its no-op activity."""
     from temporalio.worker import Worker
 
-    from convergio.activities.agent_turn import AgentTurnActivities
-    from convergio.activities.tool_step import run_tool_step
-    from convergio.workers.worker import WORKFLOWS
+    from convergio.workers.worker import WORKFLOWS, worker_activities
 
-    turns = AgentTurnActivities(settings, resources.pool, resources.events, resources.meter(settings))
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=[*WORKFLOWS, BareWorkflow],
-        activities=[turns.run_agent_turn, run_tool_step, noop_activity],
+        activities=[*worker_activities(settings, resources), noop_activity],
     )
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
@@ -13,17 +14,17 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from convergio.activities.agent_turn import AgentTurnActivities
+from convergio.activities.notifications import NotificationActivities
+from convergio.activities.quality import QualityActivities
+from convergio.activities.tool_step import run_tool_step
 from convergio.costs.budget import RedisBudget
 from convergio.costs.metering import TurnMeter
 from convergio.costs.pricing import default_price_table
 from convergio.events import EventPublisher
 from convergio.observability.interceptor import MetricsInterceptor
 from convergio.settings import Settings
-from convergio.temporal_client import connect_temporal
-from convergio.activities.notifications import NotificationActivities
-from convergio.activities.quality import QualityActivities
 from convergio.security.activity import SecurityActivities
-from convergio.activities.tool_step import run_tool_step
+from convergio.temporal_client import connect_temporal
 from convergio.workflows.autogen_graphflow import AutoGenGraphFlowWorkflow
 from convergio.workflows.graphflow import GraphFlowWorkflow
 
@@ -57,25 +58,30 @@ async def open_resources(database_url: str, redis_url: str) -> AsyncIterator[Wor
         await pool.close()
 
 
-def build_worker(
-    client: Client, settings: Settings, resources: WorkerResources, *, max_cached_workflows: int = 1000
-) -> Worker:
-    """``max_cached_workflows=0`` turns off sticky execution (every task goes to the shared queue)."""
+def worker_activities(settings: Settings, resources: WorkerResources) -> list[Callable[..., Any]]:
+    """Every activity the workflows call, bound to the worker's shared connections."""
     turns = AgentTurnActivities(settings, resources.pool, resources.events, resources.meter(settings))
     notifications = NotificationActivities(resources.events)
     quality = QualityActivities(resources.pool)
     security = SecurityActivities(resources.pool)
+    return [
+        turns.run_agent_turn,
+        run_tool_step,
+        notifications.notify_escalation,
+        quality.record_quality,
+        security.screen_text,
+    ]
+
+
+def build_worker(
+    client: Client, settings: Settings, resources: WorkerResources, *, max_cached_workflows: int = 1000
+) -> Worker:
+    """``max_cached_workflows=0`` turns off sticky execution (every task goes to the shared queue)."""
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=[
-            turns.run_agent_turn,
-            run_tool_step,
-            notifications.notify_escalation,
-            quality.record_quality,
-            security.screen_text,
-        ],
+        activities=worker_activities(settings, resources),
         max_cached_workflows=max_cached_workflows,
         # Tracing comes with the client (connect_temporal); metrics are the worker's own.
         interceptors=[MetricsInterceptor()],

@@ -461,19 +461,21 @@ class GraphFlowWorkflow:
         return output
 
     async def _screen_inputs(self) -> None:
-        """Screen the run's text inputs once, at start; the policy decides what follows."""
+        """Screen the run's text inputs once, at start (all at once); the policy decides what follows."""
         assert self._run is not None
         spec = self._run.template.security
-        for name, value in self._run.inputs.items():
-            if not isinstance(value, str) or not value.strip():
-                continue
-            screened = await workflow.execute_activity_method(
+        texts = {name: value for name, value in self._run.inputs.items() if isinstance(value, str) and value.strip()}
+        screened_all = await asyncio.gather(*(
+            workflow.execute_activity_method(
                 SecurityActivities.screen_text,
                 ScreenInput(workflow_id=workflow.info().workflow_id, step_id=None, surface="input",
                             tenant=self._run.tenant, text=value, policy=spec.policy()),
                 summary=f"security · input {name}",
                 start_to_close_timeout=timedelta(seconds=30),
             )
+            for name, value in texts.items()
+        ))
+        for (name, value), screened in zip(texts.items(), screened_all):
             if screened.verdict.decision == "allow":
                 continue
             reasons = "; ".join(screened.verdict.reasons[:3])
