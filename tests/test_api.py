@@ -126,3 +126,78 @@ async def test_health_reports_a_dead_dependency(settings: Settings) -> None:
     checks = response.json()["detail"]["checks"]
     assert checks["temporal"] == "ok" and checks["postgres"] == "ok"
     assert checks["redis"].startswith("error")
+
+
+def _parse_sse(body: str) -> list[dict[str, str]]:
+    events = []
+    for block in body.replace("\r\n", "\n").split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            if line.startswith(":") or ":" not in line:
+                continue
+            key, _, value = line.partition(":")
+            fields[key] = value.lstrip(" ")
+        if fields:
+            events.append(fields)
+    return events
+
+
+async def test_live_events_stream_and_resume_after_last_event_id(api: httpx.AsyncClient) -> None:
+    import json
+
+    body = {"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS}
+    workflow_id = (await api.post("/workflows", json=body)).json()["workflow_id"]
+    await _poll(api, workflow_id, lambda v: v["progress"] and v["progress"]["pending_approvals"])
+    await api.post(
+        f"/workflows/{workflow_id}/approvals/executive_approval",
+        json={"decision": "approve", "approver": "ada", "role": "executive"},
+    )
+    done = await _poll(api, workflow_id, lambda v: v["status"] != "running")
+    turns = len(done["result"]["turns"])
+
+    response = await api.get(f"/workflows/{workflow_id}/events")
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = _parse_sse(response.text)
+    assert events[-1]["event"] == "end"
+    kinds = [e["event"] for e in events[:-1]]
+    assert kinds.count("turn_started") == kinds.count("turn_finished") == turns
+    assert "text_chunk" in kinds
+    first = json.loads(events[0]["data"])
+    assert first["workflow_id"] == workflow_id and events[0]["event"] == "turn_started"
+
+    resumed = _parse_sse((await api.get(
+        f"/workflows/{workflow_id}/events", headers={"Last-Event-ID": events[2]["id"]}
+    )).text)
+    assert [e.get("id") for e in resumed[:-1]] == [e["id"] for e in events[3:-1]]
+
+    missing = await api.get("/workflows/nope/events")
+    assert missing.status_code == 404
+
+
+async def test_live_events_over_websocket(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    from starlette.testclient import TestClient
+
+    body = {"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS}
+    workflow_id = (await api.post("/workflows", json=body)).json()["workflow_id"]
+    await _poll(api, workflow_id, lambda v: v["progress"] and v["progress"]["pending_approvals"])
+    await api.post(
+        f"/workflows/{workflow_id}/approvals/executive_approval",
+        json={"decision": "approve", "approver": "ada", "role": "executive"},
+    )
+    done = await _poll(api, workflow_id, lambda v: v["status"] != "running")
+
+    def read_all() -> list[dict]:
+        with TestClient(create_app(settings)) as client, client.websocket_connect(f"/ws/workflows/{workflow_id}") as ws:
+            received = []
+            while True:
+                message = ws.receive_json()
+                received.append(message)
+                if message["event"] == "end":
+                    return received
+
+    received = await asyncio.to_thread(read_all)
+    kinds = [m["event"] for m in received]
+    assert kinds[-1] == "end"
+    assert kinds.count("turn_finished") == len(done["result"]["turns"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from datetime import date
 from contextlib import asynccontextmanager
@@ -9,16 +10,29 @@ from typing import Annotated, Any, Literal
 
 import psycopg
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
+from fastapi import (
+    Depends,
+    FastAPI,
+    Header,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    WebSocket,
+    WebSocketDisconnect,
+    status,
+)
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field
-from temporalio.client import Client
+from sse_starlette.sse import EventSourceResponse
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from convergio import __version__
 from convergio.agents.catalog import AgentCatalog, default_catalog
 from convergio.agents.definition import AgentDefinition
 from convergio.costs.ledger import CostReport
+from convergio.events import AgentEvent, stream_key
 from convergio.costs.ledger import report as cost_report
 from convergio.graphflow.loader import InputError, TemplateRegistry, default_registry
 from convergio.graphflow.run_models import ApprovalDecision
@@ -216,6 +230,50 @@ def create_app(
         await decide(temporal, workflow_id, body.decision, decision)
         return DecisionAccepted(workflow_id=workflow_id, gate_id=gate_id, decision=body.decision)
 
+    @app.get(
+        "/workflows/{workflow_id}/events",
+        summary="The run's live events (Server-Sent Events); resumes after Last-Event-ID",
+        response_class=EventSourceResponse,
+    )
+    async def workflow_events(
+        workflow_id: str,
+        request: Request,
+        temporal: TemporalDep,
+        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
+    ) -> EventSourceResponse:
+        redis: aioredis.Redis = request.app.state.redis
+        try:
+            await temporal.get_workflow_handle(workflow_id).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"no workflow {workflow_id!r}") from exc
+            raise _temporal_unavailable(exc) from exc
+
+        async def events() -> AsyncIterator[dict[str, str]]:
+            async for item in _follow_events(redis, temporal, workflow_id, last_event_id or "0-0"):
+                if await request.is_disconnected():
+                    return
+                yield item
+
+        # A client that cannot keep up is dropped after send_timeout; the worker never waits on it.
+        return EventSourceResponse(events(), ping=15, send_timeout=10)
+
+    @app.websocket("/ws/workflows/{workflow_id}")
+    async def workflow_events_ws(websocket: WebSocket, workflow_id: str) -> None:
+        """The same events over a WebSocket; ``?last_event_id=`` resumes."""
+        await websocket.accept()
+        temporal: Client = websocket.app.state.temporal
+        redis: aioredis.Redis = websocket.app.state.redis
+        after = websocket.query_params.get("last_event_id") or "0-0"
+        try:
+            async for item in _follow_events(redis, temporal, workflow_id, after):
+                await asyncio.wait_for(websocket.send_json(item), timeout=10)
+        except (WebSocketDisconnect, TimeoutError):
+            return
+        except RPCError as exc:
+            await websocket.send_json({"event": "error", "data": exc.message})
+        await websocket.close()
+
     @app.get("/templates", response_model=list[TemplateSummary], summary="Templates that can be started")
     async def list_templates(registry: RegistryDep) -> list[TemplateSummary]:
         return [
@@ -278,6 +336,30 @@ def create_app(
         return report
 
     return app
+
+
+EVENT_POLL_MS = 1000
+
+
+async def _follow_events(
+    redis: aioredis.Redis, temporal: Client, workflow_id: str, after: str
+) -> AsyncIterator[dict[str, str]]:
+    """The run's events after ``after``, as they come, then ``end`` once the run is over."""
+    while True:
+        batch = await redis.xread({stream_key(workflow_id): after}, count=200, block=EVENT_POLL_MS)
+        for _, entries in batch:
+            for entry_id, fields in entries:
+                after = entry_id.decode()
+                event = AgentEvent.model_validate_json(fields[b"event"])
+                yield {"id": after, "event": event.type, "data": event.model_dump_json()}
+        if not batch and not await _is_running(temporal, workflow_id):
+            yield {"event": "end", "data": "{}"}
+            return
+
+
+async def _is_running(temporal: Client, workflow_id: str) -> bool:
+    description = await temporal.get_workflow_handle(workflow_id).describe()
+    return description.status in (None, WorkflowExecutionStatus.RUNNING)
 
 
 async def _ping_postgres(url: str) -> None:
