@@ -195,10 +195,7 @@ class AgentTurnActivities:
                         tenant=turn.request.tenant, text=text, policy=turn.security),
         )
         if screened.verdict.decision != "allow":
-            findings.append(SecurityFinding(
-                surface=surface, step_id=turn.step_id, decision=screened.verdict.decision, action=screened.action,
-                score=screened.verdict.score, categories=screened.verdict.categories, reasons=screened.verdict.reasons,
-            ))
+            findings.append(screened.finding(surface, turn.step_id))
         return screened
 
     async def _screen_prompt(self, turn: AgentTurnInput, findings: list[SecurityFinding]) -> str | None:

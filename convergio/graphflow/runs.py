@@ -14,6 +14,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from convergio.agents.catalog import AgentCatalog
 from convergio.costs.budget import BudgetLimits, resolve_limits
+from convergio.failures import root_cause
 from convergio.graphflow.loader import resolve_inputs
 from convergio.graphflow.run_models import ApprovalDecision, GraphFlowInput, GraphFlowResult, RunStatus
 from convergio.graphflow.template import Template
@@ -170,10 +171,3 @@ async def decide(
     handle = client.get_workflow_handle_for(GraphFlowWorkflow.run, workflow_id)
     signal = GraphFlowWorkflow.approve if outcome == "approve" else GraphFlowWorkflow.deny
     await handle.signal(signal, decision)
-
-
-def root_cause(exc: BaseException) -> str:
-    """Temporal wraps failures (workflow → activity → application); the innermost says why."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return str(exc)

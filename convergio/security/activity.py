@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 
+from convergio.contracts import SecurityFinding
 from convergio.observability.tracing import span
 from convergio.security import store
 from convergio.security.guardian import ScreenRequest, Surface, Verdict, screen
@@ -38,6 +39,13 @@ class ScreenOutput(BaseModel):
     action: Action
     text_after: str | None  # redacted text on "redact", None on "block", else the text itself
     verdict_id: int | None = None
+
+    def finding(self, surface: str, step_id: str | None) -> SecurityFinding:
+        """What the run's result shows for a verdict that was not a plain allow."""
+        return SecurityFinding(
+            surface=surface, step_id=step_id, decision=self.verdict.decision, action=self.action,
+            score=self.verdict.score, categories=self.verdict.categories, reasons=self.verdict.reasons,
+        )
 
 
 class SecurityActivities:

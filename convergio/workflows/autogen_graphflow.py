@@ -18,6 +18,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from convergio.failures import root_cause
     from pydantic import ValidationError
 
     from convergio.activities.agent_turn import AgentTurnActivities
@@ -104,7 +105,7 @@ class AutoGenGraphFlowWorkflow:
             )
         except ActivityError as exc:
             raise ApplicationError(
-                f"{plan.agent}: {_cause(exc)}", type="AgentTurnFailed", non_retryable=True
+                f"{plan.agent}: {root_cause(exc)}", type="AgentTurnFailed", non_retryable=True
             ) from None
         self._prompt_tokens += output.prompt_tokens
         self._completion_tokens += output.completion_tokens
@@ -127,9 +128,3 @@ class AutoGenGraphFlowWorkflow:
         if self._execution is None:
             return AutoGenGraphFlowResult(messages=[], speakers=[], stop_reason="running")
         return self._result()
-
-
-def _cause(error: BaseException) -> str:
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return str(error)

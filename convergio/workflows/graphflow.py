@@ -18,6 +18,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePa
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from convergio.failures import root_cause
     from convergio.activities.agent_turn import AgentTurnActivities
     from convergio.activities.notifications import EscalationNotice, NotificationActivities
     from convergio.activities.quality import QualityActivities, QualityScore
@@ -389,7 +390,7 @@ class GraphFlowWorkflow:
                 retry_policy=_retry_policy(step),
             )
         except ActivityError as exc:
-            raise StepFailed(_cause(exc)) from None
+            raise StepFailed(root_cause(exc)) from None
         state.output, state.data = output.summary, output.data
         state.agents.append(f"tool:{step.tool}")
 
@@ -479,10 +480,7 @@ class GraphFlowWorkflow:
             if screened.verdict.decision == "allow":
                 continue
             reasons = "; ".join(screened.verdict.reasons[:3])
-            self._findings.append(SecurityFinding(
-                surface="input", step_id=None, decision=screened.verdict.decision, action=screened.action,
-                score=screened.verdict.score, categories=screened.verdict.categories, reasons=screened.verdict.reasons,
-            ))
+            self._findings.append(screened.finding("input", None))
             if screened.action == "block":
                 raise ApplicationError(f"security: input '{name}' blocked ({reasons})", type="SecurityBlocked",
                                        non_retryable=True)
@@ -544,7 +542,7 @@ class GraphFlowWorkflow:
                 retry_policy=_retry_policy(step),
             )
         except ActivityError as exc:
-            raise StepFailed(f"{agent_name}: {_cause(exc)}") from None
+            raise StepFailed(f"{agent_name}: {root_cause(exc)}") from None
         self._findings.extend(output.findings)
         if output.budget_refused is not None or output.security_hold is not None:
             return output
@@ -823,12 +821,6 @@ def _retry_policy(step: StepSpec) -> RetryPolicy:
         maximum_interval=step.retry.max_interval,
         non_retryable_error_types=["ModelConfigError", "ToolInputError", "UnknownToolError"],
     )
-
-
-def _cause(error: BaseException) -> str:
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return str(error)
 
 
 def _review_fixes(text: str) -> str:
