@@ -3,31 +3,21 @@ OpenTelemetry tracing (the interceptor also applies to every worker built from t
 
 from __future__ import annotations
 
-import os
-from functools import lru_cache
-
 from opentelemetry.trace import TracerProvider
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.runtime import OpenTelemetryConfig, Runtime, TelemetryConfig
+from temporalio.runtime import Runtime
 
+from convergio.observability.temporal_metrics import buffered_runtime
 from convergio.observability.tracing import temporal_tracing_interceptor
 from convergio.settings import Settings
 
 
-@lru_cache
-def _otlp_runtime(url: str) -> Runtime:
-    """The Temporal SDK's own metrics (task latencies, slots, polls) pushed over OTLP."""
-    return Runtime(
-        telemetry=TelemetryConfig(metrics=OpenTelemetryConfig(url=url, durations_as_seconds=True))
-    )
-
-
-def temporal_runtime(settings: Settings) -> Runtime | None:
-    if settings.otel_exporter != "otlp":
-        return None
-    url = settings.otel_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4317"
-    return _otlp_runtime(url)
+def temporal_runtime() -> Runtime:
+    """The process's Temporal runtime: its SDK metrics go to a buffer that
+    :class:`~convergio.observability.temporal_metrics.TemporalMetricsBridge` drains into our
+    OpenTelemetry metrics (so ``/metrics`` and OTLP both carry them)."""
+    return buffered_runtime()[0]
 
 
 async def connect_temporal(
@@ -40,5 +30,5 @@ async def connect_temporal(
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
         interceptors=[temporal_tracing_interceptor(tracer_provider)],
-        runtime=temporal_runtime(settings),
+        runtime=temporal_runtime(),
     )
