@@ -99,8 +99,16 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port, registry=metrics.registry)
+    from convergio.observability.temporal_metrics import TemporalMetricsBridge
+
+    stop = stop or asyncio.Event()
     client = await connect_temporal(settings)
-    async with open_resources(settings.effective_database_url, settings.effective_redis_url) as resources:
-        worker = build_worker(client, settings, resources)
-        async with worker:
-            await (stop or asyncio.Event()).wait()
+    sdk_metrics = asyncio.create_task(TemporalMetricsBridge.for_metrics(metrics).run(stop))
+    try:
+        async with open_resources(settings.effective_database_url, settings.effective_redis_url) as resources:
+            worker = build_worker(client, settings, resources)
+            async with worker:
+                await stop.wait()
+    finally:
+        stop.set()
+        await sdk_metrics
