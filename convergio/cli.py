@@ -17,7 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from temporalio.service import RPCError
 
-from convergio.agents.models import ModelConfigError, validate_model_setting
+from convergio.agents.models import ModelConfigError, parse_model_setting, validate_model_setting
 from convergio.settings import Settings
 from convergio.stack.process import StackError
 
@@ -77,6 +77,7 @@ def up() -> None:
             table = Table(title="Convergio is up", show_header=False, title_justify="left")
             table.add_row("API docs", f"{running.api_url}/docs")
             table.add_row("Health", f"{running.api_url}/healthz")
+            table.add_row("API key (admin)", f"{running.api_key}  (in {settings.resolved_data_dir / 'api-key'})")
             table.add_row("Temporal Web UI", running.endpoints.temporal_ui_url or "(external Temporal)")
             table.add_row("Temporal", running.endpoints.temporal_address)
             table.add_row("Data", str(settings.resolved_data_dir))
@@ -177,6 +178,10 @@ InputOption = Annotated[
 ]
 InputsFileOption = Annotated[Path | None, typer.Option(help="A JSON file with the inputs.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", help="Model for every agent, in CONVERGIO_MODEL syntax (e.g. local, openai:gpt-4o-mini)."),
+]
 
 
 @app.command()
@@ -187,6 +192,7 @@ def run(
     version: Annotated[int | None, typer.Option(help="Template version (default: latest).")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the run until it ends.")] = True,
     as_json: JsonOption = False,
+    model: ModelOption = None,
 ) -> None:
     """Start a template run on a running stack (see `convergio up`)."""
     from convergio.agents.catalog import default_catalog
@@ -197,10 +203,12 @@ def run(
     given = parse_inputs(inputs, inputs_file)
     try:
         chosen = default_registry().get(template, version)
-        run_input = build_run_input(chosen, given, default_catalog(), tenant="default", model=None, settings=settings)
+        if model is not None:
+            parse_model_setting(model)  # a typo fails here, not in the worker
+        run_input = build_run_input(chosen, given, default_catalog(), tenant="default", model=model, settings=settings)
     except KeyError as exc:
         raise fail(str(exc.args[0])) from None
-    except InputError as exc:
+    except (InputError, ModelConfigError) as exc:
         raise fail(str(exc)) from None
 
     async def main() -> None:
@@ -251,7 +259,14 @@ def status(workflow_id: str, as_json: JsonOption = False) -> None:
     asyncio.run(main())
 
 
-def _decide_command(outcome: Literal["approve", "deny"]) -> Callable[..., None]:
+_DECISION_HELP = {
+    "approve": "Approve a pending approval gate.",
+    "deny": "Deny a pending approval gate.",
+    "request_changes": "Send the output under review back with a change request (--comment says what to change).",
+}
+
+
+def _decide_command(outcome: Literal["approve", "deny", "request_changes"]) -> Callable[..., None]:
     def command(
         workflow_id: str,
         gate_id: str,
@@ -264,6 +279,8 @@ def _decide_command(outcome: Literal["approve", "deny"]) -> Callable[..., None]:
         from convergio.workflows.graphflow import GraphFlowWorkflow
 
         settings = load_settings()
+        if outcome == "request_changes" and not comment.strip():
+            raise fail("request-changes needs --comment saying what to change")
 
         async def main() -> None:
             client = await _connect_or_exit(settings)
@@ -277,18 +294,65 @@ def _decide_command(outcome: Literal["approve", "deny"]) -> Callable[..., None]:
                 raise fail(f"gate {gate_id!r} is not pending (pending: {', '.join(g.gate_id for g in pending) or 'none'})")
             if role not in gate.approvers:
                 raise fail(f"role {role!r} may not decide {gate_id!r}; allowed: {', '.join(gate.approvers)}")
+            if outcome == "request_changes" and gate.change_requests_left <= 0:
+                raise fail(f"no change requests left for {gate_id!r}; approve or deny")
             decision = ApprovalDecision(gate_id=gate_id, approver=approver, role=role, comment=comment)
             await decide(client, workflow_id, outcome, decision)
-            console.print(f"{outcome} sent for {workflow_id} / {gate_id}")
+            console.print(f"{outcome.replace('_', ' ')} sent for {workflow_id} / {gate_id}")
 
         asyncio.run(main())
 
-    command.__doc__ = f"{outcome.capitalize()} a pending approval gate."
+    command.__doc__ = _DECISION_HELP[outcome]
     return command
 
 
 app.command("approve")(_decide_command("approve"))
 app.command("deny")(_decide_command("deny"))
+app.command("request-changes")(_decide_command("request_changes"))
+
+
+@app.command()
+def watch(
+    workflow_id: str,
+    api_url: Annotated[str | None, typer.Option(help="The API (default http://CONVERGIO_API_HOST:PORT).")] = None,
+) -> None:
+    """Follow a run live (steps, tokens, cost, last events) until it ends; Ctrl-C stops watching, not the run."""
+    try:
+        final = _watch(workflow_id, api_url)
+    except KeyboardInterrupt:
+        err_console.print(f"stopped watching; {workflow_id} goes on")
+        raise typer.Exit(code=130) from None
+    if final != "completed":
+        raise typer.Exit(code=1)
+
+
+def _watch(workflow_id: str, api_url: str | None) -> str:
+    import httpx
+    from rich.live import Live
+
+    from convergio.watch import WatchError, WatchState, watch_run
+
+    settings = load_settings()
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::") else settings.api_host
+    base = (api_url or f"http://{host}:{settings.api_port}").rstrip("/")
+    announced = False
+
+    def announce(state: WatchState) -> None:
+        nonlocal announced
+        if not announced and state.stream_note == "live":
+            announced = True
+            err_console.print(f"watching {workflow_id} at {base} (Ctrl-C stops watching, not the run)")
+
+    async def main() -> str:
+        async with httpx.AsyncClient(base_url=base, headers=api_headers(settings), timeout=30) as http:
+            with Live(console=console, refresh_per_second=4, auto_refresh=False, redirect_stderr=False) as live:
+                state = await watch_run(http, workflow_id, live, on_update=announce)
+        return state.view.status if state.view else "unknown"
+
+    try:
+        return asyncio.run(main())
+    except WatchError as exc:
+        raise fail(str(exc)) from None
 
 
 @app.command()
@@ -347,17 +411,80 @@ def templates() -> None:
 
 
 @app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files (.txt, .md, .html, .pdf) or folders of them.")],
+    tenant: Annotated[str, typer.Option(help="Whose knowledge base.")] = "default",
+    importance: Annotated[
+        float | None, typer.Option(min=0, max=1, help="Weight of these documents in retrieval (default: front matter, else 0.5).")
+    ] = None,
+) -> None:
+    """Add documents to the knowledge base (CONVERGIO_DATABASE_URL, or the running `convergio up`)."""
+    import re
+
+    import psycopg
+    from psycopg_pool import PoolTimeout
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from convergio.rag.embeddings import EmbeddingError
+    from convergio.rag.ingest import expand_paths, ingest_into
+    from convergio.rag.models import TENANT_PATTERN
+
+    settings = load_settings()
+    if not re.match(TENANT_PATTERN, tenant):
+        raise fail(f"--tenant {tenant!r}: lowercase letters, digits, '-' and '_' only")
+    files = expand_paths(paths)
+    if not files:
+        raise fail("no supported files (.txt, .md, .html, .pdf) under " + ", ".join(map(str, paths)))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        task = progress.add_task("ingesting", total=len(files))
+
+        def on_file(path: Path, result: Any, error: str | None) -> None:
+            if error:
+                progress.console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            elif result.duplicate:
+                progress.console.print(f"[yellow]duplicate[/] {path} (already ingested)", highlight=False)
+            else:
+                progress.console.print(
+                    f"[green]added[/] {path}: {result.chunks_added} chunks"
+                    + (f", {result.chunks_skipped} already known" if result.chunks_skipped else ""),
+                    highlight=False,
+                )
+            progress.advance(task)
+
+        try:
+            report = asyncio.run(
+                ingest_into(settings, settings.effective_database_url, settings.effective_redis_url, files, tenant,
+                            importance=importance, on_file=on_file)
+            )
+        except (OSError, psycopg.Error, PoolTimeout) as exc:
+            raise fail(f"cannot reach the database at {settings.effective_database_url}: {exc}") from None
+        except EmbeddingError as exc:
+            raise fail(str(exc)) from None
+    console.print(f"{report.chunks_added} chunks added from {len(report.results)} files for tenant {tenant}")
+    if report.errors:
+        raise fail(f"{len(report.errors)} of {len(files)} files could not be ingested")
+
+
+@app.command()
 def demo(
     template: Annotated[str, typer.Option(help="Template to run.")] = "strategic-analysis",
     inputs: InputOption = [],  # noqa: B006 - Typer reads the default
     inputs_file: InputsFileOption = None,
     as_json: JsonOption = False,
+    model: ModelOption = None,
 ) -> None:
     """The main job: start the embedded stack, run a template to completion, print its report."""
     from convergio.demo import DEMO_INPUTS, DEMO_TEMPLATE, run_demo
     from convergio.graphflow.loader import InputError
 
-    settings = load_settings(check_model=True)
+    settings = load_settings(check_model=model is None)
+    if model is not None:
+        settings = settings.model_copy(update={"model": model.strip()})
+        try:
+            validate_model_setting(settings)
+        except ModelConfigError as exc:
+            raise fail(str(exc)) from None
     given = parse_inputs(inputs, inputs_file) or (DEMO_INPUTS if template == DEMO_TEMPLATE else {})
 
     def on_gate(gate: Any, decision: Any) -> None:
@@ -382,9 +509,22 @@ def demo(
     except (KeyError, InputError) as exc:
         raise fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
     print_result(result, ui_url, as_json)
+    from convergio.api.auth import ensure_local_admin_key, local_key_path
+
     err_console.print(
         "The run is kept in Temporal's database: `.venv/bin/convergio up` serves the Web UI at the link above."
     )
+    err_console.print(
+        f"API key (admin, local): {ensure_local_admin_key(settings)} (in {local_key_path(settings)})", soft_wrap=True
+    )
+
+
+def api_headers(settings: Settings) -> dict[str, str]:
+    """The credentials the CLI sends to the API: CONVERGIO_API_KEY, else the local admin key."""
+    from convergio.api.auth import client_key
+
+    key = client_key(settings)
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 async def _connect_or_exit(settings: Settings) -> Any:
@@ -449,7 +589,7 @@ def stats(
     host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::") else settings.api_host
     url = (api_url or f"http://{host}:{settings.api_port}").rstrip("/") + "/stats"
     try:
-        response = httpx.get(url, params={"days": days}, timeout=30)
+        response = httpx.get(url, params={"days": days}, headers=api_headers(settings), timeout=30)
         response.raise_for_status()
     except httpx.HTTPError as exc:
         raise fail(f"cannot read {url}: {exc}") from None

@@ -17,7 +17,11 @@ from convergio.graphflow.runs import build_run_input, start_template_run
 from convergio.settings import Settings
 from convergio.stack.embedded import EmbeddedStack, ProgressCallback
 from convergio.temporal_client import connect_temporal
-from convergio.workers.worker import build_worker, open_resources
+from convergio.knowledge import sample_dir
+from convergio.rag.embeddings import build_embedder
+from convergio.rag.ingest import expand_paths, ingest_files
+from convergio.rag.store import KnowledgeStore
+from convergio.workers.worker import WorkerResources, build_worker, open_resources
 from convergio.workflows.graphflow import GraphFlowWorkflow
 
 DEMO_TEMPLATE = "strategic-analysis"
@@ -58,6 +62,8 @@ async def run_demo(
     try:
         client = await connect_temporal(settings, endpoints.temporal_address)
         async with open_resources(endpoints.database_url, endpoints.redis_url) as resources:
+            progress("knowledge base")
+            await ingest_sample_knowledge(settings, resources, run.tenant)
             progress("worker")
             async with build_worker(client, settings, resources):
                 started = await start_template_run(client, settings, run)
@@ -68,6 +74,13 @@ async def run_demo(
                 return await result_task, started.temporal_ui_url
     finally:
         stack.stop()
+
+
+async def ingest_sample_knowledge(settings: Settings, resources: WorkerResources, tenant: str) -> int:
+    """The shipped sample knowledge base, for the template's knowledge steps; again is a no-op (hashes)."""
+    store = KnowledgeStore(resources.pool, build_embedder(settings, resources.redis), settings)
+    report = await ingest_files(store, expand_paths([sample_dir()]), tenant)
+    return report.chunks_added
 
 
 async def _follow(handle: Any, done: asyncio.Future[Any], on_step: StepCallback, on_gate: GateCallback) -> None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -16,7 +19,7 @@ from pydantic import BaseModel, Field
 
 log = logging.getLogger(__name__)
 
-EventType = Literal["turn_started", "text_chunk", "turn_finished", "sla_breach", "error"]
+EventType = Literal["turn_started", "text_chunk", "turn_finished", "sla_breach", "error", "context_trimmed"]
 STREAM_MAXLEN = 10_000
 
 
@@ -104,3 +107,31 @@ class EventBuffer:
     async def close(self) -> None:
         await self._queue.join()
         self._task.cancel()
+
+
+# Things a model client notices during a turn (a prompt trimmed to fit the model's window) that
+# belong on the turn's event stream; the client knows no workflow, so the running turn listens.
+TurnNotice = Callable[[EventType, dict[str, Any]], None]
+_turn_listener: ContextVar[TurnNotice | None] = ContextVar("convergio_turn_listener", default=None)
+
+
+@contextmanager
+def listening_to_turn(listener: TurnNotice) -> Iterator[None]:
+    """Route :func:`notify_turn` calls made in this context (and tasks it starts) to ``listener``."""
+    token = _turn_listener.set(listener)
+    try:
+        yield
+    finally:
+        _turn_listener.reset(token)
+
+
+def notify_turn(kind: EventType, **data: Any) -> bool:
+    """Hand an event to the running turn, if one listens; False when none does (e.g. outside a worker)."""
+    listener = _turn_listener.get()
+    if listener is None:
+        return False
+    try:
+        listener(kind, data)
+    except Exception:  # noqa: BLE001 - events are a view; never let them stop a turn
+        log.exception("turn listener failed for a %s event", kind)
+    return True

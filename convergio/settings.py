@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Custom search attributes every Convergio workflow may set; registered on start-up
@@ -22,6 +22,28 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "ConvergioPendingGates": "KeywordList",
     "ConvergioCostUsd": "Double",
 }
+
+
+ApiRole = Literal["viewer", "operator", "approver", "admin"]
+
+
+class ApiKeyEntry(BaseModel):
+    """One API key of ``CONVERGIO_API_KEYS``: prefer ``sha256`` (hex of the key) over the key itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, description="Who holds the key; recorded as the actor.")
+    role: ApiRole
+    tenant: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    key: SecretStr | None = Field(default=None, min_length=16)
+    approves_as: list[str] = Field(default_factory=list, description="Gate roles the holder may decide as.")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ApiKeyEntry:
+        if (self.sha256 is None) == (self.key is None):
+            raise ValueError("give exactly one of 'sha256' and 'key'")
+        return self
 
 
 class Settings(BaseSettings):
@@ -67,8 +89,18 @@ class Settings(BaseSettings):
         default="offline",
         description=(
             "Model provider: offline | openai:<model> | azure:<deployment> | anthropic:<model> "
-            "| ollama:<model> | openai-compatible:<base_url>#<model>."
+            "| ollama:<model> | openai-compatible:<base_url>#<model> | local | local:<file.gguf>."
         ),
+    )
+    local_n_ctx: int = Field(
+        default=2048, ge=128, le=131_072,
+        description="Context window of the local model, in tokens; longer prompts lose their oldest context.",
+    )
+    local_max_tokens: int = Field(
+        default=400, ge=16, le=8192, description="Longest answer of the local model, in tokens."
+    )
+    local_threads: int | None = Field(
+        default=None, ge=1, le=256, description="CPU threads of the local model. Unset: all cores."
     )
     offline_latency_ms: int = Field(
         default=0, ge=0, le=60_000, description="Simulated answer time of the offline model, in milliseconds."
@@ -78,6 +110,10 @@ class Settings(BaseSettings):
     azure_openai_api_key: str | None = Field(default=None, description="Key for azure:.")
     azure_openai_api_version: str = Field(default="2024-10-21", description="API version for azure:.")
     anthropic_api_key: str | None = Field(default=None, description="Key for anthropic:.")
+    guardian_classifier: Literal["off", "model"] = Field(
+        default="off",
+        description="Second screening layer: off, or model (the configured model classifies texts the rules are unsure of).",
+    )
     ollama_host: str = Field(default="http://127.0.0.1:11434", description="Ollama server for ollama:.")
 
     budget_daily_usd: float = Field(default=50.0, gt=0, description="Daily model spend limit per tenant, in dollars.")
@@ -96,6 +132,24 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(default=8000, ge=1, le=65535, description="Port of the API.")
 
+    api_keys: list[ApiKeyEntry] = Field(
+        default_factory=list,
+        description='API keys as JSON: [{"name", "role", "tenant", "sha256" (or "key"), "approves_as"}].',
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="The key the CLI sends to the API. Unset: the local admin key in the data dir."
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None, min_length=32, description="HS256 secret of accepted JWTs (32+ chars). Unset: JWTs refused."
+    )
+    rate_limit_requests: int = Field(
+        default=600, ge=1, description="Requests one key (or JWT subject) may make per rate-limit window."
+    )
+    rate_limit_window_s: int = Field(default=60, ge=1, le=86_400, description="Rate-limit window, in seconds.")
+    api_max_body_bytes: int = Field(
+        default=1_000_000, ge=1_024, description="Largest request body the API reads; larger ones get 413."
+    )
+
     otel_exporter: Literal["none", "console", "otlp"] = Field(
         default="none", description="Where traces (and OTLP metrics) go: none | console | otlp."
     )
@@ -109,6 +163,30 @@ class Settings(BaseSettings):
     )
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, description="Port where the worker serves Prometheus /metrics. Unset: none."
+    )
+
+    embedding_model: str = Field(
+        default="local",
+        description="Embeddings: local (all-MiniLM-L6-v2 int8 ONNX, offline) | openai:<model> (384 dimensions).",
+    )
+    embedding_cache_ttl_s: int = Field(
+        default=7 * 86_400, ge=0, description="How long Redis keeps an embedding (by content hash and model); 0: no cache."
+    )
+    rag_weight_relevance: float = Field(default=0.6, ge=0, le=1, description="Retrieval score weight of relevance (cosine).")
+    rag_weight_importance: float = Field(default=0.25, ge=0, le=1, description="Retrieval score weight of importance.")
+    rag_weight_recency: float = Field(default=0.15, ge=0, le=1, description="Retrieval score weight of recency.")
+    rag_recency_half_life_hours: float = Field(
+        default=720.0, gt=0, description="Recency halves every this many hours (exponential decay)."
+    )
+    rag_top_k: int = Field(default=5, ge=1, le=50, description="Sources retrieved for a step unless it says otherwise.")
+    rag_context_tokens: int = Field(
+        default=1200, ge=50, le=50_000, description="Token budget of the retrieved context given to an agent."
+    )
+    rag_chunk_tokens: int = Field(default=200, ge=20, le=2_000, description="Tokens per knowledge chunk.")
+    rag_chunk_overlap: int = Field(default=40, ge=0, le=500, description="Tokens shared by neighbouring chunks.")
+    rag_ef_search: int = Field(default=80, ge=1, le=1_000, description="pgvector hnsw.ef_search of retrieval queries.")
+    knowledge_max_chars: int = Field(
+        default=500_000, ge=1, description="Largest document (in characters) POST /knowledge and ingest accept."
     )
 
     @field_validator("model")

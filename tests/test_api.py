@@ -16,12 +16,48 @@ from convergio.workers.worker import WorkerResources, build_worker
 from tests.graphflow_helpers import STRATEGIC_INPUTS
 
 
+ADMIN_KEY = "cvg_test-admin-key-0000000000000000"
+# name -> (key, role, tenant, approves_as)
+KEYS: dict[str, tuple[str, str, str, list[str]]] = {
+    "admin": (ADMIN_KEY, "admin", "default", []),
+    "acme-viewer": ("cvg_acme-viewer-key-000000000000000", "viewer", "acme", []),
+    "acme-operator": ("cvg_acme-operator-key-0000000000000", "operator", "acme", []),
+    "acme-approver": ("cvg_acme-approver-key-0000000000000", "approver", "acme", ["executive"]),
+    "acme-clerk": ("cvg_acme-clerk-key-00000000000000000", "approver", "acme", ["finance"]),
+    "globex-operator": ("cvg_globex-operator-key-00000000000", "operator", "globex", []),
+    "globex-approver": ("cvg_globex-approver-key-00000000000", "approver", "globex", ["executive"]),
+}
+JWT_SECRET = "test-jwt-secret-that-is-long-enough-0123456789"
+
+
+def auth_settings(settings: Settings, **update: object) -> Settings:
+    """The session's settings plus the test keys (stored as digests, as in production) and a JWT secret."""
+    import hashlib
+
+    from pydantic import SecretStr
+
+    from convergio.settings import ApiKeyEntry
+
+    entries = [
+        ApiKeyEntry(name=name, role=role, tenant=tenant, approves_as=approves,  # type: ignore[arg-type]
+                    sha256=hashlib.sha256(key.encode()).hexdigest())
+        for name, (key, role, tenant, approves) in KEYS.items()
+    ]
+    return settings.model_copy(update={"api_keys": entries, "jwt_secret": SecretStr(JWT_SECRET), **update})
+
+
+def headers(who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEYS[who][0]}"}
+
+
 @pytest_asyncio.fixture
 async def api(dev_client: Client, settings: Settings, resources: WorkerResources) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
+    app = create_app(auth_settings(settings))
     async with app.router.lifespan_context(app), build_worker(dev_client, settings, resources):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://convergio.test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://convergio.test", headers=headers("admin")
+        ) as client:
             yield client
 
 
@@ -93,7 +129,9 @@ async def test_rejected_input_says_what_is_wrong(api: httpx.AsyncClient) -> None
                         ({"template": "strategic-analysis", "tenant": "Acme Corp"}, "tenant")]:
         response = await api.post("/workflows", json=body)
         assert response.status_code == 422
-        assert field in str(response.json()["detail"][0]["loc"])
+        assert response.headers["content-type"] == "application/problem+json"
+        assert field in str(response.json()["errors"][0]["loc"])
+        assert field in response.json()["detail"]
 
 
 async def test_templates_and_agents_are_listed(api: httpx.AsyncClient) -> None:
@@ -108,6 +146,9 @@ async def test_unknown_workflow_is_404(api: httpx.AsyncClient) -> None:
     response = await api.get("/workflows/does-not-exist")
     assert response.status_code == 404
     assert "does-not-exist" in response.json()["detail"]
+    problem = response.json()
+    assert problem["type"] == "urn:convergio:problem:not-found" and problem["status"] == 404
+    assert problem["title"] == "Not Found" and problem["instance"] == "/workflows/does-not-exist"
 
 
 async def test_health_checks_every_server(api: httpx.AsyncClient) -> None:
@@ -117,13 +158,15 @@ async def test_health_checks_every_server(api: httpx.AsyncClient) -> None:
 
 
 async def test_health_reports_a_dead_dependency(settings: Settings) -> None:
-    broken = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    broken = auth_settings(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     app = create_app(broken)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
             response = await client.get("/healthz")
     assert response.status_code == 503
-    checks = response.json()["detail"]["checks"]
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"] == "degraded: redis"
+    checks = response.json()["checks"]
     assert checks["temporal"] == "ok" and checks["postgres"] == "ok"
     assert checks["redis"].startswith("error")
 
@@ -189,7 +232,9 @@ async def test_live_events_over_websocket(
     done = await _poll(api, workflow_id, lambda v: v["status"] != "running")
 
     def read_all() -> list[dict]:
-        with TestClient(create_app(settings)) as client, client.websocket_connect(f"/ws/workflows/{workflow_id}") as ws:
+        with TestClient(create_app(auth_settings(settings))) as client, client.websocket_connect(
+            f"/ws/workflows/{workflow_id}", headers=headers("admin")
+        ) as ws:
             received = []
             while True:
                 message = ws.receive_json()

@@ -116,9 +116,13 @@ async def test_costs_report_over_the_api(
     async with build_worker(dev_client, settings, resources):
         for _ in range(2):
             await (await start(dev_client, settings, custom_template(one_step({})), {}, tenant=who)).result()
-    app = create_app(settings)
+    from tests.test_api import auth_settings, headers
+
+    app = create_app(auth_settings(settings))
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t", headers=headers("admin")
+        ) as client:
             report = (await client.get("/costs", params={"tenant": who})).json()
             bad = await client.get("/costs", params={"since": "2026-02-02", "until": "2026-01-01"})
     assert report["turns"] == 2

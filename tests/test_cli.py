@@ -54,6 +54,13 @@ def wait_for(url: str, timeout: float, process: subprocess.Popen[str]) -> httpx.
     raise AssertionError(f"{url} did not answer within {timeout}s")
 
 
+def local_key(data_dir: Path) -> dict[str, str]:
+    """`convergio up` creates the local admin key in the data directory; clients send it."""
+    key = (data_dir / "api-key").read_text().strip()
+    assert key.startswith("cvg_")
+    return {"Authorization": f"Bearer {key}"}
+
+
 def signal_through_web_ui(ui: str, workflow_id: str, name: str, payload: dict) -> None:
     """What the Web UI's "Send a Signal" form sends: the UI server's API, with its CSRF cookie."""
     import base64
@@ -87,6 +94,8 @@ def test_up_serves_api_and_web_ui_runs_a_workflow_and_leaves_no_process(tmp_path
     try:
         health = wait_for(f"{api}/healthz", 120, up).json()
         assert health["checks"] == {"temporal": "ok", "postgres": "ok", "redis": "ok"}
+        auth = local_key(data_home / "data")
+        assert httpx.get(f"{api}/workflows").status_code == 401  # auth is on by default
         assert "swagger" in wait_for(f"{api}/docs", 10, up).text.lower()
         assert wait_for(ui, 30, up).status_code == 200
         children = psutil.Process(up.pid).children(recursive=True)
@@ -94,10 +103,12 @@ def test_up_serves_api_and_web_ui_runs_a_workflow_and_leaves_no_process(tmp_path
         for part in ("temporal", "postgres", "redis-server", "convergio worker", "convergio api"):
             assert part in names
 
-        started = httpx.post(f"{api}/workflows", json={"template": "strategic-analysis", "inputs": INPUTS}).json()
+        started = httpx.post(
+            f"{api}/workflows", json={"template": "strategic-analysis", "inputs": INPUTS}, headers=auth
+        ).json()
         workflow_id = started["workflow_id"]
         for _ in range(150):
-            view = httpx.get(f"{api}/workflows/{workflow_id}").json()
+            view = httpx.get(f"{api}/workflows/{workflow_id}", headers=auth).json()
             if view["progress"] and view["progress"]["pending_approvals"]:
                 break
             time.sleep(0.2)
@@ -108,7 +119,7 @@ def test_up_serves_api_and_web_ui_runs_a_workflow_and_leaves_no_process(tmp_path
         )
         assert approved.returncode == 0, approved.stderr
         for _ in range(150):
-            view = httpx.get(f"{api}/workflows/{workflow_id}").json()
+            view = httpx.get(f"{api}/workflows/{workflow_id}", headers=auth).json()
             if view["status"] != "running":
                 break
             time.sleep(0.2)
@@ -121,6 +132,7 @@ def test_up_serves_api_and_web_ui_runs_a_workflow_and_leaves_no_process(tmp_path
         output, _ = up.communicate(timeout=90)
     assert up.returncode == 0, output
     assert "Convergio is up" in output and "/docs" in output
+    assert auth["Authorization"].removeprefix("Bearer ") in output  # `up` prints the local admin key
     assert [child.pid for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE] == []
     # Data is kept for the next start.
     assert (data_home / "data" / "temporal" / "temporal.sqlite").exists()
@@ -139,17 +151,20 @@ def test_up_stops_cleanly_on_sigterm_and_keeps_runs_across_restarts(tmp_path: Pa
         try:
             wait_for(f"{api}/healthz", 120, up)
             children = psutil.Process(up.pid).children(recursive=True)
+            auth = local_key(data_home / "data")  # the same key on every start
             if attempt == 0:
+                first_key = auth
                 body = {"template": "strategic-analysis", "inputs": INPUTS}
-                workflow_id = httpx.post(f"{api}/workflows", json=body).json()["workflow_id"]
+                workflow_id = httpx.post(f"{api}/workflows", json=body, headers=auth).json()["workflow_id"]
                 for _ in range(150):
-                    view = httpx.get(f"{api}/workflows/{workflow_id}").json()
+                    view = httpx.get(f"{api}/workflows/{workflow_id}", headers=auth).json()
                     if view["progress"] and view["progress"]["pending_approvals"]:
                         break
                     time.sleep(0.2)
             else:
                 # The run parked at its gate before the restart is still there, still waiting.
-                view = httpx.get(f"{api}/workflows/{workflow_id}").json()
+                assert auth == first_key
+                view = httpx.get(f"{api}/workflows/{workflow_id}", headers=auth).json()
                 assert view["status"] == "running"
                 assert [g["gate_id"] for g in view["progress"]["pending_approvals"]] == ["executive_approval"]
                 # A person approves in the Temporal Web UI ("Send a Signal").
@@ -157,7 +172,7 @@ def test_up_stops_cleanly_on_sigterm_and_keeps_runs_across_restarts(tmp_path: Pa
                 payload = {"gate_id": "executive_approval", "approver": "grace", "role": "ceo", "comment": "web"}
                 signal_through_web_ui(ui, workflow_id, "approve", payload)
                 for _ in range(150):
-                    view = httpx.get(f"{api}/workflows/{workflow_id}").json()
+                    view = httpx.get(f"{api}/workflows/{workflow_id}", headers=auth).json()
                     if view["status"] != "running":
                         break
                     time.sleep(0.2)
@@ -214,6 +229,8 @@ def test_demo_runs_the_main_job_to_completion(tmp_path: Path, data_home: Path) -
     assert "[source: market-report-2026]" in payload["markdown"]
     assert payload["temporal_ui_url"].endswith(f"/workflows/{payload['workflow_id']}")
     assert "approved by convergio-demo as executive" in result.stderr
+    key = (data_home / "data" / "api-key").read_text().strip()
+    assert f"API key (admin, local): {key}" in result.stderr  # the key `up` will accept later
     leftovers = [
         p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
         if p.info["cmdline"] and str(data_home) in " ".join(p.info["cmdline"])
@@ -239,10 +256,11 @@ def test_up_uses_external_servers_when_configured(tmp_path: Path, data_home: Pat
         assert wait_for(f"{api}/healthz", 120, up).json()["status"] == "ok"
         commands = [" ".join(child.cmdline()) for child in psutil.Process(up.pid).children(recursive=True)]
         body = {"template": "strategic-analysis", "inputs": INPUTS}
-        started = httpx.post(f"{api}/workflows", json=body).json()
+        auth = local_key(data_home / "data")
+        started = httpx.post(f"{api}/workflows", json=body, headers=auth).json()
         status = ""
         for _ in range(150):
-            view = httpx.get(f"{api}/workflows/{started['workflow_id']}").json()
+            view = httpx.get(f"{api}/workflows/{started['workflow_id']}", headers=auth).json()
             status = view["status"]
             if view["progress"] and view["progress"]["pending_approvals"]:
                 status = "waiting_approval"

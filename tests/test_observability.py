@@ -55,10 +55,14 @@ async def traced_run(settings: Settings, resources: WorkerResources) -> AsyncIte
     stream = io.StringIO()
     handler = setup_logging(json_settings, stream=stream)
     client = await connect_temporal(settings, tracer_provider=provider)
-    app = create_app(settings, tracer_provider=provider, metrics=metrics)
+    from tests.test_api import auth_settings, headers
+
+    app = create_app(auth_settings(settings), tracer_provider=provider, metrics=metrics)
     try:
         async with app.router.lifespan_context(app), build_worker(client, settings, resources):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as api:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t", headers=headers("admin")
+            ) as api:
                 started = await api.post("/workflows", json={"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS})
                 assert started.status_code == 202, started.text
                 workflow_id = started.json()["workflow_id"]

@@ -13,6 +13,7 @@ import time
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import BaseChatMessage, ModelClientStreamingChunkEvent, TextMessage
 from autogen_agentchat.base import TaskResult
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
@@ -24,9 +25,14 @@ from convergio.agents.tokens import count_tokens
 from convergio.contracts import AgentTurnInput, AgentTurnOutput, SecurityFinding
 from convergio.costs.budget import ReservationResult
 from convergio.costs.metering import BudgetBusy, TurnMeter
-from convergio.security.activity import ScreenInput, ScreenOutput, screen_and_record
+from convergio.costs import ledger
+from convergio.costs.pricing import TurnCost, emit
+from convergio.security import store
+from convergio.security.activity import ScreenInput, ScreenOutput, screen_input
+from convergio.security.classifier import build_classifier
 from convergio.security.guardian import Surface, redact
-from convergio.events import AgentEvent, EventBuffer, EventPublisher
+from convergio.security.store import VerdictRecord
+from convergio.events import AgentEvent, EventBuffer, EventPublisher, listening_to_turn
 from convergio.observability.logging import log_context
 from convergio.observability.metrics import get_metrics
 from convergio.observability.tracing import span
@@ -34,6 +40,8 @@ from convergio.settings import Settings
 
 
 logger = logging.getLogger(__name__)
+
+WITHHELD = "[withheld by the security guardian]"
 
 
 class AgentTurnActivities:
@@ -46,6 +54,7 @@ class AgentTurnActivities:
         self._pool = pool
         self._events = events
         self._meter = meter
+        self._classifier = build_classifier(settings)
 
     @activity.defn(name="run_agent_turn")
     async def run_agent_turn(self, turn: AgentTurnInput) -> AgentTurnOutput:
@@ -89,6 +98,10 @@ class AgentTurnActivities:
             recorded = await self._recorded_turn(turn)
             if recorded is not None:
                 activity.logger.info("turn already recorded; not calling the model again")
+                # The crash may have come before the live budget heard of the cost (idempotent).
+                await self._meter.commit_entry(
+                    turn, self._meter.entry(turn, recorded.model, recorded.prompt_tokens, recorded.completion_tokens)
+                )
                 return recorded
 
         request = turn.request
@@ -100,9 +113,11 @@ class AgentTurnActivities:
             raise ApplicationError(str(exc), type="ModelConfigError", non_retryable=True) from exc
 
         findings: list[SecurityFinding] = []
+        verdicts: list[VerdictRecord] = []  # written with the turn, in one transaction
         if turn.security is not None and not turn.security_approved:
-            hold = await self._screen_prompt(turn, findings)
+            hold = await self._screen_prompt(turn, findings, verdicts)
             if hold is not None:
+                await self._record(verdicts)
                 return AgentTurnOutput(
                     agent=request.agent.name, model=label, content="", prompt_tokens=0, completion_tokens=0,
                     finish_reason="security", security_hold=hold, findings=findings,
@@ -113,6 +128,7 @@ class AgentTurnActivities:
                 reservation = await self._meter.reserve(turn, label, _prompt_tokens(turn))
             except BudgetBusy as exc:
                 reserve_span.set_attribute("granted", False)
+                await self._record(verdicts)
                 raise ApplicationError(str(exc), type="BudgetBusy") from exc  # retryable
             if reservation is not None:
                 reserve_span.set_attributes(
@@ -124,6 +140,7 @@ class AgentTurnActivities:
                     reserve_span.set_attribute("remaining_daily_usd", remaining)
                     get_metrics().set_budget_remaining(request.tenant, remaining)
         if reservation is not None and not reservation.granted:
+            await self._record(verdicts)
             return AgentTurnOutput(
                 agent=request.agent.name, model=label, content="", prompt_tokens=0, completion_tokens=0,
                 finish_reason="budget", budget_refused=_refusal(reservation),
@@ -132,6 +149,10 @@ class AgentTurnActivities:
         event = _EventFactory(turn, request.agent.name)
         events = EventBuffer(self._events)
         events.add(event("turn_started", model=label))
+        # An answer that will be screened is not shown live: its chunks wait until screening
+        # decided what may be shown (a blocked secret must never reach the event stream).
+        screens_output = turn.security is not None and "output" in turn.security.surfaces
+        held_chunks: list[str] = []
         agent = AssistantAgent(
             request.agent.name,
             model_client=client,
@@ -141,13 +162,19 @@ class AgentTurnActivities:
         result: TaskResult | None = None
         heartbeat = asyncio.create_task(_heartbeat_while_running())
         try:
-            async for item in agent.run_stream(task=_task_messages(turn)):
-                if isinstance(item, ModelClientStreamingChunkEvent):
-                    events.add(event("text_chunk", text=item.content))
-                elif isinstance(item, TaskResult):
-                    result = item
+            # A model client's notices (e.g. a trimmed prompt) go on this turn's stream too.
+            with listening_to_turn(lambda kind, data: events.add(event(kind, **data))):
+                async for item in agent.run_stream(task=_task_messages(turn)):
+                    if isinstance(item, ModelClientStreamingChunkEvent):
+                        if screens_output:
+                            held_chunks.append(item.content)
+                        else:
+                            events.add(event("text_chunk", text=item.content))
+                    elif isinstance(item, TaskResult):
+                        result = item
         except BaseException:
             await events.close()
+            await self._record(verdicts)
             raise
         finally:
             heartbeat.cancel()
@@ -164,14 +191,18 @@ class AgentTurnActivities:
             finish_reason=str(calls[-1].finish_reason) if calls else "unknown",
         )
         if turn.security is not None:
-            screened = await self._screen(turn, "output", answer, findings)
+            screened = await self._screen(turn, "output", answer, findings, verdicts)
             output.output_action = screened.action
             if screened.action in ("redact", "block"):
-                output.content = screened.text_after or "[withheld by the security guardian]"
+                output.content = screened.text_after or WITHHELD
         output.findings = findings
-        await self._record_turn(turn, output)
-        cost = await self._meter.settle(turn, label, output.prompt_tokens, output.completion_tokens)
-        output.cost_usd = float(cost)
+        if screens_output:
+            if output.output_action in ("redact", "block"):
+                held_chunks = [output.content]  # only the screened text is ever shown
+            for chunk in held_chunks:
+                events.add(event("text_chunk", text=chunk))
+        cost_entry = self._meter.entry(turn, label, output.prompt_tokens, output.completion_tokens)
+        output.cost_usd = float(cost_entry.cost_usd)
         events.add(
             event(
                 "turn_finished",
@@ -179,37 +210,57 @@ class AgentTurnActivities:
                 prompt_tokens=output.prompt_tokens,
                 completion_tokens=output.completion_tokens,
                 finish_reason=output.finish_reason,
-                cost_usd=str(cost),
+                cost_usd=str(cost_entry.cost_usd),
             )
         )
-        await events.close()
+        # Three independent writes at once: the durable record (Postgres, one statement), the
+        # live budget (Redis, idempotent by reservation) and the last events. A retry after a
+        # crash between them finds the record and commits the budget again (a no-op if done).
+        new_cost, _, _ = await asyncio.gather(
+            self._record(verdicts, turn, output, cost_entry),
+            self._meter.commit_entry(turn, cost_entry),
+            events.close(),
+        )
+        if new_cost:
+            emit(cost_entry)
         return output
 
     async def _screen(
-        self, turn: AgentTurnInput, surface: Surface, text: str, findings: list[SecurityFinding]
+        self,
+        turn: AgentTurnInput,
+        surface: Surface,
+        text: str,
+        findings: list[SecurityFinding],
+        verdicts: list[VerdictRecord],
+        parts: list[str] | None = None,
     ) -> ScreenOutput:
+        """Screen one text of this turn; its verdict joins ``verdicts`` (written with the turn)."""
         assert turn.security is not None
-        screened = await screen_and_record(
-            self._pool,
+        screened, record = await screen_input(
             ScreenInput(workflow_id=turn.workflow_id, step_id=turn.step_id, surface=surface,
                         tenant=turn.request.tenant, text=text, policy=turn.security),
+            self._classifier,
+            parts=parts,
         )
+        verdicts.append(record)
         if screened.verdict.decision != "allow":
             findings.append(screened.finding(surface, turn.step_id))
         return screened
 
-    async def _screen_prompt(self, turn: AgentTurnInput, findings: list[SecurityFinding]) -> str | None:
+    async def _screen_prompt(
+        self, turn: AgentTurnInput, findings: list[SecurityFinding], verdicts: list[VerdictRecord]
+    ) -> str | None:
         """Screen the instruction and the context it brings; the action that holds the turn, if any.
 
         A redacted instruction or context is passed on redacted."""
-        screened = await self._screen(turn, "instruction", turn.request.task, findings)
+        screened = await self._screen(turn, "instruction", turn.request.task, findings, verdicts)
         if screened.action in ("approval", "block"):
             return screened.action
         if screened.action == "redact" and screened.text_after is not None:
             turn.request.task = screened.text_after
         if turn.context:
-            joined = "\n\n".join(message.content for message in turn.context)
-            screened = await self._screen(turn, "context", joined, findings)
+            parts = [message.content for message in turn.context]
+            screened = await self._screen(turn, "context", "\n\n".join(parts), findings, verdicts, parts=parts)
             if screened.action in ("approval", "block"):
                 return screened.action
             if screened.action == "redact":
@@ -229,24 +280,52 @@ class AgentTurnActivities:
             row = await cursor.fetchone()
         return AgentTurnOutput(**row, replayed_from_ledger=True) if row else None
 
-    async def _record_turn(self, turn: AgentTurnInput, output: AgentTurnOutput) -> None:
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO agent_turns (workflow_id, step_id, turn, agent, model, prompt_tokens,"
+    async def _record(
+        self,
+        verdicts: list[VerdictRecord],
+        turn: AgentTurnInput | None = None,
+        output: AgentTurnOutput | None = None,
+        cost: TurnCost | None = None,
+    ) -> bool:
+        """Write the turn's verdicts, its record and its cost row as ONE statement (data-modifying
+        CTEs, autocommit: one round trip, atomic), before the activity completes; whether the
+        cost row was new (a retry finds it there and counts nothing twice)."""
+        if not verdicts and turn is None:
+            return False
+        parts: list[sql.Composable] = []
+        params: list[object] = []
+        if verdicts:
+            rows = sql.SQL(", ").join(sql.SQL(store.VERDICT_VALUES) for _ in verdicts)
+            parts.append(sql.SQL("verdicts AS (INSERT INTO security_verdicts {} VALUES {})").format(
+                sql.SQL(store.VERDICT_COLUMNS), rows
+            ))
+            for record in verdicts:
+                params.extend(record.params())
+        if turn is not None and output is not None:
+            parts.append(sql.SQL(
+                "turn AS (INSERT INTO agent_turns (workflow_id, step_id, turn, agent, model, prompt_tokens,"
                 " completion_tokens, finish_reason, content) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (workflow_id, step_id, turn) DO NOTHING",
-                (
-                    turn.workflow_id,
-                    turn.step_id,
-                    turn.turn,
-                    output.agent,
-                    output.model,
-                    output.prompt_tokens,
-                    output.completion_tokens,
-                    output.finish_reason,
-                    output.content,
-                ),
-            )
+                " ON CONFLICT (workflow_id, step_id, turn) DO NOTHING)"
+            ))
+            params.extend((
+                turn.workflow_id, turn.step_id, turn.turn, output.agent, output.model, output.prompt_tokens,
+                output.completion_tokens, output.finish_reason, output.content,
+            ))
+        if cost is not None:
+            parts.append(sql.SQL("cost AS ({} RETURNING 1)").format(sql.SQL(ledger.INSERT_SQL)))
+            params.extend(ledger.insert_params(cost))
+            final = sql.SQL("SELECT count(*) FROM cost")
+        else:
+            final = sql.SQL("SELECT 0")
+        statement = sql.SQL("WITH {} {}").format(sql.SQL(", ").join(parts), final)
+        async with self._pool.connection() as conn:
+            await conn.set_autocommit(True)  # one statement is its own transaction: no BEGIN/COMMIT trips
+            try:
+                row = await (await conn.execute(statement, params)).fetchone()
+            finally:
+                await conn.set_autocommit(False)
+        verdicts.clear()
+        return bool(row and row[0])
 
 
 def _prompt_tokens(turn: AgentTurnInput) -> int:

@@ -8,6 +8,7 @@ Accepted values::
     anthropic:<model>                        Anthropic, key in CONVERGIO_ANTHROPIC_API_KEY
     ollama:<model>                           a local Ollama server at CONVERGIO_OLLAMA_HOST
     openai-compatible:<base_url>#<model>     any OpenAI-compatible server (vLLM, llama.cpp, ...)
+    local | local:smollm2 | local:<file.gguf>  a GGUF model run in-process by llama-cpp-python
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pydantic import BaseModel
 
 from convergio.settings import Settings
 
-Provider = Literal["offline", "openai", "azure", "anthropic", "ollama", "openai-compatible"]
-PROVIDERS: tuple[str, ...] = ("offline", "openai", "azure", "anthropic", "ollama", "openai-compatible")
+Provider = Literal["offline", "openai", "azure", "anthropic", "ollama", "openai-compatible", "local"]
+PROVIDERS: tuple[str, ...] = ("offline", "openai", "azure", "anthropic", "ollama", "openai-compatible", "local")
 
 # For models autogen-ext does not know by name (custom deployments, local servers).
 GENERIC_MODEL_INFO = ModelInfo(
@@ -55,12 +56,14 @@ def parse_model_setting(value: str) -> ModelSpec:
     value = value.strip()
     if value == "offline":
         return ModelSpec(provider="offline", model="convergio-offline")
+    if value == "local":
+        return ModelSpec(provider="local", model="smollm2")
     provider, sep, rest = value.partition(":")
     if not sep or provider not in PROVIDERS or provider == "offline":
         raise ModelConfigError(
             f"CONVERGIO_MODEL={value!r}: unknown provider {provider!r}; "
             "use offline, openai:<model>, azure:<deployment>, anthropic:<model>, ollama:<model> "
-            "or openai-compatible:<base_url>#<model>"
+            "openai-compatible:<base_url>#<model> or local[:smollm2|:<file.gguf>]"
         )
     if provider == "openai-compatible":
         base_url, hash_sign, model = rest.rpartition("#")
@@ -87,6 +90,13 @@ def build_model_client(settings: Settings, model: str | None = None) -> ChatComp
         from convergio.agents.offline import OfflineChatCompletionClient
 
         return OfflineChatCompletionClient(latency_ms=settings.offline_latency_ms)
+    if spec.provider == "local":
+        from convergio.agents.local_llm import LocalChatCompletionClient
+
+        return LocalChatCompletionClient(
+            spec.model, n_ctx=settings.local_n_ctx, max_tokens=settings.local_max_tokens,
+            n_threads=settings.local_threads,
+        )
 
     # autogen-ext counts tokens with tiktoken, which must not try to download.
     from convergio.agents.tokens import install_offline_tiktoken_cache

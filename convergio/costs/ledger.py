@@ -13,7 +13,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, LiteralString
 
-from psycopg import sql
+from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field
 
@@ -29,26 +29,41 @@ def _usd(value: Decimal | int | None) -> Decimal:
 # --------------------------------------------------------------------------- writing
 
 
+INSERT_SQL: LiteralString = """
+    INSERT INTO cost_ledger (
+        workflow_id, step_id, turn, tenant, template, agent, model,
+        prompt_tokens, completion_tokens, cost_usd, quality_score, created_at
+    )
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (workflow_id, step_id, turn) DO NOTHING
+"""
+
+
 async def record(pool: AsyncConnectionPool, turn_cost: TurnCost) -> bool:
     """Insert the turn's cost; ``False`` when that (workflow, step, turn) was recorded before."""
     async with pool.connection() as conn:
-        cursor = await conn.execute(
-            """
-            INSERT INTO cost_ledger (
-                workflow_id, step_id, turn, tenant, template, agent, model,
-                prompt_tokens, completion_tokens, cost_usd, quality_score, created_at
-            )
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (workflow_id, step_id, turn) DO NOTHING
-            """,
-            (
-                turn_cost.workflow_id, turn_cost.step_id, turn_cost.turn, turn_cost.tenant,
-                turn_cost.template, turn_cost.agent, turn_cost.model,
-                turn_cost.prompt_tokens, turn_cost.completion_tokens, turn_cost.cost_usd,
-                turn_cost.quality_score, turn_cost.at,
-            ),
-        )
-        return cursor.rowcount == 1
+        return await record_on(conn, turn_cost)
+
+
+async def record_on(conn: AsyncConnection[Any], turn_cost: TurnCost) -> bool:
+    """:func:`record` on a connection the caller holds, inside the caller's transaction."""
+    return (await insert_on(conn, turn_cost)).rowcount == 1
+
+
+async def insert_on(conn: AsyncConnection[Any], turn_cost: TurnCost) -> AsyncCursor[Any]:
+    """Run the insert on the caller's connection; the cursor's ``rowcount`` is 1 when the row was new."""
+    return await conn.execute(INSERT_SQL, insert_params(turn_cost))
+
+
+def insert_params(turn_cost: TurnCost) -> tuple[Any, ...]:
+    """The parameters of :data:`INSERT_SQL` (the agent turn embeds that statement in its single
+    write of turn record, verdicts and cost)."""
+    return (
+        turn_cost.workflow_id, turn_cost.step_id, turn_cost.turn, turn_cost.tenant,
+        turn_cost.template, turn_cost.agent, turn_cost.model,
+        turn_cost.prompt_tokens, turn_cost.completion_tokens, turn_cost.cost_usd,
+        turn_cost.quality_score, turn_cost.at,
+    )
 
 
 async def set_quality(

@@ -53,16 +53,23 @@ class TurnMeter:
         self, turn: AgentTurnInput, model: str, prompt_tokens: int, completion_tokens: int
     ) -> Decimal:
         """Commit the actual cost (once) and record it in the ledger (once); returns the cost."""
-        cost = self._prices.cost_usd(model, prompt_tokens, completion_tokens)
-        if turn.budget is not None:
-            await self._budget.commit(
-                reservation_id(turn.workflow_id, turn.step_id, turn.turn),
-                turn.request.tenant,
-                turn.workflow_id,
-                turn.budget.day,
-                cost,
-            )
-        entry = TurnCost(
+        entry = await self.commit(turn, model, prompt_tokens, completion_tokens)
+        if await ledger.record(self._pool, entry):
+            emit(entry)
+        return entry.cost_usd
+
+    async def commit(
+        self, turn: AgentTurnInput, model: str, prompt_tokens: int, completion_tokens: int
+    ) -> TurnCost:
+        """Commit the actual cost to the live budget (once, by reservation id) and return the
+        ledger entry for the caller to write."""
+        entry = self.entry(turn, model, prompt_tokens, completion_tokens)
+        await self.commit_entry(turn, entry)
+        return entry
+
+    def entry(self, turn: AgentTurnInput, model: str, prompt_tokens: int, completion_tokens: int) -> TurnCost:
+        """The turn's ledger entry, priced (no I/O)."""
+        return TurnCost(
             workflow_id=turn.workflow_id,
             step_id=turn.step_id,
             turn=turn.turn,
@@ -72,8 +79,17 @@ class TurnMeter:
             model=model,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-            cost_usd=cost,
+            cost_usd=self._prices.cost_usd(model, prompt_tokens, completion_tokens),
         )
-        if await ledger.record(self._pool, entry):
-            emit(entry)
-        return cost
+
+    async def commit_entry(self, turn: AgentTurnInput, entry: TurnCost) -> None:
+        """Count the entry's cost in the live budget; a second commit of the turn adds nothing.
+        The caller writes the entry to the ledger (e.g. with :func:`ledger.record_on`)."""
+        if turn.budget is not None:
+            await self._budget.commit(
+                reservation_id(turn.workflow_id, turn.step_id, turn.turn),
+                turn.request.tenant,
+                turn.workflow_id,
+                turn.budget.day,
+                entry.cost_usd,
+            )

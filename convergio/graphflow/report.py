@@ -1,8 +1,10 @@
-"""The run report in Markdown: every step's output and who produced it."""
+"""The run report in Markdown: every step's output, who produced it and on which model."""
 
 from __future__ import annotations
 
-from convergio.graphflow.run_models import AuditEntry, StepReport
+from collections.abc import Sequence
+
+from convergio.graphflow.run_models import AuditEntry, StepReport, TurnRecord
 
 
 def render_markdown(
@@ -15,27 +17,42 @@ def render_markdown(
     prompt_tokens: int,
     completion_tokens: int,
     cost_usd: float = 0.0,
+    turns: Sequence[TurnRecord] = (),
 ) -> str:
+    models: dict[str, list[str]] = {}
+    for record in turns:
+        step_models = models.setdefault(record.step_id, [])
+        if record.model not in step_models:
+            step_models.append(record.model)
     lines = [
         f"# {title}",
         "",
         f"Run `{workflow_id}` · **{status}** · {prompt_tokens} prompt + {completion_tokens} completion tokens"
         f" · ${cost_usd:.6f}",
         "",
-        "| step | status | by | tokens | cost (USD) |",
-        "|---|---|---|---|---|",
+        "| step | status | by | model | tokens | cost (USD) |",
+        "|---|---|---|---|---|---|",
     ]
     for step in steps:
         by = ", ".join(dict.fromkeys(step.agents)) or "—"
+        model = ", ".join(models.get(step.id, [])) or "—"
         tokens = step.prompt_tokens + step.completion_tokens
-        lines.append(f"| {step.title} | {step.status} | {by} | {tokens} | {step.cost_usd:.6f} |")
+        lines.append(f"| {step.title} | {step.status} | {by} | {model} | {tokens} | {step.cost_usd:.6f} |")
     for step in steps:
         if step.output is None and step.error is None:
             continue
         by = f" · by {', '.join(dict.fromkeys(step.agents))}" if step.agents else ""
-        lines += ["", f"## {step.title}", "", f"*{step.status}{by}*", ""]
+        on = f" · on {', '.join(models[step.id])}" if models.get(step.id) else ""
+        lines += ["", f"## {step.title}", "", f"*{step.status}{by}{on}*", ""]
         if step.output:
             lines.append(_demote_headings(step.output))
+        if step.sources:
+            lines += ["", "**Sources**", ""]
+            lines += [
+                f"- [{src.marker}] {src.source if src.kind == 'chunk' else 'memory of ' + src.source}"
+                f" (score {src.score:.2f}): {src.excerpt}"
+                for src in step.sources
+            ]
         if step.error:
             lines.append(f"> **Error:** {step.error}")
         for note in step.quality_notes:

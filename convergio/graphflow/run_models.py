@@ -11,6 +11,7 @@ from convergio.agents.definition import AgentDefinition
 from convergio.costs.budget import BudgetLimits
 from convergio.contracts import SecurityFinding, TranscriptMessage
 from convergio.graphflow.template import Template
+from convergio.rag.models import SourceRef
 
 StepStatus = Literal["pending", "running", "waiting_approval", "completed", "skipped", "denied", "failed"]
 TERMINAL: frozenset[str] = frozenset({"completed", "skipped", "denied", "failed"})
@@ -62,6 +63,7 @@ class StepState(RunModel):
     quality_notes: list[str] = Field(default_factory=list)
     error: str | None = None
     transcript: list[TranscriptMessage] = Field(default_factory=list)
+    sources: list[SourceRef] = Field(default_factory=list, description="Knowledge the agents were given to cite.")
 
     def as_context(self) -> dict[str, Any]:
         """What expressions and placeholders see as ``steps.<id>``."""
@@ -147,6 +149,7 @@ class StepReport(RunModel):
     duration_s: float | None
     quality_notes: list[str]
     error: str | None
+    sources: list[SourceRef] = Field(default_factory=list, description="Numbered sources retrieved for the step.")
 
 
 class GraphFlowResult(RunModel):

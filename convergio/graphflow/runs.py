@@ -31,13 +31,27 @@ class TemplateRunStarted(BaseModel):
 
 
 class TemplateRunRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "template": "strategic-analysis",
+                    "inputs": {"company": "Acme Analytics", "question": "Should we enter the German market?"},
+                }
+            ]
+        },
+    )
 
-    template: str = Field(examples=["strategic-analysis"])
-    version: int | None = Field(default=None, description="Unset: the latest version.")
+    template: str = Field(min_length=1, max_length=64, examples=["strategic-analysis"])
+    version: int | None = Field(default=None, ge=1, description="Unset: the latest version.")
     inputs: dict[str, Any] = Field(default_factory=dict)
-    tenant: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    model: str | None = None
+    tenant: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="Unset: the caller's tenant. Another tenant: admins only.",
+    )
+    model: str | None = Field(default=None, max_length=200, description="Model override for every agent.")
 
 
 def build_run_input(
@@ -72,9 +86,14 @@ def run_limits(settings: Settings, template: Template, tenant: str) -> BudgetLim
     return resolve_limits(defaults, settings.budget_tenant_limits, {template.name: own}, tenant, template.name)
 
 
-def template_workflow_id(template: Template, idempotency_key: str | None) -> str:
+def template_workflow_id(template: Template, idempotency_key: str | None, tenant: str = "default") -> str:
+    """With an idempotency key, the same id for the same tenant and key: a retry finds the first run.
+
+    The tenant is part of the digest, so two tenants using the same key never share a run.
+    """
     if idempotency_key:
-        return f"{template.name}-{hashlib.sha256(idempotency_key.encode()).hexdigest()[:20]}"
+        digest = hashlib.sha256(f"{tenant}\x00{idempotency_key}".encode()).hexdigest()[:20]
+        return f"{template.name}-{digest}"
     return f"{template.name}-{uuid.uuid4().hex[:20]}"
 
 
@@ -87,7 +106,7 @@ async def start_template_run(
     search_attributes: bool = True,
 ) -> TemplateRunStarted:
     template = run.template
-    workflow_id = template_workflow_id(template, idempotency_key)
+    workflow_id = template_workflow_id(template, idempotency_key, run.tenant)
     subject = next((str(v) for k, v in run.inputs.items() if k in ("question", "product", "market") and v), "")
     try:
         handle = await client.start_workflow(
@@ -165,9 +184,16 @@ async def read_template_run(client: Client, settings: Settings, workflow_id: str
 
 
 async def decide(
-    client: Client, workflow_id: str, outcome: Literal["approve", "deny"], decision: ApprovalDecision
+    client: Client,
+    workflow_id: str,
+    outcome: Literal["approve", "deny", "request_changes"],
+    decision: ApprovalDecision,
 ) -> None:
     """Send a decision; the workflow records and ignores one it cannot accept."""
     handle = client.get_workflow_handle_for(GraphFlowWorkflow.run, workflow_id)
-    signal = GraphFlowWorkflow.approve if outcome == "approve" else GraphFlowWorkflow.deny
+    signal = {
+        "approve": GraphFlowWorkflow.approve,
+        "deny": GraphFlowWorkflow.deny,
+        "request_changes": GraphFlowWorkflow.request_changes,
+    }[outcome]
     await handle.signal(signal, decision)

@@ -136,6 +136,32 @@ class SuccessMetric(TemplateModel):
     target: str | None = None
 
 
+class KnowledgeSpec(TemplateModel):
+    """Retrieval before the step's agent turns: the tenant's knowledge base and this run's memories.
+
+    ``knowledge: true`` takes every default; the sources found are numbered for the agent
+    to cite and listed under the step in the report.
+    """
+
+    query: str | None = Field(
+        default=None, max_length=2_000, description="What to look for ('{inputs.x}' fills in). Unset: the instruction."
+    )
+    top_k: int | None = Field(default=None, ge=1, le=50, description="Unset: CONVERGIO_RAG_TOP_K.")
+    filters: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Only chunks whose metadata contains these key/values."
+    )
+    memories: bool = Field(default=True, description="Also retrieve outputs of earlier steps of the run.")
+    max_tokens: int | None = Field(default=None, ge=50, le=50_000, description="Unset: CONVERGIO_RAG_CONTEXT_TOKENS.")
+
+
+def _knowledge_shorthand(value: Any) -> Any:
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
 StepKind = Literal["agent", "team", "tool", "approval"]
 
 
@@ -174,6 +200,9 @@ class StepSpec(TemplateModel):
     success_metrics: list[SuccessMetric] = Field(default_factory=list)
     on_failure: FailureSpec = FailureSpec()
     loop: LoopSpec | None = None
+    knowledge: Annotated[KnowledgeSpec | None, BeforeValidator(_knowledge_shorthand)] = Field(
+        default=None, description="Agent and team steps: retrieve sources (and memories) before answering."
+    )
 
     @model_validator(mode="after")
     def _kind_fields(self) -> StepSpec:
@@ -187,6 +216,8 @@ class StepSpec(TemplateModel):
             raise ValueError(f"an '{self.kind}' step needs an 'instruction'")
         if self.kind == "approval" and not self.approvers:
             raise ValueError("an 'approval' step needs 'approvers' (roles allowed to decide)")
+        if self.knowledge is not None and self.kind not in ("agent", "team"):
+            raise ValueError(f"'knowledge' needs an 'agent' or 'team' step, not '{self.kind}'")
         return self
 
     @property

@@ -26,6 +26,7 @@ from convergio.settings import Settings
 
 PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 86400)
+SCREEN_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 USD_BUCKETS = (0.00001, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 # Prometheus names of everything exported (counters get ``_total``; histograms ``_bucket/_sum/_count``).
@@ -39,6 +40,12 @@ METRIC_NAMES = (
     "convergio_pending_approvals",
     "convergio_budget_remaining_usd",
     "convergio_task_queue_backlog",
+)
+# Exported once the guardian screened something (the classifier counter once it was asked).
+SECURITY_METRIC_NAMES = (
+    "convergio_security_verdicts_total",
+    "convergio_security_screen_seconds",
+    "convergio_security_classifier_calls_total",
 )
 
 
@@ -88,6 +95,20 @@ class Metrics:
         self.tokens = meter.create_counter("convergio_tokens", description="Model tokens by kind and model.")
         self.errors = meter.create_counter("convergio_errors", description="Failures by kind.")
         self.sla_breaches = meter.create_counter("convergio_sla_breaches", description="SLA escalations.")
+        self.security_verdicts = meter.create_counter(
+            "convergio_security_verdicts",
+            description="Security guardian verdicts by surface, category (the worst one; none when clean), "
+            "decision and policy action.",
+        )
+        self.security_screen = meter.create_histogram(
+            "convergio_security_screen_seconds", unit="s",
+            description="Time to screen one text (rules, and the classifier when it was asked).",
+            explicit_bucket_boundaries_advisory=SCREEN_BUCKETS,
+        )
+        self.security_classifier_calls = meter.create_counter(
+            "convergio_security_classifier_calls",
+            description="Texts the guardian's classifier was asked about (the rules were unsure), by surface.",
+        )
         self._gauges = _Gauges()
         meter.create_observable_gauge(
             "convergio_pending_approvals", callbacks=[self._observe_pending],
@@ -128,6 +149,20 @@ class Metrics:
     def record_workflow(self, workflow_type: str, seconds: float, status: str) -> None:
         self.workflow_duration.record(seconds, {"workflow_type": workflow_type, "status": status})
         self._keep("workflow_duration_seconds", seconds)
+
+    def record_verdict(
+        self, surface: str, decision: str, categories: Sequence[str], action: str, seconds: float,
+        *, classifier: bool = False,
+    ) -> None:
+        """One security verdict (recorded by :func:`convergio.security.activity.screen_input`)."""
+        category = categories[0] if categories else "none"
+        self.security_verdicts.add(
+            1, {"surface": surface, "category": category, "decision": decision, "action": action}
+        )
+        self.security_screen.record(seconds, {"surface": surface})
+        self._keep("security_screen_seconds", seconds)
+        if classifier:
+            self.security_classifier_calls.add(1, {"surface": surface})
 
     def record_error(self, kind: str) -> None:
         self.errors.add(1, {"kind": kind})

@@ -12,15 +12,30 @@ and act on ``ScreenOutput.action``:
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 
 from convergio.contracts import SecurityFinding
+from convergio.observability.metrics import get_metrics
 from convergio.observability.tracing import span
 from convergio.security import store
-from convergio.security.guardian import ScreenRequest, Surface, Verdict, screen
+from convergio.security.guardian import (
+    ScreenRequest,
+    Surface,
+    Verdict,
+    screen,
+    screen_parts,
+    screen_with_model,
+    uncertain,
+)
 from convergio.security.policy import Action, SecurityPolicy, decide_action
+
+if TYPE_CHECKING:
+    from convergio.security.classifier import Classifier
 
 
 class ScreenInput(BaseModel):
@@ -49,30 +64,60 @@ class ScreenOutput(BaseModel):
 
 
 class SecurityActivities:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, classifier: Classifier | None = None) -> None:
         self._pool = pool
+        self._classifier = classifier
 
     @activity.defn(name="screen_text")
     async def screen_text(self, inp: ScreenInput) -> ScreenOutput:
-        return await screen_and_record(self._pool, inp)
+        return await screen_and_record(self._pool, inp, self._classifier)
 
 
-async def screen_and_record(pool: AsyncConnectionPool, inp: ScreenInput) -> ScreenOutput:
+async def screen_and_record(
+    pool: AsyncConnectionPool, inp: ScreenInput, classifier: Classifier | None = None
+) -> ScreenOutput:
     """Screen one text, decide the policy's action, record the verdict (also used inside agent turns)."""
+    screened, record = await screen_input(inp, classifier)
+    screened.verdict_id = await store.record_verdict(
+        pool, record.workflow_id, record.step_id, record.surface, record.tenant, record.verdict, record.text,
+        action=record.action,
+    )
+    return screened
+
+
+async def screen_input(
+    inp: ScreenInput, classifier: Classifier | None = None, *, parts: list[str] | None = None
+) -> tuple[ScreenOutput, store.VerdictRecord]:
+    """Screen and decide, without writing: the caller records the returned verdict (the agent
+    turn writes its verdicts in the same transaction as the turn itself). ``parts``: the
+    pieces ``inp.text`` was joined from (see :func:`~convergio.security.guardian.screen_parts`).
+    Counts the verdict in the metrics."""
+    started = time.perf_counter()
     with span("security.screen", surface=inp.surface, tenant=inp.tenant) as screen_span:
-        verdict = screen(ScreenRequest(text=inp.text, surface=inp.surface, tenant=inp.tenant), inp.policy.thresholds)
+        if parts is not None:
+            verdict = screen_parts(parts, inp.surface, inp.policy.thresholds)
+        else:
+            verdict = screen(ScreenRequest(text=inp.text, surface=inp.surface, tenant=inp.tenant), inp.policy.thresholds)
+        consulted = False
+        if classifier is not None and uncertain(verdict, inp.policy.thresholds):
+            consulted = True
+            verdict = await screen_with_model(
+                ScreenRequest(text=inp.text, surface=inp.surface, tenant=inp.tenant), classifier,
+                inp.policy.thresholds, verdict=verdict,
+            )
         action = decide_action(verdict, inp.policy, inp.surface)
         screen_span.set_attributes(
             {"decision": verdict.decision, "score": verdict.score, "action": action,
-             "categories": ",".join(verdict.categories)}
+             "categories": ",".join(verdict.categories), "classifier": consulted}
         )
+    get_metrics().record_verdict(
+        inp.surface, verdict.decision, verdict.categories, action, time.perf_counter() - started, classifier=consulted
+    )
     if action == "redact":
         text_after: str | None = verdict.redacted if verdict.redacted is not None else inp.text
     elif action == "block":
         text_after = None
     else:
         text_after = inp.text
-    verdict_id = await store.record_verdict(
-        pool, inp.workflow_id, inp.step_id, inp.surface, inp.tenant, verdict, inp.text, action=action
-    )
-    return ScreenOutput(verdict=verdict, action=action, text_after=text_after, verdict_id=verdict_id)
+    record = store.VerdictRecord(inp.workflow_id, inp.step_id, inp.surface, inp.tenant, verdict, inp.text, action)
+    return ScreenOutput(verdict=verdict, action=action, text_after=text_after), record

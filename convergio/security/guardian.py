@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -133,31 +135,91 @@ def _snippet(value: str, limit: int = 60) -> str:
     return redact(value)
 
 
+@dataclass(frozen=True)
+class _Analysis:
+    """What the rules found in one text, before any surface weighting (so it can be cached)."""
+
+    found: dict[str, tuple[Rule, tuple[str, ...], str]]  # rule id -> (rule, distinct matches, reading note)
+    evasive_notes: tuple[str, ...]
+
+
+@lru_cache(maxsize=1024)
+def _analyze(text: str) -> _Analysis:
+    """Rule matches over every reading of ``text`` (cached per worker by the text itself:
+    an agent's answer is screened as ``output`` and again as ``context`` of later turns)."""
+    normalized = normalize(_bounded(text))
+    found: dict[str, tuple[Rule, tuple[str, ...], str]] = {}
+    for reading in normalized.readings():
+        for hit in match_rules(reading.text, RULES, min_counts=False):
+            if hit.rule.id not in found:
+                found[hit.rule.id] = (hit.rule, hit.matches, reading.note)
+    evasive = tuple(n for n in normalized.notes if "zero-width" in n or "look-alike" in n)
+    return _Analysis(found, evasive)
+
+
+def _merge(analyses: list[_Analysis]) -> _Analysis:
+    if len(analyses) == 1:
+        return analyses[0]
+    found: dict[str, tuple[Rule, tuple[str, ...], str]] = {}
+    evasive: list[str] = []
+    for analysis in analyses:
+        for rule_id, (rule, matches, note) in analysis.found.items():
+            if rule_id in found:
+                old = found[rule_id]
+                merged = old[1] + tuple(m for m in matches if m not in old[1])
+                found[rule_id] = (rule, merged, old[2] and note)  # plain text wins over a decoded reading
+            else:
+                found[rule_id] = (rule, matches, note)
+        evasive += [n for n in analysis.evasive_notes if n not in evasive]
+    return _Analysis(found, tuple(evasive))
+
+
+BOUNDARY_CHARS = 300  # how much of each side of a join between parts is screened together
+
+
 def screen(request: ScreenRequest, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> Verdict:
     """Screen one text on one surface with the rules. Deterministic, no I/O."""
-    normalized = normalize(_bounded(request.text))
-    factors = SURFACE_FACTORS[request.surface]
+    return _verdict(_analyze(request.text), request.text, request.surface, thresholds)
 
-    # rule id -> (hit, note of the first reading it was found in)
-    hits: dict[str, tuple[Hit, str]] = {}
-    for reading in normalized.readings():
-        for hit in match_rules(reading.text, RULES):
-            if hit.rule.id not in hits:
-                hits[hit.rule.id] = (hit, reading.note)
 
+def screen_parts(
+    parts: list[str], surface: Surface, thresholds: Thresholds = DEFAULT_THRESHOLDS, *, separator: str = "\n\n"
+) -> Verdict:
+    """Screen texts that are used together (the messages of a context) as one text.
+
+    Each part is analysed on its own (and cached, so an answer screened before costs
+    nothing), the joins between parts are analysed too (so nothing split across two parts
+    slips through), and matches are pooled (so personal data in bulk is counted over all
+    parts). The verdict's ``redacted`` is of the joined text."""
+    joined = separator.join(parts)
+    if len(parts) <= 1 or len(joined) > MAX_SCREENED_CHARS:
+        return screen(ScreenRequest(text=joined, surface=surface), thresholds)
+    analyses = [_analyze(part) for part in parts]
+    for left, right in zip(parts, parts[1:]):
+        analyses.append(_analyze(left[-BOUNDARY_CHARS:] + separator + right[:BOUNDARY_CHARS]))
+    return _verdict(_merge(analyses), joined, surface, thresholds)
+
+
+def _verdict(analysis: _Analysis, text: str, surface: Surface, thresholds: Thresholds) -> Verdict:
+    factors = SURFACE_FACTORS[surface]
+    hits = {
+        rule_id: (rule, matches, note)
+        for rule_id, (rule, matches, note) in analysis.found.items()
+        if len(matches) >= rule.min_count
+    }
     weights: dict[str, list[float]] = {category: [] for category in CATEGORIES}
     obfuscated: set[str] = set()
     reasons: list[str] = []
-    for hit, note in hits.values():
-        category = hit.rule.category
-        weights[category].append(hit.rule.weight * factors[category])
+    for rule, matches, note in hits.values():
+        category = rule.category
+        weights[category].append(rule.weight * factors[category])
         where = f" [found after decoding: {note}]" if note else ""
         if note:
             obfuscated.add(category)
-        count = f" x{len(hit.matches)}" if hit.rule.min_count > 1 else ""
-        reasons.append(f"{category}: {hit.rule.description}{count} ({hit.rule.id}){where}: \"{_snippet(hit.matches[0])}\"")
+        count = f" x{len(matches)}" if rule.min_count > 1 else ""
+        reasons.append(f"{category}: {rule.description}{count} ({rule.id}){where}: \"{_snippet(matches[0])}\"")
 
-    evasive_notes = [n for n in normalized.notes if "zero-width" in n or "look-alike" in n]
+    evasive_notes = analysis.evasive_notes
     scores: dict[str, float] = {}
     for category in CATEGORIES:
         if not weights[category]:
@@ -173,15 +235,15 @@ def screen(request: ScreenRequest, thresholds: Thresholds = DEFAULT_THRESHOLDS) 
     decision: Decision = "block" if score >= thresholds.block else "flag" if score >= thresholds.flag else "allow"
     categories = sorted((c for c, s in scores.items() if s >= thresholds.flag), key=lambda c: (-scores[c], c))
 
-    redacted_text = redact(request.text)
+    redacted_text = _redact_cached(text)
     if decision != "allow":
-        for hit, note in hits.values():
-            if hit.rule.category == "exfiltration" or note:
+        for rule, matches, note in hits.values():
+            if rule.category == "exfiltration" or note:
                 continue
-            for value in hit.matches:
+            for value in matches:
                 if len(value) >= 4:
-                    redacted_text = redacted_text.replace(value, f"[REDACTED:{hit.rule.category}]")
-    redacted = redacted_text if decision != "allow" or redacted_text != request.text else None
+                    redacted_text = redacted_text.replace(value, f"[REDACTED:{rule.category}]")
+    redacted = redacted_text if decision != "allow" or redacted_text != text else None
     return Verdict(
         score=round(score, 4),
         decision=decision,
@@ -190,6 +252,11 @@ def screen(request: ScreenRequest, thresholds: Thresholds = DEFAULT_THRESHOLDS) 
         redacted=redacted,
         category_scores=scores,
     )
+
+
+@lru_cache(maxsize=256)
+def _redact_cached(text: str) -> str:
+    return redact(text)
 
 
 # --------------------------------------------------------------------------- optional model layer
@@ -221,7 +288,8 @@ class ModelClassifier:
         self._weight = weight
         self._max_chars = max_chars
 
-    async def classify(self, request: ScreenRequest) -> ModelClassification | None:
+    async def classify(self, request: ScreenRequest, verdict: Verdict | None = None) -> ModelClassification | None:
+        """The model's classification; ``verdict`` (the rules' view) is not shown to the model."""
         from autogen_core.models import SystemMessage, UserMessage
 
         messages = [
@@ -240,15 +308,28 @@ class ModelClassifier:
         return None
 
 
+def uncertain(verdict: Verdict, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> bool:
+    """The grey band where a second opinion is worth its cost: some rule fired, but not
+    enough to block. Clear cases (nothing fired, or already blocked) never reach a model."""
+    return 0.0 < verdict.score < thresholds.block
+
+
 async def screen_with_model(
-    request: ScreenRequest, classifier: ModelClassifier | None = None, thresholds: Thresholds = DEFAULT_THRESHOLDS
+    request: ScreenRequest,
+    classifier: ModelClassifier | None = None,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    *,
+    verdict: Verdict | None = None,
+    only_uncertain: bool = False,
 ) -> Verdict:
-    """Rules first; the classifier, when given, may only raise the score (never lower recall)."""
-    verdict = screen(request, thresholds)
-    if classifier is None:
+    """Rules first (or the rules' ``verdict`` when already known); the classifier, when given,
+    may only raise the score (never lower recall). ``only_uncertain``: ask it only in the grey
+    band (:func:`uncertain`), which is how the screening activity uses it."""
+    verdict = verdict if verdict is not None else screen(request, thresholds)
+    if classifier is None or only_uncertain and not uncertain(verdict, thresholds):
         return verdict
     try:
-        found = await classifier.classify(request)
+        found = await classifier.classify(request, verdict)
     except Exception as error:  # a failing classifier must not fail the screening
         return verdict.model_copy(update={"reasons": [*verdict.reasons, f"classifier unavailable: {type(error).__name__}"]})
     if found is None or found.category == "benign" or found.score <= verdict.score:

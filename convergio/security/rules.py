@@ -35,6 +35,9 @@ class Rule:
     kind: str | None = None  # redaction label for sensitive data; None: not redacted as data
     validator: Callable[[re.Match[str]], bool] | None = None
     min_count: int = 1  # distinct valid matches needed ("in bulk")
+    # Lower-case strings of which every match contains at least one (None: no such set known);
+    # derived from the pattern, used to skip the regex on texts that cannot match.
+    literals: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,92 @@ class Hit:
 def _rule(
     id: str, category: Category, weight: float, pattern: str, description: str, flags: int = _I, **kw: object
 ) -> Rule:
-    return Rule(id, category, weight, re.compile(pattern, flags), description, **kw)  # type: ignore[arg-type]
+    compiled = re.compile(pattern, flags)
+    return Rule(id, category, weight, compiled, description, literals=required_literals(compiled), **kw)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- prefilter
+#
+# Running ~70 regular expressions over every text is what screening costs (a few ms per KB).
+# Most rules cannot match unless the text contains one of a few words ("ignore", "disregard",
+# "drop table", "akia", ...). ``required_literals`` reads those words off the parsed pattern,
+# and ``match_rules`` skips a rule whose words are all absent from the lower-cased text: a
+# substring test, much cheaper than the regex. It is a sound filter (a match always contains
+# one of the words), so the hits are exactly those of running every rule.
+
+_MIN_LITERAL = 2  # shorter words filter too little to be worth keeping
+
+
+def _seq_literals(items: list[tuple[object, object]]) -> frozenset[str] | None:
+    from re import _constants as c  # type: ignore[attr-defined]
+
+    candidates: list[frozenset[str]] = []
+    run: list[str] = []
+
+    def close_run() -> None:
+        if len(run) >= _MIN_LITERAL:
+            candidates.append(frozenset(["".join(run)]))
+        run.clear()
+
+    for op, av in items:
+        if op is c.LITERAL:
+            run.append(chr(av).lower())  # type: ignore[arg-type]
+            continue
+        if op in (c.AT, c.ASSERT_NOT) or (op is c.ASSERT and av[0] < 0):  # type: ignore[index]
+            continue  # zero-width: the literal run goes on
+        close_run()
+        found = _node_literals(op, av)
+        if found is not None:
+            candidates.append(found)
+    close_run()
+    if not candidates:
+        return None
+    # The most selective set: longest shortest word, then fewest words.
+    return max(candidates, key=lambda words: (min(map(len, words)), -len(words)))
+
+
+def _node_literals(op: object, av: object) -> frozenset[str] | None:
+    from re import _constants as c  # type: ignore[attr-defined]
+
+    if op is c.SUBPATTERN:
+        return _seq_literals(list(av[-1]))  # type: ignore[index]
+    if op is c.BRANCH:
+        union: set[str] = set()
+        for alternative in av[1]:  # type: ignore[index]
+            words = _seq_literals(list(alternative))
+            if words is None:
+                return None
+            union |= words
+        return frozenset(union)
+    if op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
+        low, _high, item = av  # type: ignore[misc]
+        return _seq_literals(list(item)) if low >= 1 else None
+    if op is getattr(c, "ATOMIC_GROUP", None):
+        return _seq_literals(list(av))  # type: ignore[arg-type]
+    return None
+
+
+def required_literals(pattern: re.Pattern[str]) -> frozenset[str] | None:
+    """Lower-case words of which every match of ``pattern`` contains one, or None."""
+    from re import _parser  # type: ignore[attr-defined]
+
+    try:
+        parsed = _parser.parse(pattern.pattern, pattern.flags)
+    except Exception:  # noqa: BLE001 - private parser API: without it, simply no prefilter
+        return None
+    words = _seq_literals(list(parsed))
+    if words is None or min(map(len, words)) < _MIN_LITERAL:
+        return None
+    return words
+
+
+# Letters the regex engine folds to ASCII under IGNORECASE but ``str.lower`` does not.
+_FOLD = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
+
+
+def prefilter_text(text: str) -> str:
+    """The text as the prefilter reads it: lower case, folded as the regex engine folds."""
+    return text.translate(_FOLD).lower()
 
 
 # --------------------------------------------------------------------------- validators
@@ -412,9 +500,18 @@ MALICIOUS: list[Rule] = [
 RULES: list[Rule] = [*PROMPT_INJECTION, *JAILBREAK, *EXFILTRATION, *MALICIOUS]
 
 
-def match_rules(text: str, rules: list[Rule] | None = None) -> Iterator[Hit]:
-    """The rules that fire on ``text`` (validators applied, bulk rules counted)."""
+def match_rules(
+    text: str, rules: list[Rule] | None = None, *, prefilter: bool = True, min_counts: bool = True
+) -> Iterator[Hit]:
+    """The rules that fire on ``text`` (validators applied, bulk rules counted).
+
+    ``prefilter=False`` runs every regex (the prefilter never changes the result; tests check);
+    ``min_counts=False`` also yields bulk rules with fewer matches than they need (for pooling
+    the matches of several texts)."""
+    lowered = prefilter_text(text) if prefilter else ""
     for rule in RULES if rules is None else rules:
+        if prefilter and rule.literals is not None and not any(word in lowered for word in rule.literals):
+            continue
         found: list[str] = []
         for match in rule.pattern.finditer(text):
             if rule.validator is not None and not rule.validator(match):
@@ -424,5 +521,5 @@ def match_rules(text: str, rules: list[Rule] | None = None) -> Iterator[Hit]:
                 found.append(value)
             if len(found) >= rule.min_count and rule.min_count == 1:
                 break
-        if len(found) >= rule.min_count:
+        if found and (len(found) >= rule.min_count or not min_counts):
             yield Hit(rule, tuple(found))

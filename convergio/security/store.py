@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, LiteralString
 
+from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -18,6 +20,34 @@ def sample_of(text: str, verdict: Verdict | None = None) -> str:
     return redacted[:SAMPLE_CHARS]
 
 
+VERDICT_COLUMNS: LiteralString = (
+    "(workflow_id, step_id, surface, tenant, decision, action, score, categories, reasons, sample)"
+)
+VERDICT_VALUES: LiteralString = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"  # one row of VerdictRecord.params()
+_INSERT: LiteralString = "INSERT INTO security_verdicts " + VERDICT_COLUMNS + " VALUES " + VERDICT_VALUES + " RETURNING id"
+_INSERT_NO_ID: LiteralString = "INSERT INTO security_verdicts " + VERDICT_COLUMNS + " VALUES " + VERDICT_VALUES
+
+
+@dataclass(frozen=True)
+class VerdictRecord:
+    """One verdict to log, with where it was given."""
+
+    workflow_id: str
+    step_id: str | None
+    surface: str
+    tenant: str
+    verdict: Verdict
+    text: str
+    action: str | None = None
+
+    def params(self) -> tuple[Any, ...]:
+        verdict = self.verdict
+        return (
+            self.workflow_id, self.step_id, self.surface, self.tenant, verdict.decision, self.action, verdict.score,
+            list(verdict.categories), Jsonb(verdict.reasons), sample_of(self.text, verdict),
+        )
+
+
 async def record_verdict(
     pool: AsyncConnectionPool,
     workflow_id: str,
@@ -30,21 +60,28 @@ async def record_verdict(
 ) -> int:
     """Insert one verdict; returns its id."""
     async with pool.connection() as conn:
-        cursor = await conn.execute(
-            """
-            INSERT INTO security_verdicts
-                (workflow_id, step_id, surface, tenant, decision, action, score, categories, reasons, sample)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            RETURNING id
-            """,
-            (
-                workflow_id, step_id, surface, tenant, verdict.decision, action, verdict.score,
-                list(verdict.categories), Jsonb(verdict.reasons), sample_of(text, verdict),
-            ),
-        )
+        ids = await record_verdicts_on(conn, [VerdictRecord(workflow_id, step_id, surface, tenant, verdict, text, action)])
+        return ids[0]
+
+
+async def record_verdicts_on(
+    conn: AsyncConnection[Any], records: list[VerdictRecord], *, returning: bool = True
+) -> list[int]:
+    """Insert verdicts on a connection the caller holds (inside its transaction); their ids,
+    or with ``returning=False`` nothing (one pipelined batch, no waiting for ids)."""
+    if not records:
+        return []
+    if not returning:
+        async with conn.cursor() as cursor:
+            await cursor.executemany(_INSERT_NO_ID, [record.params() for record in records])
+        return []
+    ids: list[int] = []
+    for record in records:
+        cursor = await conn.execute(_INSERT, record.params())
         row = await cursor.fetchone()
         assert row is not None
-        return int(row[0])
+        ids.append(int(row[0]))
+    return ids
 
 
 async def verdicts_for(pool: AsyncConnectionPool, workflow_id: str) -> list[dict[str, Any]]:

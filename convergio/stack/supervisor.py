@@ -12,6 +12,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.service import RPCError
 
+from convergio.api.auth import ensure_local_admin_key
 from convergio.search_attributes import register_search_attributes
 from convergio.settings import Settings
 from convergio.stack.embedded import EmbeddedStack, ProgressCallback, StackEndpoints
@@ -25,6 +26,7 @@ MAX_RESTARTS = 3
 class RunningStack:
     endpoints: StackEndpoints
     api_url: str
+    api_key: str
 
 
 def child_environment(endpoints: StackEndpoints) -> dict[str, str]:
@@ -61,6 +63,8 @@ class Supervisor:
                     progress(f"could not register search attributes ({exc.message}); see README")
             logs = s.resolved_data_dir / "logs"
             env = child_environment(endpoints)
+            env["CONVERGIO_DATA_DIR"] = str(s.resolved_data_dir)  # the API finds the local admin key there
+            api_key = ensure_local_admin_key(s)
             progress("worker")
             worker = ManagedProcess(
                 "worker", [sys.executable, "-m", "convergio", "worker"], logs / "worker.log", env=env
@@ -83,7 +87,7 @@ class Supervisor:
         except BaseException:
             self.stop()
             raise
-        return RunningStack(endpoints=endpoints, api_url=api_url)
+        return RunningStack(endpoints=endpoints, api_url=api_url, api_key=api_key)
 
     async def _worker_polls(self) -> bool:
         client = await connect_temporal(self.settings, self.settings.effective_temporal_address)

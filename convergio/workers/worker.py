@@ -24,6 +24,8 @@ from convergio.events import EventPublisher
 from convergio.observability.interceptor import MetricsInterceptor
 from convergio.settings import Settings
 from convergio.security.activity import SecurityActivities
+from convergio.security.classifier import build_classifier
+from convergio.rag.activity import KnowledgeActivities
 from convergio.temporal_client import connect_temporal
 from convergio.workflows.autogen_graphflow import AutoGenGraphFlowWorkflow
 from convergio.workflows.graphflow import GraphFlowWorkflow
@@ -63,13 +65,14 @@ def worker_activities(settings: Settings, resources: WorkerResources) -> list[Ca
     turns = AgentTurnActivities(settings, resources.pool, resources.events, resources.meter(settings))
     notifications = NotificationActivities(resources.events)
     quality = QualityActivities(resources.pool)
-    security = SecurityActivities(resources.pool)
+    security = SecurityActivities(resources.pool, build_classifier(settings))
     return [
         turns.run_agent_turn,
         run_tool_step,
         notifications.notify_escalation,
         quality.record_quality,
         security.screen_text,
+        *KnowledgeActivities(settings, resources.pool, resources.redis).activities(),
     ]
 
 

@@ -54,6 +54,9 @@ with workflow.unsafe.imports_passed_through():
     from convergio.graphflow.selector import ConversationState, select_speaker
     from convergio.graphflow.template import EscalationSpec, StepSpec, Template
     from convergio.graphflow.validation import ancestors
+    from convergio.rag.activity import KnowledgeActivities
+    from convergio.rag.context import legend
+    from convergio.rag.models import KnowledgeContext, KnowledgeRequest, MemoryIn
 
 TEMPLATE_KEY = SearchAttributeKey.for_keyword("ConvergioTemplate")
 STATUS_KEY = SearchAttributeKey.for_keyword("ConvergioStatus")
@@ -82,6 +85,8 @@ BUDGET_PATCH = "turn-budget-v1"
 QUALITY_PATCH = "quality-ledger-v1"
 # ... and before inputs were screened by the security guardian.
 SECURITY_PATCH = "security-inputs-v1"
+# ... and before steps retrieved knowledge and completed steps became memories.
+RAG_PATCH = "rag-context"
 
 
 class StepFailed(Exception):
@@ -221,6 +226,8 @@ class GraphFlowWorkflow:
         if state.status == "running":
             state.status = "completed"
         state.finished_at = workflow.now()
+        if state.status == "completed" and state.output and step.kind != "approval":
+            await self._remember(step)
 
     async def _execute_with_failure_policy(self, step: StepSpec) -> None:
         policy = step.on_failure
@@ -303,6 +310,7 @@ class GraphFlowWorkflow:
         state = self._steps[step.id]
         instruction = render_text(step.instruction, self._context()) + (f"\n\n{extra}" if extra else "")
         context = self._dependency_context(step)
+        instruction, context = await self._with_knowledge(step, instruction, context)
         feedback = ""
         for revision in range(_max_revisions(step) + 1):
             task = instruction if not feedback else f"{instruction}\n\nRevise your previous answer. {feedback}"
@@ -348,6 +356,7 @@ class GraphFlowWorkflow:
         instruction = render_text(step.instruction, self._context()) + (f"\n\n{extra}" if extra else "")
         # What every speaker sees before the instruction: the inputs to the chat, then the chat.
         transcript = self._dependency_context(step)
+        instruction, transcript = await self._with_knowledge(step, instruction, transcript)
         members = [self._run.agents[name] for name in step.participants]
         speakers: list[str] = []
         for _ in range(step.max_turns):
@@ -400,6 +409,60 @@ class GraphFlowWorkflow:
         outcome = await self._review_gate(step, reviewed=reviewed, roles=step.approvers)
         if outcome != "approve":
             self._steps[step.id].status = "denied"
+
+    # ------------------------------------------------------------------ knowledge
+    async def _with_knowledge(
+        self, step: StepSpec, instruction: str, context: list[TranscriptMessage]
+    ) -> tuple[str, list[TranscriptMessage]]:
+        """Retrieve the step's sources (screened by the guardian) and put them before its context."""
+        spec = step.knowledge
+        if spec is None or not workflow.patched(RAG_PATCH):
+            return instruction, context
+        assert self._run is not None
+        query = render_text(spec.query, self._context()) if spec.query else instruction
+        try:
+            found: KnowledgeContext = await workflow.execute_activity_method(
+                KnowledgeActivities.retrieve_knowledge,
+                KnowledgeRequest(
+                    workflow_id=workflow.info().workflow_id, step_id=step.id, tenant=self._run.tenant,
+                    query=query[:2000], top_k=spec.top_k, filters=spec.filters, memories=spec.memories,
+                    exclude_steps=list(step.depends_on), max_tokens=spec.max_tokens,
+                    security=self._run.template.security.policy(),
+                ),
+                summary=f"knowledge · {step.label}",
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError as exc:
+            raise StepFailed(f"knowledge retrieval: {root_cause(exc)}") from None
+        self._findings.extend(found.findings)
+        self._steps[step.id].sources = found.sources
+        if not found.text:
+            return instruction, context
+        knowledge = TranscriptMessage(source="knowledge", content=found.text)
+        return f"{instruction}\n\n{legend(found.sources)}", [knowledge, *context]
+
+    async def _remember(self, step: StepSpec) -> None:
+        """A completed step's output becomes a memory later steps of the run can retrieve."""
+        assert self._run is not None
+        if not any(s.knowledge is not None for s in self._run.template.steps) or not workflow.patched(RAG_PATCH):
+            return
+        state = self._steps[step.id]
+        importance = min(1.0, state.score / 10) if state.score is not None else 0.6
+        try:
+            await workflow.execute_activity_method(
+                KnowledgeActivities.remember_step,
+                MemoryIn(
+                    tenant=self._run.tenant, workflow_id=workflow.info().workflow_id, step_id=step.id,
+                    agent=state.agents[-1] if state.agents else "", content=state.output or "",
+                    importance=importance, metadata={"title": step.label},
+                ),
+                summary=f"remember · {step.label}",
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError as exc:
+            self._record_failure_handling(step, f"output not remembered: {root_cause(exc)}")
 
     # ------------------------------------------------------------------ model turns
     async def _turn(
@@ -778,7 +841,7 @@ class GraphFlowWorkflow:
                 title=template.description.split(".")[0] or template.name,
                 workflow_id=workflow_id, status=status, steps=reports, audit=self._audit,
                 prompt_tokens=prompt, completion_tokens=completion,
-                cost_usd=sum(r.cost_usd for r in reports),
+                cost_usd=sum(r.cost_usd for r in reports), turns=self._turns,
             ),
         )
 
@@ -847,5 +910,5 @@ def _report(state: StepState) -> StepReport:
         revisions=state.revisions, prompt_tokens=state.prompt_tokens,
         completion_tokens=state.completion_tokens, cost_usd=round(state.cost_usd, 8),
         started_at=state.started_at, duration_s=duration,
-        quality_notes=state.quality_notes, error=state.error,
+        quality_notes=state.quality_notes, error=state.error, sources=state.sources,
     )

@@ -1,0 +1,1 @@
+"""Knowledge (RAG) and memory on pgvector: embeddings, ingestion, scored retrieval, context."""

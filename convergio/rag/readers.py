@@ -1,0 +1,156 @@
+"""Turn files (text, Markdown, HTML, PDF) into plain text, with a clear error when that fails.
+
+Markdown may start with YAML front matter (``title``, ``importance``, any other keys
+become metadata), so a knowledge base can say which documents matter more.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SUPPORTED_SUFFIXES: dict[str, str] = {
+    ".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown",
+    ".html": "html", ".htm": "html", ".pdf": "pdf",
+}
+CONTENT_TYPES: dict[str, str] = {
+    "text/plain": "text", "text/markdown": "markdown", "text/x-markdown": "markdown",
+    "text/html": "html", "application/pdf": "pdf",
+}
+
+
+class DocumentError(ValueError):
+    """A file that cannot become a knowledge document; the message names the file and why."""
+
+
+@dataclass
+class ReadDocument:
+    text: str
+    title: str = ""
+    importance: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def kind_of(name: str) -> str:
+    suffix = Path(name).suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
+        raise DocumentError(f"{name}: unsupported file type '{suffix or '(none)'}'; supported: {supported}")
+    return SUPPORTED_SUFFIXES[suffix]
+
+
+def read_path(path: Path) -> ReadDocument:
+    """Read one file; an unreadable, unsupported or empty file raises ``DocumentError``."""
+    kind = kind_of(path.name)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DocumentError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    return parse_bytes(data, kind, str(path))
+
+
+def parse_bytes(data: bytes, kind: str, name: str) -> ReadDocument:
+    if kind == "pdf":
+        document = ReadDocument(text=_pdf_text(data, name))
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise DocumentError(f"{name}: not UTF-8 text") from None
+        document = parse_text(text, kind, name)
+    if not document.text.strip():
+        raise DocumentError(f"{name}: the file is empty (no text to ingest)")
+    return document
+
+
+def parse_text(text: str, kind: str, name: str) -> ReadDocument:
+    if kind == "markdown":
+        return _markdown(text, name)
+    if kind == "html":
+        return _html(text)
+    return ReadDocument(text=text)
+
+
+def _markdown(text: str, name: str) -> ReadDocument:
+    if not text.startswith("---"):
+        return ReadDocument(text=text, title=_first_heading(text))
+    head, sep, body = text[3:].partition("\n---")
+    if not sep:
+        return ReadDocument(text=text, title=_first_heading(text))
+    try:
+        meta = yaml.safe_load(head) or {}
+    except yaml.YAMLError as exc:
+        raise DocumentError(f"{name}: invalid front matter ({exc})") from None
+    if not isinstance(meta, dict):
+        raise DocumentError(f"{name}: front matter must be a mapping")
+    body = body.split("\n", 1)[1] if "\n" in body else ""
+    importance = meta.pop("importance", None)
+    if importance is not None and (not isinstance(importance, (int, float)) or not 0 <= importance <= 1):
+        raise DocumentError(f"{name}: front matter 'importance' must be a number from 0 to 1")
+    title = str(meta.pop("title", "") or _first_heading(body))
+    metadata = {str(k): v for k, v in meta.items() if isinstance(v, (str, int, float, bool))}
+    return ReadDocument(text=body, title=title, importance=importance, metadata=metadata)
+
+
+def _first_heading(text: str) -> str:
+    for line in text.splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return ""
+
+
+class _TextExtractor(HTMLParser):
+    _SKIP = {"script", "style", "noscript", "template", "head"}
+    _BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "table"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title = ""
+        self._skipping = 0
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag in self._SKIP:
+            self._skipping += 1
+        if tag == "title":
+            self._in_title = True
+        if tag in self._BLOCK:
+            self.parts.append("\n\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP and self._skipping:
+            self._skipping -= 1
+        if tag == "title":
+            self._in_title = False
+        if tag in self._BLOCK:
+            self.parts.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data.strip()
+        elif not self._skipping:
+            self.parts.append(data)
+
+
+def _html(text: str) -> ReadDocument:
+    parser = _TextExtractor()
+    parser.feed(text)
+    parser.close()
+    return ReadDocument(text="".join(parser.parts).strip(), title=parser.title)
+
+
+def _pdf_text(data: bytes, name: str) -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        return "\n\n".join(page.extract_text() or "" for page in reader.pages)
+    except (PyPdfError, ValueError, OSError) as exc:
+        raise DocumentError(f"{name}: cannot read the PDF ({exc})") from None

@@ -1,0 +1,202 @@
+"""Knowledge and memory in PostgreSQL + pgvector: ingestion with de-duplication, scored retrieval.
+
+Retrieval ranks in SQL with the reference scoring::
+
+    final = relevance * w_r + importance * w_i + recency * w_t
+
+relevance is the cosine similarity (``1 - (embedding <=> query)``, floored at 0), importance
+is the chunk's (or memory's) own 0..1 weight and recency decays exponentially with a
+half-life: ``0.5 ^ (age / half_life)``. Candidates come from the HNSW index (cosine
+distance, filtered by tenant, model and metadata with pgvector's iterative scan), the
+run's memories are scored exactly, and the union is ordered by the final score.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from convergio.rag.chunking import chunk_text
+from convergio.rag.embeddings import Embedder, content_hash, vector_literal
+from convergio.rag.models import DocumentIn, Hit, IngestResult, MemoryIn, RetrievalQuery, Weights
+from convergio.settings import Settings
+
+# At least this many nearest candidates are re-ranked by the final score.
+MIN_CANDIDATES = 40
+CANDIDATES_PER_HIT = 4
+
+SEARCH_SQL = """
+WITH chunk_hits AS (
+    SELECT 'chunk' AS kind, id, source, content, importance, created_at, metadata,
+           embedding <=> %(q)s::vector AS distance
+    FROM knowledge_chunks
+    WHERE %(knowledge)s AND tenant = %(tenant)s AND embedding_model = %(model)s
+      AND metadata @> %(filters)s::jsonb
+    ORDER BY embedding <=> %(q)s::vector
+    LIMIT %(candidates)s
+), memory_hits AS (
+    SELECT 'memory' AS kind, id, 'step ' || step_id AS source, content, importance, created_at, metadata,
+           embedding <=> %(q)s::vector AS distance
+    FROM memories
+    WHERE tenant = %(tenant)s AND workflow_id = %(workflow_id)s AND embedding_model = %(model)s
+      AND NOT (step_id = ANY(%(exclude)s::text[]))
+), scored AS (
+    SELECT kind, id, source, content, importance::float8 AS importance, created_at, metadata,
+           greatest(0.0, 1.0 - distance) AS relevance,
+           power(0.5, greatest(0.0, extract(epoch FROM (coalesce(%(as_of)s::timestamptz, now()) - created_at))::float8)
+                      / %(half_life_s)s) AS recency
+    FROM (SELECT * FROM chunk_hits UNION ALL SELECT * FROM memory_hits) AS hits
+)
+SELECT kind, id, source, content, importance, created_at, metadata, relevance, recency,
+       relevance * %(w_r)s + importance * %(w_i)s + recency * %(w_t)s AS score
+FROM scored
+ORDER BY score DESC, id
+LIMIT %(top_k)s
+"""
+
+
+def default_weights(settings: Settings) -> Weights:
+    return Weights(
+        relevance=settings.rag_weight_relevance,
+        importance=settings.rag_weight_importance,
+        recency=settings.rag_weight_recency,
+    )
+
+
+def search_params(
+    query: RetrievalQuery, vector: list[float], model: str, settings: Settings
+) -> dict[str, Any]:
+    """The parameters of ``SEARCH_SQL`` (also used by the benchmark, so it measures this query)."""
+    weights = query.weights or default_weights(settings)
+    half_life = query.half_life_hours or settings.rag_recency_half_life_hours
+    return {
+        "q": vector_literal(vector),
+        "knowledge": query.include_knowledge,
+        "tenant": query.tenant,
+        "model": model,
+        "filters": json.dumps(query.filters),
+        "candidates": max(MIN_CANDIDATES, query.top_k * CANDIDATES_PER_HIT),
+        "workflow_id": query.workflow_id,
+        "exclude": query.exclude_steps,
+        "as_of": query.as_of,
+        "half_life_s": half_life * 3600.0,
+        "w_r": weights.relevance,
+        "w_i": weights.importance,
+        "w_t": weights.recency,
+        "top_k": query.top_k,
+    }
+
+
+async def prepare_search(conn: Any, ef_search: int, candidates: int) -> None:
+    """Per-transaction HNSW knobs: enough candidates, and keep scanning past filtered-out rows."""
+    await conn.execute(f"SET LOCAL hnsw.ef_search = {int(max(ef_search, candidates))}")
+    await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+
+
+class KnowledgeStore:
+    """Ingestion, memory and retrieval over one connection pool and one embedder."""
+
+    def __init__(self, pool: AsyncConnectionPool, embedder: Embedder, settings: Settings) -> None:
+        self._pool = pool
+        self.embedder = embedder
+        self.settings = settings
+
+    # ------------------------------------------------------------------ ingestion
+    async def ingest(self, doc: DocumentIn) -> IngestResult:
+        """Store a document's new chunks; text the tenant already has is skipped (by hash)."""
+        if len(doc.text) > self.settings.knowledge_max_chars:
+            raise ValueError(
+                f"{doc.source}: {len(doc.text)} characters, more than the {self.settings.knowledge_max_chars} allowed"
+            )
+        doc_hash = content_hash(doc.text.strip())
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT id FROM knowledge_documents WHERE tenant = %s AND content_hash = %s", (doc.tenant, doc_hash)
+            )
+            if await cursor.fetchone():
+                return IngestResult(source=doc.source, document_id=None, duplicate=True, chunks_added=0,
+                                    chunks_skipped=0)
+        chunks = chunk_text(doc.text, self.settings.rag_chunk_tokens, self.settings.rag_chunk_overlap)
+        unique = {content_hash(c.text): c for c in reversed(chunks)}  # first occurrence wins
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT content_hash FROM knowledge_chunks WHERE tenant = %s AND content_hash = ANY(%s)",
+                (doc.tenant, list(unique)),
+            )
+            known = {row[0] for row in await cursor.fetchall()}
+        fresh = sorted((c for h, c in unique.items() if h not in known), key=lambda c: c.ordinal)
+        vectors = await self.embedder.embed([c.text for c in fresh])
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "INSERT INTO knowledge_documents (tenant, source, title, content_hash, importance, metadata)"
+                " VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (tenant, content_hash) DO NOTHING RETURNING id",
+                (doc.tenant, doc.source, doc.title, doc_hash, doc.importance, json.dumps(doc.metadata)),
+            )
+            row = await cursor.fetchone()
+            if row is None:  # another ingestion of the same text won the race
+                return IngestResult(source=doc.source, document_id=None, duplicate=True, chunks_added=0,
+                                    chunks_skipped=0)
+            document_id = int(row[0])
+            added = 0
+            if fresh:
+                cursor = await conn.execute(
+                    "INSERT INTO knowledge_chunks (document_id, tenant, source, ordinal, content, content_hash,"
+                    " tokens, embedding, embedding_model, importance, metadata)"
+                    " SELECT %(doc)s, %(tenant)s, %(source)s, u.ordinal, u.content, u.hash, u.tokens,"
+                    " u.embedding::vector, %(model)s, %(importance)s, %(metadata)s::jsonb"
+                    " FROM unnest(%(ordinals)s::int[], %(contents)s::text[], %(hashes)s::text[],"
+                    " %(tokens)s::int[], %(embeddings)s::text[]) AS u(ordinal, content, hash, tokens, embedding)"
+                    " ON CONFLICT (tenant, content_hash) DO NOTHING RETURNING id",
+                    {
+                        "doc": document_id, "tenant": doc.tenant, "source": doc.source,
+                        "model": self.embedder.model, "importance": doc.importance,
+                        "metadata": json.dumps(doc.metadata),
+                        "ordinals": [c.ordinal for c in fresh], "contents": [c.text for c in fresh],
+                        "hashes": [content_hash(c.text) for c in fresh], "tokens": [c.tokens for c in fresh],
+                        "embeddings": [vector_literal(v) for v in vectors],
+                    },
+                )
+                added = len(await cursor.fetchall())
+            await conn.execute("UPDATE knowledge_documents SET chunks = %s WHERE id = %s", (added, document_id))
+        return IngestResult(source=doc.source, document_id=document_id, duplicate=False, chunks_added=added,
+                            chunks_skipped=len(chunks) - added)
+
+    async def documents(self, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.cursor(row_factory=dict_row).execute(
+                "SELECT id, source, title, importance::float8 AS importance, chunks, metadata, created_at"
+                " FROM knowledge_documents WHERE tenant = %s ORDER BY created_at DESC, id DESC LIMIT %s",
+                (tenant, limit),
+            )
+            return list(await cursor.fetchall())
+
+    # ------------------------------------------------------------------ memory
+    async def remember(self, memory: MemoryIn) -> bool:
+        """Store a memory once (a retried activity finds it already there); True when new."""
+        vector = (await self.embedder.embed([memory.content]))[0]
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO memories (tenant, workflow_id, step_id, kind, agent, content, content_hash, embedding,"
+                " embedding_model, importance, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::vector, %s, %s,"
+                " %s::jsonb) ON CONFLICT (workflow_id, step_id, kind, content_hash) DO NOTHING RETURNING id",
+                (memory.tenant, memory.workflow_id, memory.step_id, memory.kind, memory.agent, memory.content,
+                 content_hash(memory.content), vector_literal(vector), self.embedder.model, memory.importance,
+                 json.dumps(memory.metadata)),
+            )
+            return await cursor.fetchone() is not None
+
+    # ------------------------------------------------------------------ retrieval
+    async def search(self, query: RetrievalQuery) -> list[Hit]:
+        vector = (await self.embedder.embed([query.query]))[0]
+        return await self.search_vector(query, vector)
+
+    async def search_vector(self, query: RetrievalQuery, vector: list[float]) -> list[Hit]:
+        params = search_params(query, vector, self.embedder.model, self.settings)
+        async with self._pool.connection() as conn, conn.transaction():
+            await prepare_search(conn, self.settings.rag_ef_search, params["candidates"])
+            cursor = await conn.cursor(row_factory=dict_row).execute(SEARCH_SQL, params)
+            rows = await cursor.fetchall()
+        return [Hit.model_validate(row) for row in rows]
