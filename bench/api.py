@@ -24,7 +24,9 @@ Method
    worker runs the started runs meanwhile (each goes through five agent and tool steps to its
    approval gate), so the API competes for the two cores with real work, as it would.
    ``start_p50_ms``/``start_p95_ms`` over all C × R requests; ``start_throughput_per_s`` is
-   C × R / wall time. All started runs are then terminated.
+   C × R / wall time. All started runs are then terminated. For comparison,
+   ``direct_start_p50_ms``/``p95``: the same C × R starts made by this process straight to
+   Temporal (``start_template_run``, same concurrency, worker running), without the API.
 2. SSE latency. One fresh run is started and left waiting at its gate (so the stream stays
    open), S clients (default 1) follow ``GET /workflows/{id}/events``, and this process
    publishes N events with the project's ``EventPublisher`` (one XADD each, ``interval_ms``
@@ -144,6 +146,36 @@ async def measure_starts(base: str, clients: int, requests: int) -> dict[str, An
     }
 
 
+async def measure_direct_starts(client: Any, settings: Any, clients: int, requests: int) -> dict[str, Any]:
+    """The same starts without the API: ``start_template_run`` from this process, same concurrency.
+    What the API adds is the difference."""
+    from convergio.agents.catalog import default_catalog
+    from convergio.demo import DEMO_INPUTS, DEMO_TEMPLATE
+    from convergio.graphflow.loader import default_registry
+    from convergio.graphflow.runs import build_run_input, start_template_run
+
+    template = default_registry().get(DEMO_TEMPLATE)
+    started: list[str] = []
+    times: list[float] = []
+
+    async def one_client() -> None:
+        for _ in range(requests):
+            begin = time.perf_counter()
+            run = build_run_input(template, DEMO_INPUTS, default_catalog(), tenant="default", model=None,
+                                  settings=settings)
+            result = await start_template_run(client, settings, run)
+            times.append((time.perf_counter() - begin) * 1000)
+            started.append(result.workflow_id)
+
+    log(f"direct starts (no API): {clients} clients x {requests}")
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    return {
+        "started": started,
+        "direct_start_p50_ms": round(statistics.median(times), 2),
+        "direct_start_p95_ms": round(percentile(times, 0.95), 2),
+    }
+
+
 async def terminate_all(client: Any, workflow_ids: list[str]) -> None:
     from temporalio.service import RPCError
 
@@ -258,8 +290,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             started = starts.pop("started")
             log(f"starts: p50 {starts['start_p50_ms']} ms, p95 {starts['start_p95_ms']} ms; terminating {len(started)} runs")
             await terminate_all(client, started)
+            direct = await measure_direct_starts(client, settings, args.clients, args.requests)
+            started = direct.pop("started")
+            log(f"direct starts: p50 {direct['direct_start_p50_ms']} ms, p95 {direct['direct_start_p95_ms']} ms")
+            await terminate_all(client, started)
             target = await parked_run(base)
-            started.append(target)
+            started = [target]
             sse = await measure_sse(base, str(settings.redis_url), target, clients=args.sse_clients,
                                     events=args.events, interval_ms=args.interval_ms)
             log(f"SSE: p50 {sse['sse_latency_p50_ms']} ms, p95 {sse['sse_latency_p95_ms']} ms")
@@ -272,7 +308,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     process.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     process.kill()
-    return {"bench": "api", "quick": args.quick, "cpus": os.cpu_count(), **starts, **sse}
+    return {"bench": "api", "quick": args.quick, "cpus": os.cpu_count(), **starts, **direct, **sse}
 
 
 def main() -> None:

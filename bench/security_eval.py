@@ -6,7 +6,7 @@ Run as a file::
 
 The set is ``bench/data/security_eval.jsonl`` (one JSON object per line: ``text``, ``label``
 in prompt_injection | jailbreak | exfiltration | malicious | benign, ``surface``, ``split`` in
-dev | holdout). Every text is screened with :func:`convergio.security.guardian.screen` on its
+dev | holdout_v1 | holdout). Every text is screened with :func:`convergio.security.guardian.screen` on its
 surface with the default thresholds.
 
 * Overall (binary): a text counts as *detected* when the decision is ``flag`` or ``block``;
@@ -17,13 +17,17 @@ surface with the default thresholds.
 
 Per-category tables go to stderr; the LAST stdout line is one JSON object with ``precision``,
 ``recall``, ``f1``, ``n`` (overall, all splits), ``holdout_precision``, ``holdout_recall``,
-``holdout_f1``, ``holdout_n``, ``dev_precision``, ``dev_recall`` and ``per_category``.
+``holdout_f1``, ``holdout_n``, ``dev_precision``, ``dev_recall``, ``holdout_v1_precision``,
+``holdout_v1_recall`` and ``per_category``. Splits: ``dev`` (written with the rules),
+``holdout_v1`` (held out at first, later studied: no longer an honest estimate) and ``holdout``
+(never used to tune a rule). ``--classifier offline`` adds the deterministic second layer.
 ``--quick`` is accepted for symmetry with the other benchmarks (the run takes about a second).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
@@ -35,6 +39,7 @@ from convergio.security.guardian import ScreenRequest, Verdict, screen  # noqa: 
 from convergio.security.rules import CATEGORIES  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "security_eval.jsonl"
+SPLITS = ("dev", "holdout_v1", "holdout")
 
 
 def load(path: Path = DATA) -> list[dict]:
@@ -70,12 +75,27 @@ def score(rows: list[dict], verdicts: list[Verdict]) -> dict:
     return result
 
 
-def evaluate(path: Path = DATA) -> tuple[dict, list[tuple[dict, Verdict]]]:
+def _verdicts(rows: list[dict], classifier: str) -> list[Verdict]:
+    requests = [ScreenRequest(text=r["text"], surface=r.get("surface", "input")) for r in rows]
+    if classifier == "off":
+        return [screen(request) for request in requests]
+    from convergio.security.classifier import OfflineClassifier
+    from convergio.security.guardian import screen_with_model
+
+    offline = OfflineClassifier()
+
+    async def both() -> list[Verdict]:
+        return [await screen_with_model(request, offline, only_uncertain=True) for request in requests]  # type: ignore[arg-type]
+
+    return asyncio.run(both())
+
+
+def evaluate(path: Path = DATA, classifier: str = "off") -> tuple[dict, list[tuple[dict, Verdict]]]:
     rows = load(path)
-    verdicts = [screen(ScreenRequest(text=r["text"], surface=r.get("surface", "input"))) for r in rows]
+    verdicts = _verdicts(rows, classifier)
     overall = score(rows, verdicts)
     splits = {}
-    for split in ("dev", "holdout"):
+    for split in SPLITS:
         chosen = [(r, v) for r, v in zip(rows, verdicts, strict=True) if r.get("split", "dev") == split]
         if chosen:
             splits[split] = score([r for r, _ in chosen], [v for _, v in chosen])
@@ -91,6 +111,8 @@ def evaluate(path: Path = DATA) -> tuple[dict, list[tuple[dict, Verdict]]]:
         "holdout_n": splits.get("holdout", {}).get("n", 0),
         "dev_precision": splits.get("dev", {}).get("precision"),
         "dev_recall": splits.get("dev", {}).get("recall"),
+        "holdout_v1_precision": splits.get("holdout_v1", {}).get("precision"),
+        "holdout_v1_recall": splits.get("holdout_v1", {}).get("recall"),
         "per_category": {
             c: {k: m[k] for k in ("precision", "recall", "f1")} for c, m in overall["per_category"].items()
         },
@@ -113,22 +135,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="accepted for symmetry; the run is fast anyway")
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--errors", action="store_true", help="list misclassified texts on stderr")
+    parser.add_argument(
+        "--classifier", choices=("off", "offline"), default="off",
+        help="offline: add the deterministic second layer (asked in the grey band only), as "
+        "CONVERGIO_GUARDIAN_CLASSIFIER=model does with the offline model",
+    )
+    parser.add_argument(
+        "--errors", action="store_true",
+        help="list misclassified texts on stderr (not those of the held-out split: reading them would spoil it)",
+    )
+    parser.add_argument("--holdout-errors", action="store_true", help="also list the held-out split's misses")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    summary, pairs = evaluate(args.data)
+    summary, pairs = evaluate(args.data, args.classifier)
     elapsed = time.perf_counter() - started
     rows = [r for r, _ in pairs]
     verdicts = [v for _, v in pairs]
     print(_table("overall", score(rows, verdicts)), file=sys.stderr)
-    for split in ("dev", "holdout"):
+    for split in SPLITS:
         chosen = [(r, v) for r, v in pairs if r.get("split", "dev") == split]
         if chosen:
             print(_table(split, score([r for r, _ in chosen], [v for _, v in chosen])), file=sys.stderr)
     print(f"screened {len(rows)} texts in {elapsed:.2f}s ({1000 * elapsed / max(1, len(rows)):.2f} ms/text)", file=sys.stderr)
     if args.errors:
         for row, verdict in pairs:
+            if row.get("split") == "holdout" and not args.holdout_errors:
+                continue
             detected = verdict.decision != "allow"
             wrong = detected != (row["label"] != "benign") or (
                 detected and row["label"] != "benign" and row["label"] not in verdict.categories
@@ -140,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
     summary["ms_per_text"] = round(1000 * elapsed / max(1, len(rows)), 3)
+    summary["classifier"] = args.classifier
     print(json.dumps(summary))
     return 0
 

@@ -77,6 +77,7 @@ def up() -> None:
             table = Table(title="Convergio is up", show_header=False, title_justify="left")
             table.add_row("API docs", f"{running.api_url}/docs")
             table.add_row("Health", f"{running.api_url}/healthz")
+            table.add_row("Approval inbox", f"{running.api_url}/inbox/")
             table.add_row("API key (admin)", f"{running.api_key}  (in {settings.resolved_data_dir / 'api-key'})")
             table.add_row("Temporal Web UI", running.endpoints.temporal_ui_url or "(external Temporal)")
             table.add_row("Temporal", running.endpoints.temporal_address)

@@ -182,8 +182,10 @@ class Settings(BaseSettings):
     rag_context_tokens: int = Field(
         default=1200, ge=50, le=50_000, description="Token budget of the retrieved context given to an agent."
     )
-    rag_chunk_tokens: int = Field(default=200, ge=20, le=2_000, description="Tokens per knowledge chunk.")
-    rag_chunk_overlap: int = Field(default=40, ge=0, le=500, description="Tokens shared by neighbouring chunks.")
+    rag_chunk_tokens: int = Field(
+        default=160, ge=20, le=2_000, description="Tokens per knowledge chunk (MiniLM reads at most 256 word pieces)."
+    )
+    rag_chunk_overlap: int = Field(default=32, ge=0, le=500, description="Tokens shared by neighbouring chunks.")
     rag_ef_search: int = Field(default=80, ge=1, le=1_000, description="pgvector hnsw.ef_search of retrieval queries.")
     knowledge_max_chars: int = Field(
         default=500_000, ge=1, description="Largest document (in characters) POST /knowledge and ingest accept."

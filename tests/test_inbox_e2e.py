@@ -92,6 +92,15 @@ async def test_inbox_approves_a_run_in_real_chromium(
                 # The live stream replays what happened so far.
                 await expect(page.locator("#events .event.turn_finished").first).to_be_visible(timeout=20_000)
                 await expect(gate.get_by_role("combobox", name="Role")).to_have_value("executive")
+
+                # Sent back once: the reviewed step is redone and the gate opens again, one request fewer.
+                await expect(gate.locator("button.changes")).to_have_attribute("title", "2 change request(s) left")
+                await gate.get_by_label("Comment").fill("Add a cost table.")
+                await gate.get_by_role("button", name="Request changes").click()
+                await expect(gate.locator("button.changes")).to_have_attribute(
+                    "title", "1 change request(s) left", timeout=60_000
+                )
+                await expect(gate.get_by_label("Comment")).to_have_value("")
                 await page.screenshot(path=str(artifacts / "inbox-gate.png"), full_page=True)
 
                 await gate.get_by_label("Comment").fill(comment)
@@ -110,8 +119,11 @@ async def test_inbox_approves_a_run_in_real_chromium(
         # The decision the browser sent is the one the workflow recorded.
         view = (await http.get(f"/workflows/{workflow_id}")).json()
         assert view["status"] == "completed"
-        audit = view["result"]["audit"][0]
-        assert (audit["actor"], audit["role"], audit["comment"]) == (APPROVER_NAME, "executive", comment), json.dumps(audit)
+        decisions = [(e["actor"], e["outcome"], e["comment"]) for e in view["result"]["audit"] if e["kind"] == "decision"]
+        assert decisions == [
+            (APPROVER_NAME, "changes requested", "Add a cost table."),
+            (APPROVER_NAME, "approved", comment),
+        ], json.dumps(view["result"]["audit"])
 
     for name in ("inbox-gate.png", "inbox.png"):
         shot = artifacts / name

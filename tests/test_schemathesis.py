@@ -48,6 +48,7 @@ async def live_url(settings: Settings) -> AsyncIterator[str]:
 
 
 async def _schemathesis(url: str, *args: str, report: Path) -> tuple[int, str]:
+    log = report.with_suffix(".log")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json",
         "--checks", CHECKS, "--max-examples", "6", "--seed", "20261124", "--workers", "1",
@@ -55,15 +56,15 @@ async def _schemathesis(url: str, *args: str, report: Path) -> tuple[int, str]:
         "--request-timeout", "20", "--suppress-health-check", "all", "--no-shrink",
         "--report", "junit", "--report-junit-path", str(report),
         *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdout=log.open("wb"), stderr=asyncio.subprocess.STDOUT,
         env={**{k: v for k, v in os.environ.items() if not k.startswith("CONVERGIO_")}, "NO_COLOR": "1"},
     )
     try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout=240)
+        await asyncio.wait_for(process.wait(), timeout=240)
     except TimeoutError:
         process.kill()
-        raise
-    return process.returncode or 0, output.decode(errors="replace")
+        raise AssertionError(f"schemathesis did not finish in time:\n{log.read_text()[-6000:]}") from None
+    return process.returncode or 0, log.read_text(errors="replace")
 
 
 async def test_no_generated_request_gets_a_server_error(live_url: str, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ crash finds the record and returns it instead of paying for the model call again
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -174,13 +175,20 @@ class AgentTurnActivities:
                         result = item
         except BaseException:
             await events.close()
-            await self._record(verdicts)
+            try:  # the verdicts given so far are logged even when the turn fails
+                await self._record(verdicts)
+            except Exception:  # noqa: BLE001 - never hide the turn's own error
+                logger.exception("could not record the verdicts of a failed turn")
             raise
         finally:
             heartbeat.cancel()
             await client.close()
 
-        answer = _final_answer(result, request.agent.name)
+        try:
+            answer = _final_answer(result, request.agent.name)
+        except ApplicationError:
+            await self._record(verdicts)  # the prompt's verdicts stand even without an answer
+            raise
         calls = client.results
         output = AgentTurnOutput(
             agent=request.agent.name,
@@ -331,7 +339,13 @@ class AgentTurnActivities:
 def _prompt_tokens(turn: AgentTurnInput) -> int:
     """What the prompt will cost, counted before the call (tiktoken; 4 tokens per message framing)."""
     texts = [turn.request.agent.system_message, *(m.content for m in turn.context), turn.request.task]
-    return sum(count_tokens(text) + 4 for text in texts)
+    return sum(_cached_tokens(text) + 4 for text in texts)
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_tokens(text: str) -> int:
+    """System messages and earlier answers come back turn after turn: count each once per worker."""
+    return count_tokens(text)
 
 
 def _refusal(reservation: ReservationResult) -> str:
@@ -344,10 +358,13 @@ def _refusal(reservation: ReservationResult) -> str:
 
 
 async def _heartbeat_while_running(every: float = 1.0) -> None:
-    """Tell Temporal the turn is alive while the model thinks; a dead worker goes silent."""
+    """Tell Temporal the turn is alive while the model thinks; a dead worker goes silent.
+
+    The first beat comes after ``every``: a turn that ends sooner needs none (and saves a
+    call to the server per turn)."""
     while True:
-        activity.heartbeat()
         await asyncio.sleep(every)
+        activity.heartbeat()
 
 
 class _EventFactory:

@@ -6,6 +6,8 @@ error is ``application/problem+json`` (see ``problems.py``).
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -35,6 +37,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = getattr(app.state, "settings", None) or get_settings()
     app.state.settings = settings
     app.state.keys = KeyStore.from_settings(settings)
+    # Signs listing page tokens; with a JWT secret every replica signs alike, else per process.
+    secret = settings.jwt_secret.get_secret_value().encode() if settings.jwt_secret else secrets.token_bytes(32)
+    app.state.page_token_key = hashlib.sha256(b"convergio page tokens\x00" + secret).digest()
     provider = getattr(app.state, "tracer_provider", None) or tracing.ensure_tracing(settings)
     if getattr(app.state, "metrics", None) is None:
         app.state.metrics = ensure_metrics(settings)

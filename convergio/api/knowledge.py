@@ -98,15 +98,15 @@ async def add_document(upload: KnowledgeUpload, tenant: TenantDep, store: StoreD
     limit = store.settings.knowledge_max_chars
     if len(upload.text) > limit:
         raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            status.HTTP_413_CONTENT_TOO_LARGE,
             f"{upload.source}: {len(upload.text)} characters, more than the {limit} allowed",
         )
     try:
         read = parse_text(upload.text, kind, upload.source)
     except DocumentError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     if not read.text.strip():
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"{upload.source}: the document is empty")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{upload.source}: the document is empty")
     importance = upload.importance if upload.importance is not None else (
         read.importance if read.importance is not None else 0.5
     )

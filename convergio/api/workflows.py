@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
+import hmac
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -205,6 +207,7 @@ async def start_workflow(
     responses={**problem_responses(400, 401, 403, 422, 429, 503)},
 )
 async def list_workflows(
+    request: Request,
     principal: Viewer,
     settings: SettingsDep,
     temporal: TemporalDep,
@@ -244,17 +247,11 @@ async def list_workflows(
         clauses.append("ExecutionStatus = 'Running' AND ConvergioPendingGates IS NOT NULL")
     elif pending_approval is False:
         clauses.append("(ExecutionStatus != 'Running' OR ConvergioPendingGates IS NULL)")
-    try:
-        token = base64.urlsafe_b64decode(page_token.encode()) if page_token else None
-    except (binascii.Error, ValueError):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "page_token is not a token this API returned") from None
-    iterator = temporal.list_workflows(" AND ".join(clauses), page_size=page_size, next_page_token=token)
-    try:
-        await iterator.fetch_next_page()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.INVALID_ARGUMENT and page_token:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, "page_token is not a token this API returned") from exc
-        raise
+    query = " AND ".join(clauses)
+    signer = PageTokens(request.app.state.page_token_key)
+    token = signer.open(page_token, query) if page_token else None
+    iterator = temporal.list_workflows(query, page_size=page_size, next_page_token=token)
+    await iterator.fetch_next_page()
     items = []
     for execution in iterator.current_page or []:
         attributes = execution.typed_search_attributes
@@ -275,9 +272,34 @@ async def list_workflows(
             )
         )
     next_token = iterator.next_page_token
-    return WorkflowPage(
-        items=items, next_page_token=base64.urlsafe_b64encode(next_token).decode() if next_token else None
-    )
+    return WorkflowPage(items=items, next_page_token=signer.seal(next_token, query) if next_token else None)
+
+
+class PageTokens:
+    """Temporal's page tokens, signed: a forged or edited token is refused here (400) instead of
+    reaching the visibility store, and a token only continues the query that produced it."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def _mac(self, token: bytes, query: str) -> bytes:
+        return hmac.new(self._key, query.encode() + b"\x00" + token, hashlib.sha256).digest()[:16]
+
+    def seal(self, token: bytes, query: str) -> str:
+        return base64.urlsafe_b64encode(self._mac(token, query) + token).decode().rstrip("=")
+
+    def open(self, sealed: str, query: str) -> bytes:
+        try:
+            raw = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+        except (binascii.Error, ValueError):
+            raw = b""
+        mac, token = raw[:16], raw[16:]
+        if not token or not hmac.compare_digest(mac, self._mac(token, query)):
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST,
+                "page_token is not a next_page_token of this listing (same filters); start from the first page",
+            )
+        return token
 
 
 @router.get(

@@ -235,7 +235,7 @@ def _verdict(analysis: _Analysis, text: str, surface: Surface, thresholds: Thres
     decision: Decision = "block" if score >= thresholds.block else "flag" if score >= thresholds.flag else "allow"
     categories = sorted((c for c, s in scores.items() if s >= thresholds.flag), key=lambda c: (-scores[c], c))
 
-    redacted_text = _redact_cached(text)
+    redacted_text = redact_cached(text)
     if decision != "allow":
         for rule, matches, note in hits.values():
             if rule.category == "exfiltration" or note:
@@ -255,7 +255,8 @@ def _verdict(analysis: _Analysis, text: str, surface: Surface, thresholds: Thres
 
 
 @lru_cache(maxsize=256)
-def _redact_cached(text: str) -> str:
+def redact_cached(text: str) -> str:
+    """:func:`redact`, remembered per worker (a verdict and its stored sample need it twice)."""
     return redact(text)
 
 

@@ -203,8 +203,13 @@ PROMPT_INJECTION: list[Rule] = [
     ),
     _rule(
         "pi.prompt_above", "prompt_injection", 0.6,
-        r"\b(?:repeat|print|output|echo)\s+(?:the\s+)?(?:text|words|everything|all\s+text)\s+(?:above|before\s+this|preceding)|\bwhat\s+(?:is|was|were)\s+your\s+(?:system\s+prompt|initial\s+instructions|original\s+instructions)",
+        r"\b(?:repeat|print|output|echo)\s+(?:the\s+)?(?:text|words|everything|all\s+text)\s+(?:above|before\s+this|preceding)|\bwhat(?:'s|\s+is|\s+was|\s+were)?\s+(?:written\s+|stated\s+|said\s+)?(?:in\s+|inside\s+)?your\s+(?:system\s+prompt|system\s+message|initial\s+(?:instructions|prompt)|original\s+(?:instructions|prompt)|hidden\s+(?:instructions|prompt))",
         "asks to echo the hidden text above",
+    ),
+    _rule(
+        "pi.verbatim", "prompt_injection", 0.3,
+        r"\b(?:quote|recite|reproduce|repeat)\b[^.\n]{0,30}\b(?:word\s+for\s+word|verbatim)",
+        "asks for something word for word (weak alone; adds to a request for the hidden prompt)",
     ),
     _rule(
         "pi.role_markers", "prompt_injection", 0.55,
@@ -226,6 +231,21 @@ PROMPT_INJECTION: list[Rule] = [
         "pi.hide_from_user", "prompt_injection", 0.6,
         r"\b(?:do\s+not|don'?t|never|without)\s+(?:tell(?:ing)?|inform(?:ing)?|mention(?:ing)?|alert(?:ing)?|notify(?:ing)?|let(?:ting)?|reveal(?:ing)?\s+(?:this|these|it)\s+to)\s+(?:the\s+|your\s+)?(?:user|human|operator|owner|administrator|admin)s?\b",
         "asks to hide actions from the user",
+    ),
+    _rule(
+        "pi.fake_authorization", "prompt_injection", 0.6,
+        rf"\b(?:the\s+)?(?:user|owner|admin(?:istrator)?|ceo|cfo|manager|customer)\s+(?:has\s+|have\s+)?(?:already\s+)?(?:pre-?)?(?:authori[sz]ed|approved|allowed|permitted|consented|cleared)\s+(?:you|the\s+{_AI}|this\s+{_AI})\s+to\b|\bwithout\s+(?:asking|checking\s+with|confirming\s+with|consulting)\s+(?:them|the\s+(?:user|human|owner))\b",
+        "claims the user already authorised the AI, or tells it not to ask",
+    ),
+    _rule(
+        "pi.mode_switch", "prompt_injection", 0.5,
+        r"\byou\s+are\s+now\s+(?:in\s+|running\s+in\s+|operating\s+in\s+)?(?:an?\s+|the\s+)?(?:\w+\s+){0,2}mode\b|\b(?:system|admin|developer|root)\s*:\s*(?:you\s+(?:are|must|will|shall)\b|ignore\b|disregard\b|forget\b|new\s+instructions?\b)",
+        "switches the model into another mode, or speaks as the system mid-text",
+    ),
+    _rule(
+        "pi.ignore_upstream", "prompt_injection", 0.6,
+        rf"\b{_VERB_DROP}\b[^.\n;]{{0,40}}\b(?:from|by)\s+(?:the\s+|your\s+)?(?:orchestrator|planner\s+agent|supervisor\s+agent|lead\s+agent|system\s+prompt)\b",
+        "asks to drop what the orchestrator or developer gave it",
     ),
     _rule(
         "pi.from_now_on", "prompt_injection", 0.4,
@@ -254,7 +274,7 @@ _NO_LIMITS = r"(?:no|without(?:\s+any)?|free\s+(?:of|from)|zero|none\s+of\s+(?:t
 JAILBREAK: list[Rule] = [
     _rule(
         "jb.dan", "jailbreak", 0.8,
-        r"\b(?:do\s+anything\s+now|DAN\s+(?:mode|prompt|\d+(?:\.\d+)?)|you\s+are\s+(?:now\s+)?(?:DAN|STAN|DUDE|AIM|AntiGPT|BetterDAN|EvilBOT|Mongo\s+Tom)|(?:act|pretend|behave)\s+(?:as|like)\s+(?:a\s+)?(?:DAN|STAN|DUDE|AIM)\b)",
+        r"\b(?:do\s+anything\s+now|DAN\s+(?:mode|\d+(?:\.\d+)?)|you\s+are\s+(?:now\s+)?(?:DAN|STAN|DUDE|AIM|AntiGPT|BetterDAN|EvilBOT|Mongo\s+Tom)|(?:act|pretend|behave)\s+(?:as|like)\s+(?:a\s+)?(?:DAN|STAN|DUDE|AIM)\b)",
         "DAN-style persona",
     ),
     _rule(
@@ -264,7 +284,7 @@ JAILBREAK: list[Rule] = [
     ),
     _rule(
         "jb.no_limits_persona", "jailbreak", 0.8,
-        rf"\b(?:you\s+are|you're|act\s+as|acting\s+as|pretend(?:\s+to\s+be|\s+you\s+are|\s+that\s+you\s+are)?|role-?play\s+as|play\s+the\s+role\s+of|imagine\s+you\s+are|become|behave\s+as|simulate)\b[^.\n]{{0,80}}\b(?:{_NO_LIMITS}|(?:unfiltered|uncensored|unrestricted|unaligned|amoral|unethical|jailbroken|unbound|limitless|rogue)\b)",
+        rf"\b(?:you\s+are|you're|act\s+as|acting\s+as|pretend(?:\s+to\s+be|\s+you\s+are|\s+that\s+you\s+are)?|role-?play\s+as|play\s+the\s+role\s+of|imagine\s+you\s+are|become|behave\s+as|simulate|(?:respond|answer|reply|speak|write|talk)(?:\s+only)?\s+as)\b[^.\n]{{0,80}}\b(?:{_NO_LIMITS}|(?:unfiltered|uncensored|unrestricted|unaligned|amoral|unethical|jailbroken|unbound|limitless|rogue)\b)",
         "role-play as an AI without restrictions",
     ),
     _rule(
@@ -284,7 +304,7 @@ JAILBREAK: list[Rule] = [
     ),
     _rule(
         "jb.no_refusal", "jailbreak", 0.55,
-        r"\b(?:never|don'?t|do\s+not|cannot|can'?t|must\s+not|will\s+not|won'?t)\s+(?:ever\s+)?(?:refuse|decline|say\s+(?:no|that\s+you\s+can'?t|you\s+cannot|i\s+can'?t)|add\s+(?:any\s+)?(?:warnings?|disclaimers?)|(?:include|give|add)\s+(?:any\s+)?(?:moral|ethical)\s+(?:lectures?|warnings?|disclaimers?))|\bwithout\s+(?:any\s+)?(?:refus(?:al|ing)|warnings?|disclaimers?|moraliz(?:ing|ation)|moralis(?:ing|ation)|censorship|hesitation)\b",
+        r"\b(?:never|don'?t|do\s+not|cannot|can'?t|must\s+not|will\s+not|won'?t)\s+(?:ever\s+)?(?:(?:apologi[sz]e|hesitate|object)\s+or\s+)?(?:refuse|decline|say\s+(?:no|that\s+you\s+can'?t|you\s+cannot|i\s+can'?t)|add\s+(?:any\s+)?(?:warnings?|disclaimers?)|(?:include|give|add)\s+(?:any\s+)?(?:moral|ethical)\s+(?:lectures?|warnings?|disclaimers?))|\bwithout\s+(?:any\s+)?(?:refus(?:al|ing)|warnings?|disclaimers?|moraliz(?:ing|ation)|moralis(?:ing|ation)|censorship|hesitation)\b",
         "forbids refusals and warnings",
     ),
     _rule(
@@ -389,7 +409,7 @@ EXFILTRATION: list[Rule] = [
     ),
     _rule(
         "ex.exfil_instruction", "exfiltration", 0.7,
-        rf"\b(?:send|forward|e-?mail|post|upload|transmit|exfiltrate|leak|copy|sync|pipe|append|encode|include|put|embed)\b[^.\n]{{0,60}}?\b{_SENSITIVE}\b[^.\n]{{0,80}}?(?:\bto\b|\binto\b|\bin(?:to)?\s+(?:the|a|this)\s+(?:url|link|image|query))[^.\n]{{0,60}}?{_EXFIL_SINK}",
+        rf"\b(?:send|forward|e-?mail|post|upload|transmit|exfiltrate|leak|copy|sync|pipe|append|encode|include|put|embed|collect|gather|harvest|capture|record|log)\b[^.\n]{{0,60}}?\b{_SENSITIVE}\b[^.\n]{{0,80}}?(?:\bto\b|\binto\b|\bin(?:to)?\s+(?:the|a|this)\s+(?:url|link|image|query))[^.\n]{{0,60}}?{_EXFIL_SINK}",
         "asks to send sensitive data to an outside destination",
     ),
     _rule(
@@ -402,12 +422,17 @@ EXFILTRATION: list[Rule] = [
         r"\b(?:list|print|dump|show|reveal|output|give\s+me|tell\s+me|display|return|read\s+out|cat)\s+(?:me\s+)?(?:all\s+|every\s+|the\s+|your\s+|any\s+)*(?:stored\s+|saved\s+|configured\s+|known\s+|environment\s+|internal\s+|other\s+users'?\s+|admin\s+)*(?:passwords|credentials|api[\s_-]?keys|secret\s+keys|secrets|access\s+tokens|private\s+keys|ssh\s+keys|env(?:ironment)?\s+variables?|\.env\b|/etc/(?:passwd|shadow))",
         "asks to dump stored secrets",
     ),
+    _rule(
+        "ex.every_secret", "exfiltration", 0.6,
+        r"\b(?:list|print|dump|show|reveal|output|give|tell|display|return|read\s+out|paste|share|send|export)\s+(?:me\s+|us\s+)?(?:each|every|all\s+(?:of\s+)?(?:the|your)?)\s*(?:stored\s+|saved\s+|configured\s+|known\s+|internal\s+|admin\s+)?(?:api[\s_-]?key|password|credential|secret|access\s+token|private\s+key|ssh\s+key)s?\b(?!\s+(?:polic|manager|reset|requirement|rule|rotation|setting|field|page|length|strength|expir|change|format|vault\s+entr))",
+        "asks for every stored secret of a kind",
+    ),
 ]
 
 MALICIOUS: list[Rule] = [
     _rule(
         "mal.rm_rf", "malicious", 0.9,
-        r"\brm\s+(?:-[a-zA-Z]*[rR][a-zA-Z]*f?[a-zA-Z]*|-[a-zA-Z]*f[a-zA-Z]*\s+-[rR]|--recursive|--no-preserve-root)(?:\s+--no-preserve-root)?\s+(?:/\*?|~/?|\*|\$HOME|/(?:etc|home|var|usr|boot|root|bin)\b|\.\.?/?\*?)(?=[\s;&|`'\")]|$)",
+        r"\brm\s+(?:-[a-zA-Z]*[rR][a-zA-Z]*f?[a-zA-Z]*|-[a-zA-Z]*f[a-zA-Z]*\s+-[rR]|--recursive|--no-preserve-root)(?:\s+--no-preserve-root)?\s+(?:/\*?|~/?|\*|\$HOME|/(?:etc|home|var|usr|boot|root|bin|opt|lib|srv)\b/?\*?|\.\.?/?\*?)(?=[\s;&|`'\")]|$)",
         "recursive delete of system or home directories",
     ),
     _rule(

@@ -9,14 +9,14 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from convergio.security.guardian import Verdict, redact
+from convergio.security.guardian import Verdict, redact_cached
 
 SAMPLE_CHARS = 500
 
 
 def sample_of(text: str, verdict: Verdict | None = None) -> str:
     """The first 500 characters of the redacted text (never a raw secret)."""
-    redacted = verdict.redacted if verdict is not None and verdict.redacted is not None else redact(text)
+    redacted = verdict.redacted if verdict is not None and verdict.redacted is not None else redact_cached(text)
     return redacted[:SAMPLE_CHARS]
 
 

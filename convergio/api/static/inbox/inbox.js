@@ -186,14 +186,17 @@ function renderRun(view) {
   }
 }
 
+// A gate that opens again after a change request is a new request: it gets a fresh card.
+const gateKey = (gate) => `${gate.gate_id}@${gate.requested_at}`;
+
 function renderGates(pending) {
   const container = $("gates");
-  const open = new Set(pending.map((gate) => gate.gate_id));
+  const open = new Set(pending.map(gateKey));
   for (const card of [...container.children]) {
-    if (!open.has(card.dataset.gateId)) card.remove();
+    if (!open.has(card.dataset.key)) card.remove();
   }
   for (const gate of pending) {
-    let card = container.querySelector(`[data-gate-id="${CSS.escape(gate.gate_id)}"]`);
+    let card = container.querySelector(`[data-key="${CSS.escape(gateKey(gate))}"]`);
     if (!card) {
       card = gateCard(gate);
       container.append(card);
@@ -213,6 +216,7 @@ function renderGates(pending) {
 function gateCard(gate) {
   const card = $("gate-template").content.firstElementChild.cloneNode(true);
   card.dataset.gateId = gate.gate_id;
+  card.dataset.key = gateKey(gate);
   card.querySelector(".gate-title").textContent = `Waiting for approval: ${gate.title}`;
   const select = card.querySelector("select");
   for (const role of gate.approvers) select.append(el("option", { value: role }, role));
