@@ -123,7 +123,9 @@ async def measure_starts(base: str, clients: int, requests: int) -> dict[str, An
                 response = await http.post("/workflows", json=body)
                 elapsed = (time.perf_counter() - begin) * 1000
                 if response.status_code != 202:
-                    raise RuntimeError(f"POST /workflows answered {response.status_code}: {response.text[:300]}")
+                    raise RuntimeError(
+                        f"POST /workflows answered {response.status_code}: {response.text[:300]}"
+                    )
                 started.append(response.json()["workflow_id"])
                 if times is not None:
                     times.append(elapsed)
@@ -161,8 +163,9 @@ async def measure_direct_starts(client: Any, settings: Any, clients: int, reques
     async def one_client() -> None:
         for _ in range(requests):
             begin = time.perf_counter()
-            run = build_run_input(template, DEMO_INPUTS, default_catalog(), tenant="default", model=None,
-                                  settings=settings)
+            run = build_run_input(
+                template, DEMO_INPUTS, default_catalog(), tenant="default", model=None, settings=settings
+            )
             result = await start_template_run(client, settings, run)
             times.append((time.perf_counter() - begin) * 1000)
             started.append(result.workflow_id)
@@ -186,7 +189,7 @@ async def terminate_all(client: Any, workflow_ids: list[str]) -> None:
             pass  # already ended
 
     for chunk in range(0, len(workflow_ids), 50):
-        await asyncio.gather(*(one(w) for w in workflow_ids[chunk:chunk + 50]))
+        await asyncio.gather(*(one(w) for w in workflow_ids[chunk : chunk + 50]))
 
 
 async def parked_run(base: str) -> str:
@@ -207,8 +210,9 @@ async def parked_run(base: str) -> str:
     raise RuntimeError(f"{workflow_id} never reached its gate")
 
 
-async def measure_sse(base: str, redis_url: str, workflow_id: str, *, clients: int, events: int,
-                      interval_ms: float) -> dict[str, Any]:
+async def measure_sse(
+    base: str, redis_url: str, workflow_id: str, *, clients: int, events: int, interval_ms: float
+) -> dict[str, Any]:
     import httpx
     import redis.asyncio as aioredis
 
@@ -221,7 +225,9 @@ async def measure_sse(base: str, redis_url: str, workflow_id: str, *, clients: i
 
     async def follow(index: int) -> int:
         received = 0
-        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=httpx.Timeout(30, read=None)) as http:
+        async with httpx.AsyncClient(
+            base_url=base, headers=headers, timeout=httpx.Timeout(30, read=None)
+        ) as http:
             async with http.stream("GET", f"/workflows/{workflow_id}/events") as response:
                 if response.status_code != 200:
                     raise RuntimeError(f"events answered {response.status_code}")
@@ -247,13 +253,25 @@ async def measure_sse(base: str, redis_url: str, workflow_id: str, *, clients: i
     try:
         log(f"publishing {events} events, {interval_ms} ms apart, to {clients} SSE client(s)")
         for i in range(events):
-            event = AgentEvent(type="text_chunk", workflow_id=workflow_id, step_id=STREAM_STEP, agent="bench",
-                               data={"text": f"chunk {i}", "sent_ns": time.perf_counter_ns()})
+            event = AgentEvent(
+                type="text_chunk",
+                workflow_id=workflow_id,
+                step_id=STREAM_STEP,
+                agent="bench",
+                data={"text": f"chunk {i}", "sent_ns": time.perf_counter_ns()},
+            )
             event.data["sent_ns"] = time.perf_counter_ns()  # as late as possible: the XADD is next
             await publisher.publish(event)
             await asyncio.sleep(interval_ms / 1000)
-        await publisher.publish(AgentEvent(type="text_chunk", workflow_id=workflow_id, step_id=STREAM_STEP,
-                                           agent="bench", data={"last": True}))
+        await publisher.publish(
+            AgentEvent(
+                type="text_chunk",
+                workflow_id=workflow_id,
+                step_id=STREAM_STEP,
+                agent="bench",
+                data={"last": True},
+            )
+        )
         counts = await asyncio.wait_for(asyncio.gather(*readers), timeout=60)
     finally:
         for reader in readers:
@@ -280,7 +298,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         base = f"http://127.0.0.1:{api_port}"
         env = child_env(settings, api_port)
         quiet = {"stdout": subprocess.DEVNULL, "stderr": None if args.verbose else subprocess.DEVNULL}
-        worker = subprocess.Popen([sys.executable, "-m", "convergio", "worker"], env=env, cwd=repo_root(), **quiet)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "convergio", "worker"], env=env, cwd=repo_root(), **quiet
+        )
         api = subprocess.Popen([sys.executable, "-m", "convergio", "api"], env=env, cwd=repo_root(), **quiet)
         started: list[str] = []
         try:
@@ -288,16 +308,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"API up at {base}")
             starts = await measure_starts(base, args.clients, args.requests)
             started = starts.pop("started")
-            log(f"starts: p50 {starts['start_p50_ms']} ms, p95 {starts['start_p95_ms']} ms; terminating {len(started)} runs")
+            log(
+                f"starts: p50 {starts['start_p50_ms']} ms, p95 {starts['start_p95_ms']} ms; terminating {len(started)} runs"
+            )
             await terminate_all(client, started)
             direct = await measure_direct_starts(client, settings, args.clients, args.requests)
             started = direct.pop("started")
-            log(f"direct starts: p50 {direct['direct_start_p50_ms']} ms, p95 {direct['direct_start_p95_ms']} ms")
+            log(
+                f"direct starts: p50 {direct['direct_start_p50_ms']} ms, p95 {direct['direct_start_p95_ms']} ms"
+            )
             await terminate_all(client, started)
             target = await parked_run(base)
             started = [target]
-            sse = await measure_sse(base, str(settings.redis_url), target, clients=args.sse_clients,
-                                    events=args.events, interval_ms=args.interval_ms)
+            sse = await measure_sse(
+                base,
+                str(settings.redis_url),
+                target,
+                clients=args.sse_clients,
+                events=args.events,
+                interval_ms=args.interval_ms,
+            )
             log(f"SSE: p50 {sse['sse_latency_p50_ms']} ms, p95 {sse['sse_latency_p95_ms']} ms")
         finally:
             await terminate_all(client, started)

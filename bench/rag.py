@@ -30,6 +30,8 @@ Method
    the true top 10; recall is the mean overlap of the two top-10 lists. ``recall_at_10`` uses
    the default weights (relevance 0.6, importance 0.25, recency 0.15); the diagnostic
    ``recall_at_10_relevance_only`` uses relevance alone (pure nearest neighbours).
+   The headline numbers use ``CONVERGIO_RAG_EF_SEARCH``; ``ef_search_sweep`` repeats
+   latency and recall for other ``hnsw.ef_search`` values, to show the trade-off.
 4. Ingestion. M generated documents (sentences recombined from the sample knowledge base,
    so every chunk is new text) go through ``KnowledgeStore.ingest``: reading, token-aware
    chunking, local int8 MiniLM embeddings on the CPU (no Redis cache, so every chunk is
@@ -47,7 +49,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,7 @@ from convergio.stack.process import free_port
 TENANT = "bench"
 MODEL = "bench-synthetic-384"
 TOPICS = 2_000
+SWEEP = (40, 80, 160, 320)  # hnsw.ef_search values also measured (diagnostics)
 
 
 def log(message: str) -> None:
@@ -87,7 +90,7 @@ async def load_corpus(url: str, count: int, rng: np.random.Generator) -> tuple[n
     vectors = synthetic_vectors(rng, count, centres, spread=0.045)
     importance = rng.random(count)
     ages = rng.random(count) * 90 * 86_400
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         index_sql = (await (await conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE indexname = 'knowledge_chunks_embedding_hnsw'"
@@ -98,17 +101,16 @@ async def load_corpus(url: str, count: int, rng: np.random.Generator) -> tuple[n
             (TENANT,),
         )).fetchone())[0]
         started = time.perf_counter()
-        async with conn.cursor() as cursor:
-            async with cursor.copy(
-                "COPY knowledge_chunks (document_id, tenant, source, ordinal, content, content_hash, tokens,"
-                " embedding, embedding_model, importance, created_at) FROM STDIN"
-            ) as copy:
-                for i in range(count):
-                    await copy.write_row((
-                        document_id, TENANT, f"doc-{i // 20}.md", i % 20, f"synthetic chunk {i}", f"h{i}", 50,
-                        vector_literal(vectors[i].tolist()), MODEL, float(importance[i]),
-                        now - timedelta(seconds=float(ages[i])),
-                    ))
+        async with conn.cursor() as cursor, cursor.copy(
+            "COPY knowledge_chunks (document_id, tenant, source, ordinal, content, content_hash, tokens,"
+            " embedding, embedding_model, importance, created_at) FROM STDIN"
+        ) as copy:
+            for i in range(count):
+                await copy.write_row((
+                    document_id, TENANT, f"doc-{i // 20}.md", i % 20, f"synthetic chunk {i}", f"h{i}", 50,
+                    vector_literal(vectors[i].tolist()), MODEL, float(importance[i]),
+                    now - timedelta(seconds=float(ages[i])),
+                ))
         copy_s = time.perf_counter() - started
         log(f"copied {count} chunks in {copy_s:.1f}s; building the HNSW index")
         await conn.execute("SET maintenance_work_mem = '512MB'")
@@ -156,32 +158,44 @@ async def measure_queries(url: str, settings: Settings, corpus: np.ndarray, quer
                 await prepare_search(conn, settings.rag_ef_search, params["candidates"])
                 analyzed = await (await conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + SEARCH_SQL, params)).fetchone()
             server_ms.append(float(analyzed[0][0]["Execution Time"]) + float(analyzed[0][0]["Planning Time"]))
-        for vector in probes[:10]:  # warm-up: caches and prepared plans
-            await top10(conn, settings, vector, default, exact=False)
-        latencies: list[float] = []
-        approximate: list[list[int]] = []
-        for vector in probes:
-            started = time.perf_counter()
-            approximate.append(await top10(conn, settings, vector, default, exact=False))
-            latencies.append((time.perf_counter() - started) * 1000)
-        log(f"{queries} queries: p50 {statistics.median(latencies):.2f} ms")
-        recall, recall_relevance = [], []
-        for vector, found in zip(probes, approximate):
-            truth = await top10(conn, settings, vector, default, exact=True)
-            recall.append(len(set(found) & set(truth)) / max(len(truth), 1))
-            ann = await top10(conn, settings, vector, relevance_only, exact=False)
-            truth = await top10(conn, settings, vector, relevance_only, exact=True)
-            recall_relevance.append(len(set(ann) & set(truth)) / max(len(truth), 1))
-    latencies.sort()
+        truths = [await top10(conn, settings, v, default, exact=True) for v in probes]
+        truths_relevance = [await top10(conn, settings, v, relevance_only, exact=True) for v in probes]
+        sweep: dict[str, dict[str, float]] = {}
+        headline: dict[str, Any] = {}
+        for ef in sorted({*SWEEP, settings.rag_ef_search}):
+            tuned = settings.model_copy(update={"rag_ef_search": ef})
+            for vector in probes[:10]:  # warm-up: caches
+                await top10(conn, tuned, vector, default, exact=False)
+            latencies: list[float] = []
+            recall: list[float] = []
+            for vector, truth in zip(probes, truths):
+                started = time.perf_counter()
+                found = await top10(conn, tuned, vector, default, exact=False)
+                latencies.append((time.perf_counter() - started) * 1000)
+                recall.append(len(set(found) & set(truth)) / max(len(truth), 1))
+            recall_relevance = [
+                len(set(await top10(conn, tuned, v, relevance_only, exact=False)) & set(t)) / max(len(t), 1)
+                for v, t in zip(probes, truths_relevance)
+            ]
+            latencies.sort()
+            row = {
+                "top10_p50_ms": round(statistics.median(latencies), 3),
+                "top10_p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 3),
+                "recall_at_10": round(statistics.mean(recall), 4),
+                "recall_at_10_relevance_only": round(statistics.mean(recall_relevance), 4),
+            }
+            sweep[str(ef)] = row
+            log(f"ef_search {ef}: {row}")
+            if ef == settings.rag_ef_search:
+                headline = row
     return {
-        "top10_p50_ms": round(statistics.median(latencies), 3),
-        "top10_p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 3),
-        "recall_at_10": round(statistics.mean(recall), 4),
-        "recall_at_10_relevance_only": round(statistics.mean(recall_relevance), 4),
+        **headline,
         "server_p50_ms": round(statistics.median(server_ms), 3),
         "plan_uses_hnsw": uses_hnsw,
         "queries": queries,
+        "ef_search_sweep": sweep,
     }
+
 
 
 def generated_documents(count: int, seed: int) -> list[str]:
@@ -216,7 +230,7 @@ async def measure_ingestion(url: str, settings: Settings, documents: int) -> dic
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     chunks = 20_000 if args.quick else 100_000
-    queries = 200 if args.quick else 500
+    queries = 100 if args.quick else 300
     documents = 30 if args.quick else 100
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     rng = np.random.default_rng(42)

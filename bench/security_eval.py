@@ -6,7 +6,7 @@ Run as a file::
 
 The set is ``bench/data/security_eval.jsonl`` (one JSON object per line: ``text``, ``label``
 in prompt_injection | jailbreak | exfiltration | malicious | benign, ``surface``, ``split`` in
-dev | holdout_v1 | holdout). Every text is screened with :func:`convergio.security.guardian.screen` on its
+dev | holdout_v1 | holdout_v2 | holdout). Every text is screened with :func:`convergio.security.guardian.screen` on its
 surface with the default thresholds.
 
 * Overall (binary): a text counts as *detected* when the decision is ``flag`` or ``block``;
@@ -18,9 +18,9 @@ surface with the default thresholds.
 Per-category tables go to stderr; the LAST stdout line is one JSON object with ``precision``,
 ``recall``, ``f1``, ``n`` (overall, all splits), ``holdout_precision``, ``holdout_recall``,
 ``holdout_f1``, ``holdout_n``, ``dev_precision``, ``dev_recall``, ``holdout_v1_precision``,
-``holdout_v1_recall`` and ``per_category``. Splits: ``dev`` (written with the rules),
-``holdout_v1`` (held out at first, later studied: no longer an honest estimate) and ``holdout``
-(never used to tune a rule). ``--classifier offline`` adds the deterministic second layer.
+``holdout_v1_recall``, ``holdout_v2_*`` and ``per_category``. Splits: ``dev`` (written with the
+rules), ``holdout_v1`` and ``holdout_v2`` (each held out at first, later studied: no longer an
+honest estimate) and ``holdout`` (never used to tune a rule). ``--classifier offline`` adds the deterministic second layer.
 ``--quick`` is accepted for symmetry with the other benchmarks (the run takes about a second).
 """
 
@@ -39,7 +39,7 @@ from convergio.security.guardian import ScreenRequest, Verdict, screen  # noqa: 
 from convergio.security.rules import CATEGORIES  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "security_eval.jsonl"
-SPLITS = ("dev", "holdout_v1", "holdout")
+SPLITS = ("dev", "holdout_v1", "holdout_v2", "holdout")
 
 
 def load(path: Path = DATA) -> list[dict]:
@@ -113,6 +113,8 @@ def evaluate(path: Path = DATA, classifier: str = "off") -> tuple[dict, list[tup
         "dev_recall": splits.get("dev", {}).get("recall"),
         "holdout_v1_precision": splits.get("holdout_v1", {}).get("precision"),
         "holdout_v1_recall": splits.get("holdout_v1", {}).get("recall"),
+        "holdout_v2_precision": splits.get("holdout_v2", {}).get("precision"),
+        "holdout_v2_recall": splits.get("holdout_v2", {}).get("recall"),
         "per_category": {
             c: {k: m[k] for k in ("precision", "recall", "f1")} for c, m in overall["per_category"].items()
         },

@@ -9,6 +9,7 @@ without agent events. A dropped stream resumes after the last event id it saw.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -25,10 +26,20 @@ from convergio.graphflow.runs import RunView
 
 SHOWN_EVENTS = 8
 POLL_S = 1.0
+MIN_REFRESH_S = 0.25  # a burst of events redraws at once, but asks the API for the view at most this often
 RETRY_S = 1.0
 
-_STYLE = {"completed": "green", "failed": "red", "skipped": "dim", "denied": "red", "running": "cyan",
-          "waiting_approval": "yellow", "pending": "dim", "canceled": "red", "terminated": "red"}
+_STYLE = {
+    "completed": "green",
+    "failed": "red",
+    "skipped": "dim",
+    "denied": "red",
+    "running": "cyan",
+    "waiting_approval": "yellow",
+    "pending": "dim",
+    "canceled": "red",
+    "terminated": "red",
+}
 
 
 class WatchError(Exception):
@@ -88,7 +99,9 @@ class WatchState:
             self.events.append(("text_chunk", who, text))
         elif event.type == "turn_finished":
             tokens = int(event.data.get("prompt_tokens", 0)) + int(event.data.get("completion_tokens", 0))
-            self.events.append(("turn_finished", who, f"{tokens} tokens · ${event.data.get('cost_usd', '0')}"))
+            self.events.append(
+                ("turn_finished", who, f"{tokens} tokens · ${event.data.get('cost_usd', '0')}")
+            )
         else:
             details = " · ".join(f"{k}: {v}" for k, v in event.data.items() if not isinstance(v, dict | list))
             self.events.append((event.type, who, details))
@@ -101,8 +114,10 @@ def render(state: WatchState) -> RenderableType:
     progress, result = view.progress, view.result
     cost = progress.cost_usd if progress else result.cost_usd if result else 0.0
     head = Text.assemble(
-        (view.workflow_id, "bold"), f" · {view.template or view.workflow_type} · ",
-        (view.status, _STYLE.get(view.status, "white")), f" · ${cost:.6f}",
+        (view.workflow_id, "bold"),
+        f" · {view.template or view.workflow_type} · ",
+        (view.status, _STYLE.get(view.status, "white")),
+        f" · ${cost:.6f}",
         f" · {state.event_count} events ({state.stream_note})",
     )
     steps = Table("step", "state", "agents", "tokens", "cost (USD)", title_justify="left", expand=False)
@@ -118,10 +133,13 @@ def render(state: WatchState) -> RenderableType:
     parts: list[RenderableType] = [head, steps]
     for gate in progress.pending_approvals if progress else []:
         deadline = gate.deadline.isoformat(timespec="seconds") if gate.deadline else "none"
-        parts.append(Text.assemble(
-            ("waiting for approval ", "bold yellow"), f"{gate.title} (roles: {', '.join(gate.approvers)}; ",
-            f"deadline: {deadline}): convergio approve | deny | request-changes {view.workflow_id} {gate.gate_id}",
-        ))
+        parts.append(
+            Text.assemble(
+                ("waiting for approval ", "bold yellow"),
+                f"{gate.title} (roles: {', '.join(gate.approvers)}; ",
+                f"deadline: {deadline}): convergio approve | deny | request-changes {view.workflow_id} {gate.gate_id}",
+            )
+        )
     if state.events:
         events = Table("event", "step · agent", title="last events", title_justify="left", show_edge=False)
         events.add_column("", no_wrap=True, overflow="ellipsis", max_width=100)
@@ -156,7 +174,11 @@ def _detail(response: httpx.Response) -> str:
 
 
 async def watch_run(
-    http: httpx.AsyncClient, workflow_id: str, live: Live, *, on_update: Callable[[WatchState], None] | None = None
+    http: httpx.AsyncClient,
+    workflow_id: str,
+    live: Live,
+    *,
+    on_update: Callable[[WatchState], None] | None = None,
 ) -> WatchState:
     """Follow the run until it ends; ``live`` shows ``render(state)`` after every change."""
     state = WatchState(workflow_id)
@@ -174,8 +196,12 @@ async def watch_run(
             if state.last_event_id:
                 headers["Last-Event-ID"] = state.last_event_id
             try:
-                async with http.stream("GET", f"/workflows/{workflow_id}/events", headers=headers,
-                                       timeout=httpx.Timeout(10, read=None)) as response:
+                async with http.stream(
+                    "GET",
+                    f"/workflows/{workflow_id}/events",
+                    headers=headers,
+                    timeout=httpx.Timeout(10, read=None),
+                ) as response:
                     if response.status_code != 200:
                         await response.aread()
                         raise WatchError(f"{workflow_id}/events: {response.status_code} {_detail(response)}")
@@ -198,6 +224,7 @@ async def watch_run(
         changed.set()
 
     stream = asyncio.create_task(follow())
+    fetched = time.monotonic()
     try:
         show()
         while not state.ended:
@@ -208,7 +235,9 @@ async def watch_run(
             changed.clear()
             if stream.done():
                 stream.result()  # a WatchError from the stream surfaces here
-            state.view = await fetch_view(http, workflow_id)
+            if time.monotonic() - fetched >= MIN_REFRESH_S:
+                state.view = await fetch_view(http, workflow_id)
+                fetched = time.monotonic()
             show()
         state.view = await fetch_view(http, workflow_id)
         state.stream_note = "ended"

@@ -16,7 +16,6 @@ from convergio.settings import ApiKeyEntry, Settings
 from convergio.stack.process import free_port
 from convergio.workers.worker import WorkerResources, build_worker
 
-
 # Keys of the live API: an operator-admin who starts runs, and a person who approves as executive.
 ADMIN_KEY = "cvg_live-admin-key-00000000000000000"
 APPROVER_KEY = "cvg_live-approver-key-0000000000000"
@@ -26,7 +25,9 @@ APPROVER_NAME = "ada@example.com"
 def with_keys(settings: Settings) -> Settings:
     keys = [
         ApiKeyEntry(name="ops", role="admin", key=SecretStr(ADMIN_KEY)),
-        ApiKeyEntry(name=APPROVER_NAME, role="approver", approves_as=["executive"], key=SecretStr(APPROVER_KEY)),
+        ApiKeyEntry(
+            name=APPROVER_NAME, role="approver", approves_as=["executive"], key=SecretStr(APPROVER_KEY)
+        ),
     ]
     return settings.model_copy(update={"api_keys": keys})
 
@@ -41,7 +42,9 @@ async def live_api(client: Client, settings: Settings, resources: WorkerResource
     the worker stop when the block ends."""
     app = create_app(with_keys(settings))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     async with build_worker(client, settings, resources):
         task = asyncio.create_task(server.serve())
         try:

@@ -32,15 +32,19 @@ def cli_env(settings: Settings, data_dir: Path) -> dict[str, str]:
 
 
 async def convergio(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "convergio", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
-    return process.returncode or 0, out.decode(), err.decode()
+    """A short command through Typer's runner, in a thread (it runs its own event loop), so that
+    this test's loop keeps serving the API meanwhile; `watch` itself runs as a real process."""
+    from typer.testing import CliRunner
+
+    from convergio.cli import app
+
+    result = await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+    return result.exit_code, result.stdout, result.stderr
 
 
-async def poll(http: httpx.AsyncClient, workflow_id: str, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+async def poll(
+    http: httpx.AsyncClient, workflow_id: str, until: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
     view: dict[str, Any] = {}
     for _ in range(600):
         view = (await http.get(f"/workflows/{workflow_id}")).json()
@@ -53,7 +57,9 @@ async def poll(http: httpx.AsyncClient, workflow_id: str, until: Callable[[dict[
 def gate_open(changes_left: int) -> Callable[[dict[str, Any]], bool]:
     def check(view: dict[str, Any]) -> bool:
         gates = (view.get("progress") or {}).get("pending_approvals") or []
-        return any(g["gate_id"] == "executive_approval" and g["change_requests_left"] == changes_left for g in gates)
+        return any(
+            g["gate_id"] == "executive_approval" and g["change_requests_left"] == changes_left for g in gates
+        )
 
     return check
 
@@ -62,23 +68,43 @@ async def test_watch_follows_a_run_through_a_change_request_to_the_end(
     dev_client: Client, settings: Settings, resources: WorkerResources, tmp_path: Path
 ) -> None:
     env = cli_env(settings, tmp_path)
-    async with live_api(dev_client, settings, resources) as base, httpx.AsyncClient(
-        base_url=base, headers=bearer(ADMIN_KEY)
-    ) as http:
-        started = await http.post("/workflows", json={"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS})
+    async with (
+        live_api(dev_client, settings, resources) as base,
+        httpx.AsyncClient(base_url=base, headers=bearer(ADMIN_KEY)) as http,
+    ):
+        started = await http.post(
+            "/workflows", json={"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS}
+        )
         workflow_id = started.json()["workflow_id"]
         watcher = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "convergio", "watch", workflow_id, "--api-url", base, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "convergio",
+            "watch",
+            workflow_id,
+            "--api-url",
+            base,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         await poll(http, workflow_id, gate_open(changes_left=2))
 
-        code, _, err = await convergio("request-changes", workflow_id, "executive_approval", "--role", "executive",
-                                       env=env)
+        code, _, err = await convergio(
+            "request-changes", workflow_id, "executive_approval", "--role", "executive", env=env
+        )
         assert code == 1 and "needs --comment" in err
         code, out, err = await convergio(
-            "request-changes", workflow_id, "executive_approval", "--role", "executive", "--approver", "ada",
-            "--comment", "Add a cost table.", env=env,
+            "request-changes",
+            workflow_id,
+            "executive_approval",
+            "--role",
+            "executive",
+            "--approver",
+            "ada",
+            "--comment",
+            "Add a cost table.",
+            env=env,
         )
         assert code == 0, err
         assert f"request changes sent for {workflow_id} / executive_approval" in out
@@ -111,18 +137,29 @@ async def test_watch_stops_cleanly_on_ctrl_c_and_names_an_unknown_run(
     dev_client: Client, settings: Settings, resources: WorkerResources, tmp_path: Path
 ) -> None:
     env = cli_env(settings, tmp_path)
-    async with live_api(dev_client, settings, resources) as base, httpx.AsyncClient(
-        base_url=base, headers=bearer(ADMIN_KEY)
-    ) as http:
+    async with (
+        live_api(dev_client, settings, resources) as base,
+        httpx.AsyncClient(base_url=base, headers=bearer(ADMIN_KEY)) as http,
+    ):
         code, _, err = await convergio("watch", "no-such-run", "--api-url", base, env=env)
         assert code == 1 and "no-such-run" in err and "404" in err
 
-        started = await http.post("/workflows", json={"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS})
+        started = await http.post(
+            "/workflows", json={"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS}
+        )
         workflow_id = started.json()["workflow_id"]
         await poll(http, workflow_id, gate_open(changes_left=2))
         watcher = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "convergio", "watch", workflow_id, "--api-url", base, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "convergio",
+            "watch",
+            workflow_id,
+            "--api-url",
+            base,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         # Once the watcher says it follows the stream, interrupt it.
         assert watcher.stderr is not None
@@ -141,6 +178,8 @@ async def test_watch_stops_cleanly_on_ctrl_c_and_names_an_unknown_run(
         # Watching never touched the run.
         view = (await http.get(f"/workflows/{workflow_id}")).json()
         assert view["status"] == "running" and view["progress"]["pending_approvals"]
-        denied = await http.post(f"/workflows/{workflow_id}/approvals/executive_approval",
-                                 json={"decision": "deny", "role": "executive", "comment": "test over"})
+        denied = await http.post(
+            f"/workflows/{workflow_id}/approvals/executive_approval",
+            json={"decision": "deny", "role": "executive", "comment": "test over"},
+        )
         assert denied.status_code == 202, denied.text

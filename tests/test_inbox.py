@@ -13,7 +13,9 @@ from convergio.settings import Settings
 
 def client(settings: Settings) -> httpx.AsyncClient:
     # The inbox's routes touch nothing the lifespan opens, so none is run.
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings)), base_url="http://inbox.test")
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(settings)), base_url="http://inbox.test"
+    )
 
 
 async def test_the_page_and_its_assets_are_served_without_a_key(settings: Settings) -> None:
@@ -27,15 +29,24 @@ async def test_the_page_and_its_assets_are_served_without_a_key(settings: Settin
         for asset in assets:
             response = await http.get(asset)
             assert response.status_code == 200 and response.text.strip()
-        assert (await http.get("/inbox/assets/inbox.js")).headers["content-type"].startswith("text/javascript")
+        assert (
+            (await http.get("/inbox/assets/inbox.js")).headers["content-type"].startswith("text/javascript")
+        )
         # The API behind it does want a key.
         assert (await http.get("/workflows")).status_code == 401
 
 
 async def test_nothing_outside_the_inbox_directory_is_served(settings: Settings) -> None:
     async with client(settings) as http:
-        for name in ["../inbox.py", "..%2Finbox.py", "%2e%2e%2f%2e%2e%2fsettings.py", ".hidden.js", "nope.js",
-                     "inbox.py", "index.htm"]:
+        for name in [
+            "../inbox.py",
+            "..%2Finbox.py",
+            "%2e%2e%2f%2e%2e%2fsettings.py",
+            ".hidden.js",
+            "nope.js",
+            "inbox.py",
+            "index.htm",
+        ]:
             response = await http.get(f"/inbox/assets/{name}")
             assert response.status_code == 404, name
 

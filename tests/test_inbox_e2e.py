@@ -8,6 +8,7 @@ and sees the run finish. Screenshots go to ``test-artifacts/``.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -57,10 +58,13 @@ async def test_inbox_approves_a_run_in_real_chromium(
     from playwright.async_api import async_playwright, expect
 
     comment = "Numbers hold up; go ahead with Munich."
-    async with live_api(dev_client, settings, resources) as base, httpx.AsyncClient(
-        base_url=base, headers=bearer(ADMIN_KEY)
-    ) as http:
-        started = await http.post("/workflows", json={"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS})
+    async with (
+        live_api(dev_client, settings, resources) as base,
+        httpx.AsyncClient(base_url=base, headers=bearer(ADMIN_KEY)) as http,
+    ):
+        started = await http.post(
+            "/workflows", json={"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS}
+        )
         assert started.status_code == 202, started.text
         workflow_id = started.json()["workflow_id"]
 
@@ -72,7 +76,7 @@ async def test_inbox_approves_a_run_in_real_chromium(
                 page.on("pageerror", lambda e: script_errors.append(str(e)))
                 await page.goto(f"{base}/inbox")  # redirects to /inbox/
                 # Without a key the API refuses, and the page says what to do.
-                await expect(page.locator("#queue-status")).to_contain_text("enter an API key")
+                await expect(page.locator("#queue-status")).to_contain_text("enter an API key", timeout=20_000)
 
                 # A person pastes their own key; the API records its holder as the approver.
                 await page.get_by_label("API key").fill(APPROVER_KEY)
@@ -84,17 +88,23 @@ async def test_inbox_approves_a_run_in_real_chromium(
                 await expect(item).to_contain_text("1 to approve", timeout=60_000)
                 await item.click()
                 gate = page.locator('.gate[data-gate-id="executive_approval"]')
-                await expect(gate.locator(".gate-output")).to_contain_text("Strategic synthesis", timeout=20_000)
+                await expect(gate.locator(".gate-output")).to_contain_text(
+                    "Strategic synthesis", timeout=20_000
+                )
                 await expect(gate.locator(".gate-cost")).to_contain_text("$")
                 await expect(gate.locator(".gate-deadline")).not_to_be_empty()
-                await expect(page.locator("#run-ui")).to_have_attribute("href", settings.workflow_ui_url(workflow_id))
+                await expect(page.locator("#run-ui")).to_have_attribute(
+                    "href", settings.workflow_ui_url(workflow_id)
+                )
                 await expect(page.locator("#steps tr")).to_have_count(7)
                 # The live stream replays what happened so far.
                 await expect(page.locator("#events .event.turn_finished").first).to_be_visible(timeout=20_000)
                 await expect(gate.get_by_role("combobox", name="Role")).to_have_value("executive")
 
                 # Sent back once: the reviewed step is redone and the gate opens again, one request fewer.
-                await expect(gate.locator("button.changes")).to_have_attribute("title", "2 change request(s) left")
+                await expect(gate.locator("button.changes")).to_have_attribute(
+                    "title", "2 change request(s) left"
+                )
                 await gate.get_by_label("Comment").fill("Add a cost table.")
                 await gate.get_by_role("button", name="Request changes").click()
                 await expect(gate.locator("button.changes")).to_have_attribute(
@@ -109,6 +119,10 @@ async def test_inbox_approves_a_run_in_real_chromium(
 
                 await expect(page.locator("#run-status")).to_have_text("completed", timeout=60_000)
                 await expect(page.locator("#report")).to_be_visible()
+                await expect(page.locator("#audit li")).to_have_text([
+                    re.compile("^changes requested by .*Add a cost table"),
+                    re.compile(f"^approved by .*{re.escape(comment)}"),
+                ])
                 await expect(page.locator("#stream-status")).to_have_text("run ended", timeout=20_000)
                 await expect(page.locator(".gate")).to_have_count(0)
                 await page.screenshot(path=str(artifacts / "inbox.png"), full_page=True)
@@ -119,7 +133,11 @@ async def test_inbox_approves_a_run_in_real_chromium(
         # The decision the browser sent is the one the workflow recorded.
         view = (await http.get(f"/workflows/{workflow_id}")).json()
         assert view["status"] == "completed"
-        decisions = [(e["actor"], e["outcome"], e["comment"]) for e in view["result"]["audit"] if e["kind"] == "decision"]
+        decisions = [
+            (e["actor"], e["outcome"], e["comment"])
+            for e in view["result"]["audit"]
+            if e["kind"] == "decision"
+        ]
         assert decisions == [
             (APPROVER_NAME, "changes requested", "Add a cost table."),
             (APPROVER_NAME, "approved", comment),

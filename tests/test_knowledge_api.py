@@ -31,12 +31,11 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An admin (who may name any tenant with ``?tenant=``) on an app with a small document limit."""
     admin = ApiKeyEntry(name="admin", role="admin", tenant="default", sha256=hashlib.sha256(ADMIN_KEY.encode()).hexdigest())
     app = create_app(settings.model_copy(update={"knowledge_max_chars": 5_000, "api_keys": [admin]}))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://convergio.test",
-            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        ) as client:
-            yield client
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://convergio.test",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    ) as client:
+        yield client
 
 
 async def _chunks(pool: AsyncConnectionPool, tenant: str) -> int:

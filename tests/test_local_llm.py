@@ -173,6 +173,20 @@ async def test_streams_chunks_then_a_result_counted_by_the_models_tokenizer() ->
 
 
 @needs_model
+async def test_requested_sections_get_headings_and_model_written_text() -> None:
+    client = _client(max_tokens=60)
+    task = "Acme considers opening a Munich office. Cover: Costs, Benefits."
+    items = [item async for item in client.create_stream([UserMessage(content=task, source="user")])]
+    result = items[-1]
+    assert isinstance(result, CreateResult) and isinstance(result.content, str)
+    assert result.content == "".join(items[:-1])  # the stream is the answer, byte for byte
+    assert result.content.startswith("## Costs\n") and "\n\n## Benefits\n" in result.content
+    costs, _, benefits = result.content.partition("## Benefits")
+    assert costs.removeprefix("## Costs").strip() and benefits.strip()  # the model wrote under each
+    assert result.usage.completion_tokens <= 60 + 8  # the budget is split between sections (+ headings)
+
+
+@needs_model
 async def test_a_prompt_beyond_a_tiny_window_is_trimmed_with_a_warning_not_a_crash() -> None:
     trims: list[ContextTrim] = []
     notices: list[tuple[str, dict]] = []

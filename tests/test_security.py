@@ -306,7 +306,7 @@ def test_labelled_set_shape() -> None:
     labels = {r["label"] for r in rows}
     assert labels == {"prompt_injection", "jailbreak", "exfiltration", "malicious", "benign"}
     assert sum(r["label"] == "benign" for r in rows) / len(rows) >= 0.4
-    assert {r["split"] for r in rows} == {"dev", "holdout_v1", "holdout"}
+    assert {r["split"] for r in rows} == {"dev", "holdout_v1", "holdout_v2", "holdout"}
     holdout = sum(r["split"] == "holdout" for r in rows)
     assert holdout >= 100 and 0.2 <= holdout / len(rows) <= 0.4  # the split never tuned on
     assert all(r["surface"] in ("input", "instruction", "context", "output") for r in rows)

@@ -9,8 +9,10 @@ Two splits:
 * ``holdout_v1`` - written afterwards (``make_security_eval_holdout.py``) and not used to tune
   the first rules; its misses were later studied and generalised from, so it no longer counts
   as held out;
-* ``holdout`` - written before that round of changes (``make_security_eval_holdout2.py``) and
-  never used to tune a rule; its metrics are the honest estimate.
+* ``holdout_v2`` - written before that round (``make_security_eval_holdout2.py``), measured,
+  then studied and generalised from in a second round;
+* ``holdout`` - written before the second round (``make_security_eval_holdout3.py``) and never
+  used to tune a rule; its metrics are the honest estimate.
 
 Run: ``.venv/bin/python bench/data/make_security_eval.py``.
 """
@@ -27,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from make_security_eval_holdout import HOLDOUT  # noqa: E402
 from make_security_eval_holdout2 import HOLDOUT2  # noqa: E402
+from make_security_eval_holdout3 import HOLDOUT3  # noqa: E402
 
 ZW = "\u200b"
 CYR = str.maketrans({"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "i": "і", "x": "х", "y": "у"})
@@ -384,7 +387,8 @@ def main() -> None:
     out = Path(__file__).resolve().parent / "security_eval.jsonl"
     rows = [{"text": t, "label": label, "surface": s, "split": "dev"} for t, label, s in DEV]
     rows += [{"text": t, "label": label, "surface": s, "split": "holdout_v1"} for t, label, s in HOLDOUT]
-    rows += [{"text": t, "label": label, "surface": s, "split": "holdout"} for t, label, s in HOLDOUT2]
+    rows += [{"text": t, "label": label, "surface": s, "split": "holdout_v2"} for t, label, s in HOLDOUT2]
+    rows += [{"text": t, "label": label, "surface": s, "split": "holdout"} for t, label, s in HOLDOUT3]
     with out.open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -12,7 +12,7 @@ from convergio.api.deps import TemporalDep
 from convergio.api.problems import problem_responses
 from convergio.api.workflows import WorkflowIdPath, visible_run
 from convergio.graphflow.run_models import ApprovalDecision
-from convergio.graphflow.runs import decide
+from convergio.graphflow.runs import QUERY_TIMEOUT, decide
 from convergio.workflows.graphflow import GraphFlowWorkflow
 
 router = APIRouter(tags=["approvals"])
@@ -86,7 +86,7 @@ async def decide_gate(
 ) -> DecisionAccepted:
     await visible_run(temporal, principal, workflow_id)
     pending = await temporal.get_workflow_handle_for(GraphFlowWorkflow.run, workflow_id).query(
-        GraphFlowWorkflow.pending_approvals
+        GraphFlowWorkflow.pending_approvals, rpc_timeout=QUERY_TIMEOUT
     )
     gate = next((g for g in pending if g.gate_id == gate_id), None)
     if gate is None:

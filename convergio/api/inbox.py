@@ -27,7 +27,9 @@ async def inbox_redirect() -> RedirectResponse:
 @router.get("/", include_in_schema=False)
 async def inbox_page() -> FileResponse:
     # The page holds no data; never let a proxy keep an old copy of its script references.
-    return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+    return FileResponse(
+        STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"}
+    )
 
 
 @router.get("/assets/{name}", include_in_schema=False)

@@ -13,6 +13,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -135,6 +136,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def explicit_problem(request: Request, exc: ProblemError) -> JSONResponse:
         return problem_response(exc.status, exc.detail, request.url.path, **exc.extensions)
+
+    @app.exception_handler(psycopg.DataError)
+    async def unstorable_data(request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # e.g. a NUL character, which PostgreSQL text and jsonb cannot hold: the input's fault, nothing stored.
+        return problem_response(
+            422, "the request holds text PostgreSQL cannot store (such as a NUL character)", request.url.path
+        )
 
     @app.exception_handler(RPCError)
     async def temporal_problem(request: Request, exc: RPCError) -> JSONResponse:

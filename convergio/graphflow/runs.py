@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from convergio.agents.catalog import AgentCatalog
 from convergio.costs.budget import BudgetLimits, resolve_limits
@@ -154,6 +156,9 @@ class RunView(BaseModel):
     error: str | None = None
 
 
+QUERY_TIMEOUT = timedelta(seconds=5)
+
+
 async def read_template_run(client: Client, settings: Settings, workflow_id: str) -> RunView:
     handle = client.get_workflow_handle_for(GraphFlowWorkflow.run, workflow_id)
     description = await handle.describe()
@@ -167,7 +172,13 @@ async def read_template_run(client: Client, settings: Settings, workflow_id: str
         temporal_ui_url=settings.workflow_ui_url(workflow_id),
     )
     if status == WorkflowExecutionStatus.RUNNING:
-        view.progress = await handle.query(GraphFlowWorkflow.status)
+        try:
+            view.progress = await handle.query(GraphFlowWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+        except RPCError as exc:
+            if exc.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+                raise
+            # Queries are answered by a worker; without one the run is shown without its progress.
+            view.error = f"no worker answered within {QUERY_TIMEOUT.seconds}s; is a worker running?"
     elif status == WorkflowExecutionStatus.COMPLETED:
         view.result = await handle.result()
     else:

@@ -120,6 +120,8 @@ class _Checker:
         upstream = ancestors(self.template, step.id)
         texts = {f"{where}.instruction": step.instruction}
         texts.update({f"{where}.arguments.{key}": str(value) for key, value in step.arguments.items()})
+        if step.knowledge is not None and step.knowledge.query:
+            texts[f"{where}.knowledge.query"] = step.knowledge.query
         for path, text in texts.items():
             for root, key in placeholder_references(text):
                 self._check_reference(path, root, key, step, upstream)

@@ -14,11 +14,19 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from convergio.observability.tracing import span
 from convergio.rag.context import build_context
-from convergio.rag.embeddings import build_embedder
-from convergio.rag.models import Hit, KnowledgeContext, KnowledgeRequest, MemoryIn, MemoryStored, RetrievalQuery
+from convergio.rag.embeddings import EmbeddingError, build_embedder
+from convergio.rag.models import (
+    Hit,
+    KnowledgeContext,
+    KnowledgeRequest,
+    MemoryIn,
+    MemoryStored,
+    RetrievalQuery,
+)
 from convergio.rag.store import KnowledgeStore
 from convergio.security.activity import ScreenInput, screen_and_record
 from convergio.settings import Settings
@@ -44,14 +52,17 @@ class KnowledgeActivities:
 
     @activity.defn(name="retrieve_knowledge")
     async def retrieve_knowledge(self, request: KnowledgeRequest) -> KnowledgeContext:
+        try:
+            return await self._retrieve(request)
+        except EmbeddingError as exc:  # a missing model or key does not heal by retrying
+            raise ApplicationError(str(exc), type="EmbeddingError", non_retryable=True) from exc
+
+    async def _retrieve(self, request: KnowledgeRequest) -> KnowledgeContext:
         top_k = request.top_k or self._settings.rag_top_k
         with span("rag.retrieve", tenant=request.tenant, top_k=top_k, step=request.step_id,
                   workflow_id=request.workflow_id) as current:
             started = time.monotonic()
-            with span("rag.embed", tenant=request.tenant, texts=1, model=self.store.embedder.model) as embed_span:
-                embed_started = time.monotonic()
-                vector = (await self.store.embedder.embed([request.query]))[0]
-                embed_span.set_attribute("ms", round((time.monotonic() - embed_started) * 1000, 3))
+            vector = (await self.store.embedder.embed([request.query]))[0]
             hits = await self.store.search_vector(
                 RetrievalQuery(
                     tenant=request.tenant, query=request.query, top_k=top_k, filters=request.filters,
@@ -91,4 +102,7 @@ class KnowledgeActivities:
     @activity.defn(name="remember_step")
     async def remember_step(self, memory: MemoryIn) -> MemoryStored:
         with span("rag.remember", tenant=memory.tenant, step=memory.step_id, workflow_id=memory.workflow_id):
-            return MemoryStored(stored=await self.store.remember(memory))
+            try:
+                return MemoryStored(stored=await self.store.remember(memory))
+            except EmbeddingError as exc:
+                raise ApplicationError(str(exc), type="EmbeddingError", non_retryable=True) from exc

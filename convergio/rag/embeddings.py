@@ -18,12 +18,15 @@ import hashlib
 import importlib.util
 import os
 import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from opentelemetry import trace
 
+from convergio.observability.tracing import span
 from convergio.settings import Settings
 
 DIMENSIONS = 384
@@ -148,7 +151,11 @@ class LocalEmbedder:
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        return await asyncio.to_thread(self.embed_sync, texts)
+        with span("rag.embed", model=self.model, texts=len(texts)) as current:
+            started = time.monotonic()
+            vectors = await asyncio.to_thread(self.embed_sync, texts)
+            current.set_attribute("ms", round((time.monotonic() - started) * 1000, 3))
+            return vectors
 
 
 class OpenAIEmbedder:
@@ -165,11 +172,14 @@ class OpenAIEmbedder:
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         vectors: list[list[float]] = []
-        for start in range(0, len(texts), 256):
-            response = await self._client.embeddings.create(
-                model=self._name, input=texts[start : start + 256], dimensions=DIMENSIONS
-            )
-            vectors += [list(item.embedding) for item in sorted(response.data, key=lambda d: d.index)]
+        with span("rag.embed", model=self.model, texts=len(texts)) as current:
+            started = time.monotonic()
+            for start in range(0, len(texts), 256):
+                response = await self._client.embeddings.create(
+                    model=self._name, input=texts[start : start + 256], dimensions=DIMENSIONS
+                )
+                vectors += [list(item.embedding) for item in sorted(response.data, key=lambda d: d.index)]
+            current.set_attribute("ms", round((time.monotonic() - started) * 1000, 3))
         return vectors
 
 
@@ -194,6 +204,7 @@ class CachedEmbedder:
             np.frombuffer(raw, dtype=np.float32).tolist() if raw else None for raw in cached
         ]
         missing = list(dict.fromkeys(texts[i] for i, v in enumerate(vectors) if v is None))
+        trace.get_current_span().set_attributes({"embedding_cache_hits": len(texts) - len(missing)})
         if missing:
             fresh = dict(zip(missing, await self._inner.embed(missing)))
             pipe = self._redis.pipeline(transaction=False)

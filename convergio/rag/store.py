@@ -14,11 +14,13 @@ run's memories are scored exactly, and the union is ordered by the final score.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from convergio.observability.tracing import span
 from convergio.rag.chunking import chunk_text
 from convergio.rag.embeddings import Embedder, content_hash, vector_literal
 from convergio.rag.models import DocumentIn, Hit, IngestResult, MemoryIn, RetrievalQuery, Weights
@@ -118,6 +120,14 @@ class KnowledgeStore:
     # ------------------------------------------------------------------ ingestion
     async def ingest(self, doc: DocumentIn) -> IngestResult:
         """Store a document's new chunks; text the tenant already has is skipped (by hash)."""
+        with span("rag.ingest", tenant=doc.tenant, source=doc.source) as current:
+            started = time.monotonic()
+            result = await self._ingest(doc)
+            current.set_attributes({"chunks_added": result.chunks_added, "chunks_skipped": result.chunks_skipped,
+                                    "duplicate": result.duplicate, "ms": round((time.monotonic() - started) * 1000, 3)})
+            return result
+
+    async def _ingest(self, doc: DocumentIn) -> IngestResult:
         if len(doc.text) > self.settings.knowledge_max_chars:
             raise ValueError(
                 f"{doc.source}: {len(doc.text)} characters, more than the {self.settings.knowledge_max_chars} allowed"

@@ -8,7 +8,7 @@ const MAX_EVENTS = 200;
 const LIST_SIZE = 100;
 
 const $ = (id) => document.getElementById(id);
-const state = { selected: null, stream: null, runTimer: null, lastEventId: null };
+const state = { selected: null, stream: null, runTimer: null, lastEventId: null, loading: false, again: false };
 
 function apiKey() {
   return localStorage.getItem(KEY_STORE) || "";
@@ -138,25 +138,40 @@ function openRun(workflowId) {
   }
   $("empty").hidden = true;
   $("run").hidden = false;
+  scheduleRefresh(0);
+}
+
+// One timer and at most one request in flight, however many events ask for a refresh.
+function scheduleRefresh(delay) {
   clearTimeout(state.runTimer);
-  refreshRun();
+  state.runTimer = setTimeout(refreshRun, delay);
 }
 
 async function refreshRun() {
   const workflowId = state.selected;
   if (!workflowId) return;
+  if (state.loading) {
+    state.again = true;
+    return;
+  }
+  state.loading = true;
+  state.again = false;
+  let running = true;
   try {
     const view = await api(`/workflows/${encodeURIComponent(workflowId)}`);
     if (workflowId === state.selected) renderRun(view);
-    if (view.status !== "running") {
-      refreshQueue();
-      return;  // ended: nothing more will change
-    }
+    running = view.status === "running";
+    if (!running) refreshQueue();
   } catch (error) {
     $("run-error").hidden = false;
     $("run-error").textContent = `cannot load ${workflowId}: ${error.message}`;
+  } finally {
+    state.loading = false;
   }
-  if (workflowId === state.selected) state.runTimer = setTimeout(refreshRun, POLL_MS);
+  if (workflowId !== state.selected) scheduleRefresh(0);  // another run was opened meanwhile
+  else if (state.again) scheduleRefresh(200);
+  else if (running) scheduleRefresh(POLL_MS);
+  // ended: nothing more will change
 }
 
 function renderRun(view) {
@@ -179,6 +194,13 @@ function renderRun(view) {
     el("td", {}, [...new Set(step.agents)].join(", ") || "–"),
     el("td", { class: "num" }, String(step.prompt_tokens + step.completion_tokens)),
     el("td", { class: "num" }, Number(step.cost_usd || 0).toFixed(4)),
+  )));
+  const audit = result ? result.audit.filter((entry) => entry.kind === "decision" || entry.kind === "escalation") : [];
+  $("audit-section").hidden = audit.length === 0;
+  $("audit").replaceChildren(...audit.map((entry) => el("li", {},
+    el("strong", {}, entry.outcome),
+    ` by ${entry.actor || "the run"}${entry.role ? ` (${entry.role})` : ""} · ${when(entry.at)}`,
+    entry.comment ? el("q", {}, entry.comment) : "",
   )));
   if (result && result.markdown) {
     $("report").hidden = false;
@@ -244,8 +266,7 @@ async function decide(gate, form, decision) {
     });
     status.textContent = { approve: "Approved.", deny: "Denied.", request_changes: "Changes requested." }[decision];
     form.closest(".gate").classList.add("decided");
-    clearTimeout(state.runTimer);
-    state.runTimer = setTimeout(refreshRun, 300);
+    scheduleRefresh(300);
   } catch (error) {
     status.textContent = `Not sent: ${error.message}`;
     for (const button of form.querySelectorAll("button")) button.disabled = false;
@@ -301,7 +322,7 @@ async function readEvents(body, signal) {
       if (!event) continue;
       if (event.id) state.lastEventId = event.id;
       if (event.event === "end") {
-        refreshRun();
+        scheduleRefresh(0);
         return true;
       }
       showEvent(event);
@@ -348,8 +369,7 @@ function showEvent(event) {
   }
   list.scrollTop = list.scrollHeight;
   if (event.event === "turn_finished" || event.event === "sla_breach") {
-    clearTimeout(state.runTimer);
-    state.runTimer = setTimeout(refreshRun, 200);
+    scheduleRefresh(200);
   }
 }
 
