@@ -60,6 +60,20 @@ async def test_routing_and_validation_errors_are_problems(api: httpx.AsyncClient
     assert missing["errors"] == [{"loc": ["body", "template"], "msg": "Field required", "type": "missing"}]
     assert "body.template: Field required" in missing["detail"]
     assert_problem(await api.get("/workflows", params={"page_size": 0}), 422, "validation-error")
+    ancient = assert_problem(await api.get("/costs", params={"since": "0343-07-09"}), 422, "validation-error")
+    assert "since must be between" in ancient["detail"]
+
+
+async def test_text_postgres_cannot_store_is_422_and_nothing_is_stored(
+    api: httpx.AsyncClient, db_pool: AsyncConnectionPool
+) -> None:
+    template = {"name": "nul-in-text", "version": 1, "description": "a\u0000b",
+                "steps": [{"id": "a", "agent": "cfo", "instruction": "x"}]}
+    body = assert_problem(await api.post("/templates", json=template), 422, "validation-error")
+    assert "NUL" in body["detail"]
+    async with db_pool.connection() as conn:
+        rows = await (await conn.execute("SELECT count(*) FROM custom_templates WHERE name = 'nul-in-text'")).fetchone()
+    assert rows == (0,)
 
 
 async def test_unexpected_errors_leak_nothing(api: httpx.AsyncClient) -> None:

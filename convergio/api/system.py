@@ -8,7 +8,7 @@ aggregates).
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from datetime import date
+from datetime import date, timedelta
 from typing import Annotated, Any
 
 import psycopg
@@ -26,6 +26,7 @@ from convergio.observability.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from convergio.observability.stats import StatsReport, collect_stats, refresh_gauges
 
 router = APIRouter(tags=["system"])
+MAX_REPORT_DAYS = 3660
 
 
 class HealthReport(BaseModel):
@@ -71,6 +72,14 @@ async def costs(
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"you may read tenant '{principal.tenant}' only")
     if since and until and since > until:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "since must not be after until")
+    today = date.today()
+    earliest, latest = today - timedelta(days=MAX_REPORT_DAYS), today + timedelta(days=366)
+    for name, day in (("since", since), ("until", until)):
+        if day is not None and not earliest <= day <= latest:
+            # The report has a row per day of the range: keep it to ten years.
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name} must be between {earliest} and {latest}"
+            )
     scope = tenant if tenant is not None else (None if principal.is_admin else principal.tenant)
     return await cost_report(db, tenant=scope, since=since, until=until)
 

@@ -6,10 +6,13 @@ Layers, cheapest first:
 1. :mod:`convergio.security.normalize` undoes the usual obfuscations (Unicode confusables,
    zero-width and bidi characters, spaced-out letters, light leetspeak) and decodes embedded
    base64 / base32 / hex / URL-encoded / ROT13 segments, which are screened too.
-2. :mod:`convergio.security.rules` holds weighted regular-expression rules per category.
+2. :mod:`convergio.security.rules` holds weighted regular-expression rules per category; a
+   sound literal prefilter skips the rules whose words a text does not contain.
 3. :mod:`convergio.security.guardian` combines the hits into a :class:`Verdict` (score,
    decision allow/flag/block, categories, reasons, redacted text), weighting categories by the
-   surface screened; an optional :class:`ModelClassifier` can only raise a score.
+   surface screened; the rule analysis of a text is cached per worker. The optional second
+   layer (:mod:`convergio.security.classifier`, ``CONVERGIO_GUARDIAN_CLASSIFIER=model``) is
+   asked only in the grey band and can only raise a score.
 4. :mod:`convergio.security.policy` maps a verdict to an action per template
    (allow, redact, approval, block); :mod:`convergio.security.store` logs every verdict in
    Postgres; :mod:`convergio.security.activity` is the Temporal activity tying it together.

@@ -143,10 +143,16 @@ class _Analysis:
     evasive_notes: tuple[str, ...]
 
 
-@lru_cache(maxsize=1024)
+CACHED_CHARS = 20_000  # longer texts are analysed every time (the cache stays small)
+
+
 def _analyze(text: str) -> _Analysis:
-    """Rule matches over every reading of ``text`` (cached per worker by the text itself:
-    an agent's answer is screened as ``output`` and again as ``context`` of later turns)."""
+    """Rule matches over every reading of ``text``, cached per worker by the text itself (an
+    agent's answer is screened as ``output`` and again as ``context`` of later turns)."""
+    return _analyze_cached(text) if len(text) <= CACHED_CHARS else _analyze_text(text)
+
+
+def _analyze_text(text: str) -> _Analysis:
     normalized = normalize(_bounded(text))
     found: dict[str, tuple[Rule, tuple[str, ...], str]] = {}
     for reading in normalized.readings():
@@ -155,6 +161,9 @@ def _analyze(text: str) -> _Analysis:
                 found[hit.rule.id] = (hit.rule, hit.matches, reading.note)
     evasive = tuple(n for n in normalized.notes if "zero-width" in n or "look-alike" in n)
     return _Analysis(found, evasive)
+
+
+_analyze_cached = lru_cache(maxsize=1024)(_analyze_text)
 
 
 def _merge(analyses: list[_Analysis]) -> _Analysis:
@@ -254,10 +263,12 @@ def _verdict(analysis: _Analysis, text: str, surface: Surface, thresholds: Thres
     )
 
 
-@lru_cache(maxsize=256)
 def redact_cached(text: str) -> str:
     """:func:`redact`, remembered per worker (a verdict and its stored sample need it twice)."""
-    return redact(text)
+    return _redact_lru(text) if len(text) <= CACHED_CHARS else redact(text)
+
+
+_redact_lru = lru_cache(maxsize=256)(lambda text: redact(text))
 
 
 # --------------------------------------------------------------------------- optional model layer

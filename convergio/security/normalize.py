@@ -57,7 +57,7 @@ _LEET_WORD = re.compile(r"(?<![\w@$])(?=[\w@$]*[A-Za-z])(?=[\w@$]*[0134579@$])[\
 # Letters spaced out to dodge word matching: "i g n o r e", "i.g.n.o.r.e", "i-g-n-o-r-e".
 _SPACED = re.compile(r"(?<!\w)(?:[A-Za-z][ .\-_*·]){3,}[A-Za-z](?!\w)")
 
-_B64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,}={0,2}")
+_B64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{12,}={0,2}")
 _B32 = re.compile(r"(?<![A-Z2-7])[A-Z2-7]{16,}={0,6}")
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}){8,}(?![0-9A-Fa-f])")
 _HEX_ESCAPED = re.compile(r"(?:\\x[0-9A-Fa-f]{2}){6,}")
@@ -127,7 +127,8 @@ def _plausible_text(raw: bytes) -> str | None:
 
 def _decode_b64(segment: str) -> str | None:
     core = segment.rstrip("=")
-    if len(core) < 16 or core.isdigit() or core.isalpha() and (core.islower() or core.isupper()):
+    # Short segments only with their padding: a bare 12-character word is rarely base64.
+    if len(core) < (12 if segment.endswith("=") else 16) or core.isdigit() or core.isalpha() and (core.islower() or core.isupper()):
         return None  # plain words or numbers, not base64
     padded = core + "=" * (-len(core) % 4)
     for decoder in (base64.b64decode, base64.urlsafe_b64decode):

@@ -188,7 +188,7 @@ PROMPT_INJECTION: list[Rule] = [
     ),
     _rule(
         "pi.ignore_everything", "prompt_injection", 0.7,
-        r"\b(?:ignore|disregard|forget)\s+(?:everything|all|anything|what)\s+(?:(?:you\s+(?:were|have\s+been)\s+(?:told|given|instructed))|(?:above|before|so\s+far|previously|earlier|i\s+said))",
+        r"\b(?:ignore|disregard|forget)\s+(?:everything|all|anything|what|whatever)\s+(?:(?:you\s+(?:were|have\s+been|'ve\s+been)\s+(?:told|given|instructed|asked))|(?:above|before|so\s+far|previously|earlier|i\s+said))",
         "asks to forget everything said before",
     ),
     _rule(
@@ -198,7 +198,7 @@ PROMPT_INJECTION: list[Rule] = [
     ),
     _rule(
         "pi.reveal_prompt", "prompt_injection", 0.8,
-        r"\b(?:reveal|show|print|repeat|output|display|disclose|leak|dump|recite|tell\s+me|give\s+me|share|write\s+out|spell\s+out|copy|paste|translate)\s+(?:me\s+|us\s+)?(?:back\s+)?(?:all\s+|exactly\s+|verbatim\s+)?(?:of\s+)?(?:(?:your|its|this\s+assistant'?s)\s+(?:(?:full|entire|complete|exact|original|initial|hidden|secret|internal|confidential|system|developer)\s+){0,3}(?:system\s+prompt|system\s+message|prompt(?!\s+(?:payment|delivery|response|reply|attention))|instructions|developer\s+message|guidelines|configuration|rules\s+you\s+were\s+given)|the\s+(?:(?:full|entire|complete|exact)\s+)?(?:(?:original|initial|hidden|secret|internal|confidential|system|developer)\s+){1,3}(?:prompt|message|instructions|guidelines|configuration)|the\s+system\s+prompt)\b",
+        r"\b(?:reveal|show|print|repeat|output|display|disclose|leak|dump|recite|tell\s+me|give\s+me|share|write\s+out|spell\s+out|copy|paste|translate)\s+(?:out\s+)?(?:me\s+|us\s+)?(?:back\s+)?(?:all\s+|exactly\s+|verbatim\s+)?(?:of\s+)?(?:(?:your|its|this\s+assistant'?s)\s+(?:(?:full|entire|complete|exact|original|initial|hidden|secret|internal|confidential|system|developer)\s+){0,3}(?:system\s+prompt|system\s+message|prompt(?!\s+(?:payment|delivery|response|reply|attention))|instructions|developer\s+message|guidelines|configuration|rules\s+you\s+were\s+given)|the\s+(?:(?:full|entire|complete|exact)\s+)?(?:(?:original|initial|hidden|secret|internal|confidential|system|developer)\s+){1,3}(?:prompt|message|instructions|guidelines|configuration)|the\s+system\s+prompt)\b",
         "asks to reveal the system prompt or hidden instructions",
     ),
     _rule(
@@ -248,6 +248,32 @@ PROMPT_INJECTION: list[Rule] = [
         "asks to drop what the orchestrator or developer gave it",
     ),
     _rule(
+        "pi.void_instructions", "prompt_injection", 0.55,
+        r"\b(?:(?:the\s+)?(?:instructions?|rules|guidelines|directives|prompt|orders)\s+(?:you\s+(?:received|were\s+given|got|have\s+been\s+given)|given\s+to\s+you)|your\s+(?:previous|prior|earlier|original|initial|old|current)\s+(?:instructions?|rules|guidelines|directives|prompt|orders|task))\b(?!\s+(?:to|for|from)\b)[^.\n]{0,60}?\b(?:no\s+longer\s+(?:apply|applies|valid|matter|count|stand)|(?:are|is)\s+(?:now\s+)?(?:void|cancel+ed|null|revoked|invalid|obsolete|overridden|suspended|lifted))",
+        "declares the instructions it was given void",
+    ),
+    _rule(
+        "pi.drop_your_rules", "prompt_injection", 0.55,
+        rf"\b{_VERB_DROP}\s+your\s+(?:\w+\s+)?(?:rubric|criteria|guidelines|rules|instructions|constraints|programming|directives|configuration|system\s+prompt)\b",
+        "asks it to drop its own rules or criteria",
+    ),
+    _rule(
+        "pi.what_were_you_told", "prompt_injection", 0.6,
+        r"\bwhat\s+(?:instructions|rules|guidelines|directives|prompt|orders)\s+(?:were|have|did)\s+you\s+(?:been\s+)?(?:given|told|programmed|configured|instructed|receive)",
+        "asks what instructions it was given",
+    ),
+    _rule(
+        "pi.hidden_markup", "prompt_injection", 0.55,
+        r"<!--[^>]{0,300}?\b(?:ignore|disregard|forget|override|assistant|ai|llm|instructions?)\b|display\s*:\s*none[^>]{0,80}>[^<]{0,300}?\b(?:ignore|disregard|forget|assistant|ai|llm|instructions?)\b|\[\s*(system|admin|developer)\s*\][\s\S]{0,300}?\[\s*/\s*\1\s*\]",
+        "instructions hidden in markup (an HTML comment, invisible text, [system]...[/system])",
+    ),
+    _rule(
+        "pi.vocative_ai", "prompt_injection", 0.55,
+        r"(?:^|[<>\[(:.!?-]\s*)(?:all\s+|any\s+)?(?:ai|llm|gpt)s?(?:\s+(?:agents?|assistants?|models?|systems?|bots?))?\s*[:,]\s*(?:please\s+)?(?:ignore|disregard|forget|override|you\s+must\s+now|stop\s+following)\b",
+        "addresses AI readers with an order",
+        flags=_IM,
+    ),
+    _rule(
         "pi.from_now_on", "prompt_injection", 0.4,
         r"\bfrom\s+now\s+on\s*,?\s+(?:you\s+(?:will|must|are|shall|should)|respond|answer|reply|act|only|always|ignore)",
         "re-programs future behaviour",
@@ -264,12 +290,12 @@ PROMPT_INJECTION: list[Rule] = [
     ),
     _rule(
         "pi.priority_claim", "prompt_injection", 0.5,
-        r"\b(?:highest|top|maximum|critical)\s+priority\s+(?:instruction|override|command|directive)|\b(?:admin(?:istrator)?|developer|system|root)\s+(?:override|mode\s+(?:enabled|activated|on))\b|\bsudo\s+mode\b",
+        r"\b(?:highest|top|maximum|critical)\s+priority\s+(?:instruction|override|command|directive)|\b(?:admin(?:istrator)?|developer|system|root)\s+(?:override\b(?!\s+(?:mode|feature|button|setting|option|function|capabilit|permission|flag|polic))|mode\s+(?:enabled|activated|on)\b)|\bsudo\s+mode\b",
         "claims administrator or system authority",
     ),
 ]
 
-_NO_LIMITS = r"(?:no|without(?:\s+any)?|free\s+(?:of|from)|zero|none\s+of\s+(?:the|your))\s+(?:\w+\s+){0,2}(?:restrictions|filters?|limits|limitations|rules|guidelines|ethics|morals|censorship|boundaries|constraints|safeguards|guardrails|policies|restraints)"
+_NO_LIMITS = r"(?:no|without(?:\s+any)?|free\s+(?:of|from)|zero|none\s+of\s+(?:the|your)|never\s+(?:been\s+)?(?:given|taught|trained\s+(?:on|with))(?:\s+any)?)\s+(?:\w+\s+){0,2}(?:restrictions|filters?|limits|limitations|rules|guidelines|ethics|morals|censorship|boundaries|constraints|safeguards|guardrails|policies|restraints)"
 
 JAILBREAK: list[Rule] = [
     _rule(
@@ -334,8 +360,18 @@ JAILBREAK: list[Rule] = [
     ),
     _rule(
         "jb.harmful_howto", "jailbreak", 0.5,
-        r"\b(?:how\s+to|instructions\s+(?:for|to)|steps\s+to|recipe\s+for|guide\s+to)\s+(?:make|build|synthesi[sz]e|cook|produce|create)\s+(?:a\s+|an\s+)?(?:bombs?|explosives?|napalm|meth(?:amphetamine)?|nerve\s+agents?|sarin|ricin|bioweapons?|pipe\s+bombs?|molotov)",
+        r"\b(?:how\s+to|instructions\s+(?:for|to)|steps\s+to|recipe\s+for|guide\s+to)\s+(?:make|build|synthesi[sz]e|cook|produce|create)\s+(?:a\s+|an\s+)?(?:bombs?|explosives?|napalm|meth(?:amphetamine)?|nerve\s+agents?|sarin|ricin|bioweapons?|pipe\s+bombs?|molotov|nitroglycerin|thermite|ransomware|malware)",
         "request for weapons or drug synthesis",
+    ),
+    _rule(
+        "jb.hypothetical_unbound", "jailbreak", 0.7,
+        r"\b(?:if|suppose|imagine|pretend)\s+(?:that\s+)?you\s+(?:had|have|were\s+without|didn'?t\s+have|were\s+free\s+of)\s+(?:no|zero|none\s+of\s+your)\s+(?:(?:ethical|moral|safety|content)\s+)?(?:restrictions|filters|guidelines|ethics|morals|guardrails|rules|polic(?:y|ies)|limitations)",
+        "asks it to answer as if it had no rules",
+    ),
+    _rule(
+        "jb.grandma", "jailbreak", 0.6,
+        r"\b(?:grand(?:ma|mother|pa|father)|granny|nana|(?:late|dead|deceased)\s+(?:uncle|aunt|mother|father|friend))\b[^\n]{0,200}?\b(?:pretend|act|role-?play|be|talk\s+like)\s+(?:to\s+be\s+|as\s+|like\s+)?(?:her|him|them|my\s+\w+)\b",
+        "the 'deceased relative' role-play trick",
     ),
 ]
 
@@ -344,7 +380,7 @@ EMAIL = r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
 PHONE = r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}(?!\w)"
 CARD = r"(?<![\w-])(?:[2-6]\d{3}(?:[ -]?\d{4}){2}[ -]?\d{1,7}|3[47]\d{2}[ -]?\d{6}[ -]?\d{5})(?![\w-])"
 IBAN = r"\b(?!RF)[A-Z]{2}\d{2}(?:\s?[A-Z0-9]{4}){2,7}(?:\s?[A-Z0-9]{1,3})?\b"
-SSN = r"\b(?:ssn|social\s+security(?:\s+number)?|sozialversicherungsnummer)\W{0,5}\d{3}-\d{2}-\d{4}\b"
+SSN = r"\b(?:ssns?|social\s+security(?:\s+numbers?)?|sozialversicherungsnummer)\b[^\d\n]{0,20}\d{3}-\d{2}-\d{4}\b"
 
 _EXFIL_SINK = r"(?:https?://|\b(?:an?\s+)?(?:external|remote|outside|third-party|attacker'?s?)\s+(?:server|url|endpoint|address|site|host|webhook)|\bthis\s+(?:url|endpoint|webhook|address|server)|\b[\w.+-]+@(?!(?:example|acme|ourcompany)\.)[\w-]+\.[a-z]{2,}|\bwebhook)"
 _SENSITIVE = r"(?:credentials?|passwords?|passwd|api[\s_-]?keys?|secret\s+keys?|secrets|access\s+tokens?|auth(?:entication)?\s+tokens?|tokens|private\s+keys?|ssh\s+keys?|session\s+cookies?|cookies|env(?:ironment)?\s+variables|\.env\s+file|system\s+prompt|conversation\s+history|chat\s+history|(?:entire\s+|full\s+|whole\s+)?conversation|user\s+data|customer\s+(?:records|database|list|pii)|personal\s+data|pii|database\s+dump|contents?\s+of\s+(?:the\s+)?(?:database|memory|context|files?)|(?:social\s+security|credit\s+card)\s+numbers)"
@@ -432,7 +468,7 @@ EXFILTRATION: list[Rule] = [
 MALICIOUS: list[Rule] = [
     _rule(
         "mal.rm_rf", "malicious", 0.9,
-        r"\brm\s+(?:-[a-zA-Z]*[rR][a-zA-Z]*f?[a-zA-Z]*|-[a-zA-Z]*f[a-zA-Z]*\s+-[rR]|--recursive|--no-preserve-root)(?:\s+--no-preserve-root)?\s+(?:/\*?|~/?|\*|\$HOME|/(?:etc|home|var|usr|boot|root|bin|opt|lib|srv)\b/?\*?|\.\.?/?\*?)(?=[\s;&|`'\")]|$)",
+        r"\brm\s+(?:-[a-zA-Z]*[rR][a-zA-Z]*f?[a-zA-Z]*|-[a-zA-Z]*f[a-zA-Z]*\s+-[rR]|--recursive|--no-preserve-root)(?:\s+--no-preserve-root)?\s+(?:/\*?|~/?\*?|\*|\$HOME/?\*?|/(?:etc|home|var|usr|boot|root|bin|opt|lib|srv)\b/?\*?|\.\.?/?\*?)(?=[\s;&|`'\")]|$)",
         "recursive delete of system or home directories",
     ),
     _rule(
@@ -454,6 +490,11 @@ MALICIOUS: list[Rule] = [
         "ex.credential_files", "exfiltration", 0.6,
         r"\bcat\s+(?:/etc/(?:passwd|shadow|sudoers)|~?/?\.ssh/id_\w+|~?/?\.aws/credentials|\.env\b)|\b(?:curl|wget)\b[^\n]{0,80}(?:-d|--data|--upload-file|-F|-T)\s*@?\S*(?:/etc/passwd|/etc/shadow|\.ssh|\.aws|\.env|id_rsa)",
         "reads or uploads credential files",
+    ),
+    _rule(
+        "ex.credential_paths", "exfiltration", 0.65,
+        r"\b(?:copy|paste|print|show|read|output|display|give|send|include|type|dump|open|cat|upload|attach)\b[^.\n]{0,40}?(?:~|\$HOME)?/?\.(?:aws/credentials|ssh/id_\w+|netrc|pgpass|git-credentials|npmrc|docker/config\.json|kube/config)\b",
+        "asks for the contents of a credential file",
     ),
     _rule(
         "mal.sql_drop", "malicious", 0.75,
