@@ -29,6 +29,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -150,6 +152,29 @@ def db_upgrade() -> None:
         raise fail("CONVERGIO_DATABASE_URL is not set (the embedded database is migrated by `convergio up`)")
     applied = asyncio.run(apply_migrations(settings.database_url))
     console.print(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who holds the key (recorded as the actor).")],
+    role: Annotated[str, typer.Option(help="viewer | operator | approver | admin.")] = "viewer",
+    tenant: Annotated[str, typer.Option(help="The tenant the key acts for.")] = "default",
+    approves_as: Annotated[
+        list[str], typer.Option("--approves-as", help="A gate role the holder may decide as; repeatable.")
+    ] = [],  # noqa: B006 - Typer reads the default
+) -> None:
+    """Make a new API key: prints the key once, and the CONVERGIO_API_KEYS entry (its SHA-256 only)."""
+    from convergio.api.auth import hash_key, new_key
+    from convergio.settings import ApiKeyEntry
+
+    key = new_key()
+    try:
+        entry = ApiKeyEntry(name=name, role=role, tenant=tenant, approves_as=approves_as, sha256=hash_key(key))  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise fail("; ".join(f"--{'-'.join(map(str, e['loc'])) or 'key'}: {e['msg']}" for e in exc.errors())) from None
+    err_console.print("The key is shown once; the server keeps only its SHA-256. Add the entry to CONVERGIO_API_KEYS:")
+    console.print(key, highlight=False, soft_wrap=True)
+    console.print(entry.model_dump_json(exclude_none=True), highlight=False, soft_wrap=True)
 
 
 def parse_inputs(pairs: list[str], inputs_file: Path | None) -> dict[str, Any]:

@@ -186,7 +186,7 @@ class Settings(BaseSettings):
         default=160, ge=20, le=2_000, description="Tokens per knowledge chunk (MiniLM reads at most 256 word pieces)."
     )
     rag_chunk_overlap: int = Field(default=32, ge=0, le=500, description="Tokens shared by neighbouring chunks.")
-    rag_ef_search: int = Field(default=80, ge=1, le=1_000, description="pgvector hnsw.ef_search of retrieval queries.")
+    rag_ef_search: int = Field(default=160, ge=1, le=1_000, description="pgvector hnsw.ef_search of retrieval queries.")
     knowledge_max_chars: int = Field(
         default=500_000, ge=1, description="Largest document (in characters) POST /knowledge and ingest accept."
     )

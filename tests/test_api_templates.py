@@ -34,9 +34,13 @@ async def test_register_version_list_and_run_a_custom_template(
     assert created.json() == {"name": name, "version": 1, "tenant": "acme", "status": "created"}
     again = await api.post("/templates", json=vendor_review(name), headers=acme)
     assert again.status_code == 200 and again.json()["status"] == "unchanged"
-    changed = await api.post("/templates", json=vendor_review(name, instruction="Other {inputs.vendor}."), headers=acme)
+    changed = await api.post(
+        "/templates", json=vendor_review(name, instruction="Other {inputs.vendor}."), headers=acme
+    )
     assert changed.status_code == 409 and "bump the version" in changed.json()["detail"]
-    v2 = await api.post("/templates", json=vendor_review(name, 2, "Assess {inputs.vendor} twice."), headers=acme)
+    v2 = await api.post(
+        "/templates", json=vendor_review(name, 2, "Assess {inputs.vendor} twice."), headers=acme
+    )
     assert v2.status_code == 201
     viewer = await api.post("/templates", json=vendor_review(name, 3), headers=headers("acme-viewer"))
     assert viewer.status_code == 403
@@ -46,31 +50,40 @@ async def test_register_version_list_and_run_a_custom_template(
     assert ("strategic-analysis", 1) in listed
     other = {t["name"] for t in (await api.get("/templates", headers=globex)).json()}
     assert name not in other  # another tenant's template is invisible...
-    refused = await api.post("/workflows", json={"template": name, "inputs": {"vendor": "Initech"}}, headers=globex)
+    refused = await api.post(
+        "/workflows", json={"template": name, "inputs": {"vendor": "Initech"}}, headers=globex
+    )
     assert refused.status_code == 422 and "unknown template" in refused.json()["detail"]  # ...and cannot run
 
-    started = await api.post("/workflows", json={"template": name, "inputs": {"vendor": "Initech"}}, headers=acme)
+    started = await api.post(
+        "/workflows", json={"template": name, "inputs": {"vendor": "Initech"}}, headers=acme
+    )
     assert started.status_code == 202, started.text
     assert started.json()["version"] == 2  # the latest
     workflow_id = started.json()["workflow_id"]
     await _poll(api, workflow_id, lambda v: v["progress"] and v["progress"]["pending_approvals"])
     decided = await api.post(
-        f"/workflows/{workflow_id}/approvals/sign_off", json={"decision": "approve", "role": "approver"},
+        f"/workflows/{workflow_id}/approvals/sign_off",
+        json={"decision": "approve", "role": "approver"},
         headers=headers("acme-approver"),
     )
     assert decided.status_code == 202, decided.text
     done = await _poll(api, workflow_id, lambda v: v["status"] != "running")
     assert done["status"] == "completed" and done["template"] == name
     assert done["result"]["version"] == 2 and done["result"]["steps"][0]["status"] == "completed"
-    pinned = await api.post("/workflows", json={"template": name, "version": 1, "inputs": {"vendor": "X"}},
-                            headers=acme)
+    pinned = await api.post(
+        "/workflows", json={"template": name, "version": 1, "inputs": {"vendor": "X"}}, headers=acme
+    )
     assert pinned.json()["version"] == 1
     await api.post(f"/workflows/{pinned.json()['workflow_id']}/cancel", headers=acme)
 
     async with db_pool.connection() as conn:
-        rows = await (await conn.execute(
-            "SELECT tenant, version, created_by FROM custom_templates WHERE name = %s ORDER BY version", (name,)
-        )).fetchall()
+        rows = await (
+            await conn.execute(
+                "SELECT tenant, version, created_by FROM custom_templates WHERE name = %s ORDER BY version",
+                (name,),
+            )
+        ).fetchall()
     assert rows == [("acme", 1, "acme-operator"), ("acme", 2, "acme-operator")]
 
 
@@ -79,10 +92,22 @@ async def test_invalid_custom_templates_are_rejected_with_field_errors(
 ) -> None:
     name = f"broken-{uuid.uuid4().hex[:8]}"
     cases = [
-        ({**vendor_review(name), "steps": [{"id": "a", "kind": "agent", "agent": "nobody", "instruction": "x"}]},
-         "nobody"),
-        ({**vendor_review(name), "steps": [{"id": "a", "kind": "agent", "agent": "cfo", "instruction": "x",
-                                            "depends_on": ["ghost"]}]}, "ghost"),
+        (
+            {
+                **vendor_review(name),
+                "steps": [{"id": "a", "kind": "agent", "agent": "nobody", "instruction": "x"}],
+            },
+            "nobody",
+        ),
+        (
+            {
+                **vendor_review(name),
+                "steps": [
+                    {"id": "a", "kind": "agent", "agent": "cfo", "instruction": "x", "depends_on": ["ghost"]}
+                ],
+            },
+            "ghost",
+        ),
         ({**vendor_review(name), "version": 0}, "version"),
         ({"name": name, "version": 1}, "steps"),
     ]
@@ -92,10 +117,14 @@ async def test_invalid_custom_templates_are_rejected_with_field_errors(
         assert response.headers["content-type"] == "application/problem+json"
         problem = response.json()
         assert named in problem["detail"] and problem["errors"], problem
-    shipped = await api.post("/templates", json=vendor_review("strategic-analysis", 9), headers=headers("acme-operator"))
+    shipped = await api.post(
+        "/templates", json=vendor_review("strategic-analysis", 9), headers=headers("acme-operator")
+    )
     assert shipped.status_code == 409 and "shipped" in shipped.json()["detail"]
     async with db_pool.connection() as conn:
-        count = await (await conn.execute(
-            "SELECT count(*) FROM custom_templates WHERE name IN (%s, 'strategic-analysis')", (name,)
-        )).fetchone()
+        count = await (
+            await conn.execute(
+                "SELECT count(*) FROM custom_templates WHERE name IN (%s, 'strategic-analysis')", (name,)
+            )
+        ).fetchone()
     assert count == (0,)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from pathlib import Path
 import uuid
 from decimal import Decimal
 from typing import Literal
@@ -118,6 +119,23 @@ def test_missing_llama_cpp_names_the_install_step(monkeypatch: pytest.MonkeyPatc
         build_model_client(Settings(_env_file=None, model="local"))  # type: ignore[call-arg]
     message = str(error.value)
     assert "llama-cpp-python" in message and "install-local-llm.sh" in message and "\n" not in message
+
+
+def test_demo_with_a_bad_local_model_stops_with_one_line_and_starts_nothing(tmp_path) -> None:
+    import os
+    import subprocess
+
+    data = tmp_path / "data"
+    env = {**os.environ, "CONVERGIO_DATA_DIR": str(data)}
+    cli = Path(sys.executable).with_name("convergio")
+    result = subprocess.run(
+        [str(cli), "demo", "--model", f"local:{tmp_path / 'missing.gguf'}"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no GGUF file at" in lines[0] and "missing.gguf" in lines[0]
+    assert not data.exists()  # nothing was started
 
 
 def test_the_report_names_the_model_that_wrote_each_step() -> None:

@@ -33,7 +33,9 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers("admin")) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers=headers("admin")
+        ) as client:
             yield client
 
 
@@ -67,12 +69,18 @@ async def test_routing_and_validation_errors_are_problems(api: httpx.AsyncClient
 async def test_text_postgres_cannot_store_is_422_and_nothing_is_stored(
     api: httpx.AsyncClient, db_pool: AsyncConnectionPool
 ) -> None:
-    template = {"name": "nul-in-text", "version": 1, "description": "a\u0000b",
-                "steps": [{"id": "a", "agent": "cfo", "instruction": "x"}]}
+    template = {
+        "name": "nul-in-text",
+        "version": 1,
+        "description": "a\u0000b",
+        "steps": [{"id": "a", "agent": "cfo", "instruction": "x"}],
+    }
     body = assert_problem(await api.post("/templates", json=template), 422, "validation-error")
     assert "NUL" in body["detail"]
     async with db_pool.connection() as conn:
-        rows = await (await conn.execute("SELECT count(*) FROM custom_templates WHERE name = 'nul-in-text'")).fetchone()
+        rows = await (
+            await conn.execute("SELECT count(*) FROM custom_templates WHERE name = 'nul-in-text'")
+        ).fetchone()
     assert rows == (0,)
 
 
@@ -87,8 +95,11 @@ async def test_oversized_payloads_get_413_and_nothing_is_started(
     api: httpx.AsyncClient, db_pool: AsyncConnectionPool
 ) -> None:
     before = await _runs(api, "acme")
-    huge = {"template": "strategic-analysis", "inputs": {**STRATEGIC_INPUTS, "brief": "x" * (LIMIT * 2)},
-            "tenant": "acme"}
+    huge = {
+        "template": "strategic-analysis",
+        "inputs": {**STRATEGIC_INPUTS, "brief": "x" * (LIMIT * 2)},
+        "tenant": "acme",
+    }
     body = assert_problem(await api.post("/workflows", json=huge), 413, "payload-too-large")
     assert body["max_bytes"] == LIMIT and str(LIMIT) in body["detail"]
 
@@ -100,12 +111,18 @@ async def test_oversized_payloads_get_413_and_nothing_is_started(
 
     streamed = await api.post("/workflows", content=chunks(), headers={"Content-Type": "application/json"})
     assert assert_problem(streamed, 413, "payload-too-large")["max_bytes"] == LIMIT
-    template = {"name": "too-big", "version": 1, "description": "z" * (LIMIT * 2),
-                "steps": [{"id": "a", "agent": "cfo", "instruction": "x"}]}
+    template = {
+        "name": "too-big",
+        "version": 1,
+        "description": "z" * (LIMIT * 2),
+        "steps": [{"id": "a", "agent": "cfo", "instruction": "x"}],
+    }
     assert_problem(await api.post("/templates", json=template), 413, "payload-too-large")
     assert await _runs(api, "acme") == before
     async with db_pool.connection() as conn:
-        rows = await (await conn.execute("SELECT count(*) FROM custom_templates WHERE name = 'too-big'")).fetchone()
+        rows = await (
+            await conn.execute("SELECT count(*) FROM custom_templates WHERE name = 'too-big'")
+        ).fetchone()
     assert rows == (0,)
 
 
@@ -114,7 +131,10 @@ async def test_oversized_fields_within_the_body_limit_are_422(api: httpx.AsyncCl
     long_model = {"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS, "model": "m" * 300}
     body = assert_problem(await api.post("/workflows", json=long_model), 422, "validation-error")
     assert body["errors"][0]["loc"] == ["body", "model"]
-    long_key = await api.post("/workflows", json={"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS},
-                              headers={"Idempotency-Key": "k" * 201})
+    long_key = await api.post(
+        "/workflows",
+        json={"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS},
+        headers={"Idempotency-Key": "k" * 201},
+    )
     assert_problem(long_key, 422, "validation-error")
     assert await _runs(api, "default") == before

@@ -30,11 +30,14 @@ CHECKS = "not_a_server_error,content_type_conformance"
 
 @pytest_asyncio.fixture
 async def live_url(dev_client: Client, settings: Settings, resources: WorkerResources) -> AsyncIterator[str]:
-    # A queue of its own, with a worker: runs started here answer queries, and no other test's worker sees them.
+    # A queue of its own, with a worker: runs started here answer queries, and no other test's
+    # worker sees them.
     own = auth_settings(settings, temporal_task_queue="convergio-schemathesis", rate_limit_requests=100_000)
     app = create_app(own)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     async with build_worker(dev_client, own, resources):
         async for url in _serve(server, port):
             yield url
@@ -59,13 +62,35 @@ async def _serve(server: uvicorn.Server, port: int) -> AsyncIterator[str]:
 async def _schemathesis(url: str, *args: str, report: Path) -> tuple[int, str]:
     log = report.with_suffix(".log")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json",
-        "--checks", CHECKS, "--max-examples", "6", "--seed", "20261124", "--workers", "1",
-        "--phases", "examples,fuzzing", "--max-failures", "20",
-        "--request-timeout", "20", "--suppress-health-check", "all", "--no-shrink",
-        "--report", "junit", "--report-junit-path", str(report),
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        CHECKS,
+        "--max-examples",
+        "6",
+        "--seed",
+        "20261124",
+        "--workers",
+        "1",
+        "--phases",
+        "examples,fuzzing",
+        "--max-failures",
+        "20",
+        "--request-timeout",
+        "20",
+        "--suppress-health-check",
+        "all",
+        "--no-shrink",
+        "--report",
+        "junit",
+        "--report-junit-path",
+        str(report),
         *args,
-        stdout=log.open("wb"), stderr=asyncio.subprocess.STDOUT,
+        stdout=log.open("wb"),
+        stderr=asyncio.subprocess.STDOUT,
         env={**{k: v for k, v in os.environ.items() if not k.startswith("CONVERGIO_")}, "NO_COLOR": "1"},
     )
     try:
@@ -79,7 +104,10 @@ async def _schemathesis(url: str, *args: str, report: Path) -> tuple[int, str]:
 async def test_no_generated_request_gets_a_server_error(live_url: str, tmp_path: Path) -> None:
     auth = headers("admin")["Authorization"]
     code, output = await _schemathesis(
-        live_url, "--header", f"Authorization: {auth}", report=tmp_path / "schemathesis.xml",
+        live_url,
+        "--header",
+        f"Authorization: {auth}",
+        report=tmp_path / "schemathesis.xml",
     )
     assert code == 0, output[-6000:]
     suite = ElementTree.parse(tmp_path / "schemathesis.xml").getroot()

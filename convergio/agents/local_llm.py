@@ -326,9 +326,13 @@ class LocalChatCompletionClient(ChatCompletionClient):
         stop = threading.Event()
         if cancellation_token is not None:
             cancellation_token.add_callback(stop.set)
-        generation = await asyncio.to_thread(
-            self._generate, messages, extra_create_args, stop, None, self._reporter()
-        )
+        try:
+            generation = await asyncio.to_thread(
+                self._generate, messages, extra_create_args, stop, None, self._reporter()
+            )
+        except asyncio.CancelledError:
+            stop.set()  # the thread stops at its next token and frees the model
+            raise
         if stop.is_set():
             raise asyncio.CancelledError("cancelled")
         result = self._finish(generation)
@@ -351,7 +355,6 @@ class LocalChatCompletionClient(ChatCompletionClient):
         json_output: bool | type[BaseModel] | None = None,
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
-        include_usage: bool | None = None,
     ) -> AsyncGenerator[str | CreateResult, None]:
         """Yield text chunks as llama.cpp produces them, then the ``CreateResult``."""
         loop = asyncio.get_running_loop()

@@ -38,7 +38,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.settings = settings
     app.state.keys = KeyStore.from_settings(settings)
     # Signs listing page tokens; with a JWT secret every replica signs alike, else per process.
-    secret = settings.jwt_secret.get_secret_value().encode() if settings.jwt_secret else secrets.token_bytes(32)
+    secret = (
+        settings.jwt_secret.get_secret_value().encode() if settings.jwt_secret else secrets.token_bytes(32)
+    )
     app.state.page_token_key = hashlib.sha256(b"convergio page tokens\x00" + secret).digest()
     provider = getattr(app.state, "tracer_provider", None) or tracing.ensure_tracing(settings)
     if getattr(app.state, "metrics", None) is None:
@@ -91,7 +93,9 @@ def create_app(
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     # Without an explicit provider the global one is used (lazily: set up in the lifespan).
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer_provider, excluded_urls="/metrics,/healthz")
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=tracer_provider, excluded_urls="/metrics,/healthz"
+    )
 
     app.include_router(workflows.router)
     app.include_router(approvals.router)

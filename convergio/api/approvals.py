@@ -24,22 +24,31 @@ class ApprovalRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"decision": "approve", "role": "executive", "comment": "Go, but keep Munich small."}]
+            "examples": [
+                {"decision": "approve", "role": "executive", "comment": "Go, but keep Munich small."}
+            ]
         },
     )
 
     decision: Literal["approve", "deny", "request_changes"]
     role: str = Field(
-        min_length=1, max_length=100, examples=["executive"],
+        min_length=1,
+        max_length=100,
+        examples=["executive"],
         description="The gate role you decide as: one of the gate's `approvers` that your key may act as.",
     )
     approver: str | None = Field(
-        default=None, min_length=1, max_length=200, examples=["ada@example.com"],
+        default=None,
+        min_length=1,
+        max_length=200,
+        examples=["ada@example.com"],
         description="Recorded in the audit trail. Unset: your key's name. Only admins may name someone else.",
     )
     comment: str = Field(default="", max_length=10_000)
     edits: str | None = Field(
-        default=None, max_length=200_000, description="approve only: a corrected version of the output under review."
+        default=None,
+        max_length=200_000,
+        description="approve only: a corrected version of the output under review.",
     )
 
 
@@ -59,26 +68,47 @@ class DecisionAccepted(BaseModel):
     "`approvers`, and your key must hold it (`approves_as`, or the API role itself; admins may act "
     "as any). 409 when the gate is not pending; 202 means the decision was sent to the run.",
     responses={
-        202: {"content": {"application/json": {"example": {
-            "workflow_id": "strategic-analysis-5f1c0e9a7b2d4c3e8f10", "gate_id": "executive_approval",
-            "decision": "approve", "approver": "ada@example.com"}}}},
+        202: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "workflow_id": "strategic-analysis-5f1c0e9a7b2d4c3e8f10",
+                        "gate_id": "executive_approval",
+                        "decision": "approve",
+                        "approver": "ada@example.com",
+                    }
+                }
+            }
+        },
         **problem_responses(401, 403, 404, 409, 413, 422, 429, 503),
     },
 )
 async def decide_gate(
     workflow_id: WorkflowIdPath,
-    gate_id: Annotated[str, Path(max_length=128, description="The pending gate.", examples=["executive_approval"])],
+    gate_id: Annotated[
+        str, Path(max_length=128, description="The pending gate.", examples=["executive_approval"])
+    ],
     principal: Approver,
     temporal: TemporalDep,
     body: Annotated[
         ApprovalRequest,
         Body(
             openapi_examples={
-                "approve": {"summary": "Approve", "value": {"decision": "approve", "role": "executive", "comment": "Go"}},
-                "deny": {"summary": "Deny", "value": {"decision": "deny", "role": "executive", "comment": "Too risky"}},
+                "approve": {
+                    "summary": "Approve",
+                    "value": {"decision": "approve", "role": "executive", "comment": "Go"},
+                },
+                "deny": {
+                    "summary": "Deny",
+                    "value": {"decision": "deny", "role": "executive", "comment": "Too risky"},
+                },
                 "request_changes": {
                     "summary": "Send back with a change request",
-                    "value": {"decision": "request_changes", "role": "executive", "comment": "Add a cost table."},
+                    "value": {
+                        "decision": "request_changes",
+                        "role": "executive",
+                        "comment": "Add a cost table.",
+                    },
                 },
             }
         ),
@@ -91,10 +121,13 @@ async def decide_gate(
     gate = next((g for g in pending if g.gate_id == gate_id), None)
     if gate is None:
         open_gates = ", ".join(g.gate_id for g in pending) or "none"
-        raise HTTPException(status.HTTP_409_CONFLICT, f"gate {gate_id!r} is not pending (pending: {open_gates})")
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"gate {gate_id!r} is not pending (pending: {open_gates})"
+        )
     if body.role not in gate.approvers:
         raise HTTPException(
-            status.HTTP_403_FORBIDDEN, f"role {body.role!r} may not decide {gate_id!r}; allowed: {gate.approvers}"
+            status.HTTP_403_FORBIDDEN,
+            f"role {body.role!r} may not decide {gate_id!r}; allowed: {gate.approvers}",
         )
     if not principal.is_admin and body.role not in principal.gate_roles():
         raise HTTPException(
@@ -103,13 +136,19 @@ async def decide_gate(
         )
     approver = body.approver or principal.name
     if approver != principal.name and not principal.is_admin:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "you decide as yourself; only admins may name another approver")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "you decide as yourself; only admins may name another approver"
+        )
     if body.decision == "request_changes" and gate.change_requests_left <= 0:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"no change requests left for {gate_id!r}; approve or deny")
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"no change requests left for {gate_id!r}; approve or deny"
+        )
     if body.edits is not None and body.decision != "approve":
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "edits go with decision 'approve' only")
     decision = ApprovalDecision(
         gate_id=gate_id, approver=approver, role=body.role, comment=body.comment, edits=body.edits
     )
     await decide(temporal, workflow_id, body.decision, decision)
-    return DecisionAccepted(workflow_id=workflow_id, gate_id=gate_id, decision=body.decision, approver=approver)
+    return DecisionAccepted(
+        workflow_id=workflow_id, gate_id=gate_id, decision=body.decision, approver=approver
+    )

@@ -87,7 +87,12 @@ class KeyStore:
         local = read_local_admin_key(settings)
         if local:
             entries.append(
-                (hash_key(local), ApiKeyEntry(name=LOCAL_ADMIN_NAME, role="admin", tenant="default", sha256=hash_key(local)))
+                (
+                    hash_key(local),
+                    ApiKeyEntry(
+                        name=LOCAL_ADMIN_NAME, role="admin", tenant="default", sha256=hash_key(local)
+                    ),
+                )
             )
         return cls(entries)
 
@@ -134,11 +139,15 @@ def client_key(settings: Settings) -> str | None:
 
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key.")
-_bearer = HTTPBearer(auto_error=False, description="An API key or an HS256 JWT.", bearerFormat="API key or JWT")
+_bearer = HTTPBearer(
+    auto_error=False, description="An API key or an HS256 JWT.", bearerFormat="API key or JWT"
+)
 
 
 def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": 'Bearer realm="convergio"'})
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": 'Bearer realm="convergio"'}
+    )
 
 
 def authenticate(settings: Settings, keys: KeyStore, token: str) -> Principal:
@@ -150,8 +159,12 @@ def authenticate(settings: Settings, keys: KeyStore, token: str) -> Principal:
         raise _unauthorized("unknown API key")
     digest, entry = found
     return Principal(
-        name=entry.name, role=entry.role, tenant=entry.tenant, approves_as=entry.approves_as,
-        method="api_key", limit_key=f"key:{digest[:32]}",
+        name=entry.name,
+        role=entry.role,
+        tenant=entry.tenant,
+        approves_as=entry.approves_as,
+        method="api_key",
+        limit_key=f"key:{digest[:32]}",
     )
 
 
@@ -174,8 +187,12 @@ def _from_jwt(settings: Settings, token: str) -> Principal:
         fields = ", ".join(str(e["loc"][0]) for e in exc.errors() if e["loc"])
         raise _unauthorized(f"invalid token claims: {fields}") from None
     return Principal(
-        name=claims.sub, role=claims.role, tenant=claims.tenant, approves_as=claims.approves_as,
-        method="jwt", limit_key=f"jwt:{claims.tenant}:{claims.sub}",
+        name=claims.sub,
+        role=claims.role,
+        tenant=claims.tenant,
+        approves_as=claims.approves_as,
+        method="jwt",
+        limit_key=f"jwt:{claims.tenant}:{claims.sub}",
     )
 
 
@@ -207,7 +224,9 @@ async def stream_principal(
 
 async def _principal(request: Request, token: str | None) -> Principal:
     if not token:
-        raise _unauthorized("authentication required: send 'Authorization: Bearer <key or JWT>' or 'X-API-Key'")
+        raise _unauthorized(
+            "authentication required: send 'Authorization: Bearer <key or JWT>' or 'X-API-Key'"
+        )
     state = request.app.state
     principal = authenticate(state.settings, state.keys, token)
     await enforce_rate_limit(state.redis, state.settings, principal.limit_key)
@@ -220,7 +239,8 @@ def require(role: ApiRole):  # noqa: ANN201 - a FastAPI dependency
     async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if not principal.has(role):
             raise HTTPException(
-                status.HTTP_403_FORBIDDEN, f"this needs role '{role}' or higher; your role is '{principal.role}'"
+                status.HTTP_403_FORBIDDEN,
+                f"this needs role '{role}' or higher; your role is '{principal.role}'",
             )
         return principal
 
@@ -242,7 +262,8 @@ async def caller_tenant(
     """The tenant a request acts on: the caller's own; admins may name another. Writes need ``operator``."""
     if request.method not in ("GET", "HEAD") and not principal.has("operator"):
         raise HTTPException(
-            status.HTTP_403_FORBIDDEN, f"this needs role 'operator' or higher; your role is '{principal.role}'"
+            status.HTTP_403_FORBIDDEN,
+            f"this needs role 'operator' or higher; your role is '{principal.role}'",
         )
     if tenant is None or tenant == principal.tenant:
         return principal.tenant

@@ -22,7 +22,9 @@ router = APIRouter(tags=["knowledge"])
 
 
 def tenant_of(
-    tenant: Annotated[str, Query(pattern=TENANT_PATTERN, description="Whose knowledge base.")] = "default",
+    tenant: Annotated[
+        str, Query(pattern=TENANT_PATTERN, description="Whose knowledge base.", examples=["acme"])
+    ] = "default",
 ) -> str:
     """The tenant of the request; swapped for the authenticated caller's tenant by the auth layer."""
     return tenant
@@ -49,7 +51,14 @@ StoreDep = Annotated[KnowledgeStore, Depends(knowledge_store)]
 class KnowledgeUpload(BaseModel):
     """One document as text; Markdown may carry front matter (title, importance, metadata)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{
+            "source": "market-report-2026.md",
+            "text": "---\ntitle: Market report\nimportance: 0.8\n---\n# Market\nGermany has 12,000 mid-market manufacturers.",
+            "content_type": "text/markdown",
+        }]},
+    )
 
     source: str = Field(min_length=1, max_length=500, examples=["market-report-2026.md"])
     text: str = Field(examples=["Germany has about 12,000 mid-market manufacturers."])
@@ -82,6 +91,9 @@ class SearchResult(BaseModel):
     response_model=IngestResult,
     summary="Add a document to the knowledge base",
     responses={
+        201: {"content": {"application/json": {"example": {
+            "source": "market-report-2026.md", "document_id": 42, "duplicate": False, "chunks_added": 3,
+            "chunks_skipped": 0}}}},
         413: {"description": "The document is larger than CONVERGIO_KNOWLEDGE_MAX_CHARS"},
         415: {"description": "Unsupported content type"},
         422: {"description": "Empty or malformed document"},
@@ -117,19 +129,35 @@ async def add_document(upload: KnowledgeUpload, tenant: TenantDep, store: StoreD
     return await store.ingest(document)
 
 
-@router.get("/knowledge", response_model=list[DocumentSummary], summary="List the knowledge base's documents")
+@router.get(
+    "/knowledge",
+    response_model=list[DocumentSummary],
+    summary="List the knowledge base's documents",
+    responses={200: {"content": {"application/json": {"example": [{
+        "id": 42, "source": "market-report-2026.md", "title": "Market report", "importance": 0.8, "chunks": 3,
+        "metadata": {"topic": "market"}, "created_at": "2026-11-24T09:30:00Z"}]}}}},
+)
 async def list_documents(
-    tenant: TenantDep, store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    tenant: TenantDep, store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000, examples=[100])] = 100
 ) -> list[dict[str, Any]]:
     return await store.documents(tenant, limit)
 
 
-@router.get("/knowledge/search", response_model=SearchResult, summary="Search with the retrieval scoring")
+@router.get(
+    "/knowledge/search",
+    response_model=SearchResult,
+    summary="Search with the retrieval scoring",
+    responses={200: {"content": {"application/json": {"example": {"query": "German manufacturers", "hits": [{
+        "kind": "chunk", "id": 7, "source": "market-report-2026.md",
+        "content": "Germany has 12,000 mid-market manufacturers.", "relevance": 0.71, "importance": 0.8,
+        "recency": 0.98, "score": 0.77, "created_at": "2026-11-24T09:30:00Z", "metadata": {}}]}}}}},
+)
 async def search(
     tenant: TenantDep,
     store: StoreDep,
-    q: Annotated[str, Query(min_length=1, max_length=2000, description="What to look for.")],
-    top_k: Annotated[int, Query(ge=1, le=50)] = 5,
+    q: Annotated[str, Query(min_length=1, max_length=2000, description="What to look for.",
+                            examples=["German manufacturers"])],
+    top_k: Annotated[int, Query(ge=1, le=50, examples=[5])] = 5,
 ) -> SearchResult:
     hits = await store.search(RetrievalQuery(tenant=tenant, query=q, top_k=top_k))
     return SearchResult(query=q, hits=hits)

@@ -26,9 +26,18 @@ PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("convergio.api")
 
 _SLUGS = {
-    400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
-    409: "conflict", 413: "payload-too-large", 415: "unsupported-media-type", 422: "validation-error",
-    429: "rate-limited", 500: "internal-error", 503: "service-unavailable",
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    422: "validation-error",
+    429: "rate-limited",
+    500: "internal-error",
+    503: "service-unavailable",
 }
 
 
@@ -80,7 +89,13 @@ def problem_response(
         title = HTTPStatus(status).phrase
     except ValueError:
         title = "Error"
-    body = {"type": problem_type(status), "title": title, "status": status, "detail": detail, "instance": instance}
+    body = {
+        "type": problem_type(status),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
     body.update({k: v for k, v in extensions.items() if v is not None})
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
@@ -101,8 +116,11 @@ def _detail_text(detail: Any) -> str:
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return [
-        {"loc": [str(p) if not isinstance(p, int) else p for p in e.get("loc", ())], "msg": e.get("msg", ""),
-         "type": e.get("type", "")}
+        {
+            "loc": [str(p) if not isinstance(p, int) else p for p in e.get("loc", ())],
+            "msg": e.get("msg", ""),
+            "type": e.get("type", ""),
+        }
         for e in exc.errors()
     ]
 
@@ -139,7 +157,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(psycopg.DataError)
     async def unstorable_data(request: Request, exc: psycopg.DataError) -> JSONResponse:
-        # e.g. a NUL character, which PostgreSQL text and jsonb cannot hold: the input's fault, nothing stored.
+        # e.g. a NUL character, which PostgreSQL text and jsonb cannot hold: the input's fault;
+        # the transaction rolled back, so nothing was stored.
         return problem_response(
             422, "the request holds text PostgreSQL cannot store (such as a NUL character)", request.url.path
         )
@@ -226,16 +245,25 @@ class _BodyTooLarge(HTTPException):
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for these problem statuses, each with an example."""
     descriptions = {
-        400: "Malformed request", 401: "Missing, unknown or expired credentials", 403: "Role or tenant not allowed",
-        404: "No such resource (or not visible to your tenant)", 409: "Conflicts with the current state",
-        413: "Request body too large", 422: "Invalid input; `errors` lists each field",
-        429: "Rate limit reached; see `Retry-After`", 503: "Temporal, PostgreSQL or Redis unreachable",
+        400: "Malformed request",
+        401: "Missing, unknown or expired credentials",
+        403: "Role or tenant not allowed",
+        415: "Unsupported media type",
+        404: "No such resource (or not visible to your tenant)",
+        409: "Conflicts with the current state",
+        413: "Request body too large",
+        422: "Invalid input; `errors` lists each field",
+        429: "Rate limit reached; see `Retry-After`",
+        503: "Temporal, PostgreSQL or Redis unreachable",
     }
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         example: dict[str, Any] = {
-            "type": problem_type(status), "title": HTTPStatus(status).phrase, "status": status,
-            "detail": descriptions.get(status, ""), "instance": "/workflows",
+            "type": problem_type(status),
+            "title": HTTPStatus(status).phrase,
+            "status": status,
+            "detail": descriptions.get(status, ""),
+            "instance": "/workflows",
         }
         if status == 422:
             example["errors"] = [{"loc": ["body", "template"], "msg": "Field required", "type": "missing"}]

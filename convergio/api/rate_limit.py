@@ -35,6 +35,7 @@ async def enforce_rate_limit(redis: aioredis.Redis, settings: Settings, limit_ke
         retry_after = max(1, math.ceil((index + 1) * window - now))
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
-            f"rate limit of {settings.rate_limit_requests} requests per {window}s reached; retry in {retry_after}s",
+            f"rate limit of {settings.rate_limit_requests} requests per {window}s reached; "
+            f"retry in {retry_after}s",
             headers={"Retry-After": str(retry_after)},
         )

@@ -41,7 +41,9 @@ class HealthReport(BaseModel):
     summary="The agents templates can use",
     description="Needs role `viewer`.",
     responses={
-        200: {"content": {"application/json": {"example": [{"name": "cfo", "role": "Chief Financial Officer"}]}}},
+        200: {
+            "content": {"application/json": {"example": [{"name": "cfo", "role": "Chief Financial Officer"}]}}
+        },
         **problem_responses(401, 429, 503),
     },
 )
@@ -53,11 +55,22 @@ async def list_agents(principal: Viewer, catalog: CatalogDep) -> list[AgentDefin
     "/costs",
     response_model=CostReport,
     summary="Model spend: totals, trend, efficiency, advice",
-    description="Your tenant's spend (admins: any tenant, or all when `tenant` is unset). Needs role `viewer`.",
+    description="Your tenant's spend (admins: any tenant, or all when `tenant` is unset). "
+    "Needs role `viewer`.",
     responses={
-        200: {"content": {"application/json": {"example": {
-            "tenant": "acme", "since": "2026-11-01", "until": "2026-11-24", "total_usd": "1.234500", "turns": 42,
-        }}}},
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "tenant": "acme",
+                        "since": "2026-11-01",
+                        "until": "2026-11-24",
+                        "total_usd": "1.234500",
+                        "turns": 42,
+                    }
+                }
+            }
+        },
         **problem_responses(401, 403, 422, 429, 503),
     },
 )
@@ -65,8 +78,12 @@ async def costs(
     principal: Viewer,
     db: DbDep,
     tenant: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", examples=["acme"])] = None,
-    since: Annotated[date | None, Query(description="First UTC day included.", examples=["2026-11-01"])] = None,
-    until: Annotated[date | None, Query(description="Last UTC day included.", examples=["2026-11-24"])] = None,
+    since: Annotated[
+        date | None, Query(description="First UTC day included.", examples=["2026-11-01"])
+    ] = None,
+    until: Annotated[
+        date | None, Query(description="Last UTC day included.", examples=["2026-11-24"])
+    ] = None,
 ) -> CostReport:
     if tenant is not None and tenant != principal.tenant and not principal.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"you may read tenant '{principal.tenant}' only")
@@ -88,10 +105,17 @@ async def costs(
     "/metrics",
     summary="Prometheus metrics of this process (no credentials needed)",
     response_class=Response,
-    responses={200: {"content": {PROMETHEUS_CONTENT_TYPE: {
-        "schema": {"type": "string"},
-        "example": "# TYPE convergio_workflows_started_total counter\nconvergio_workflows_started_total 3\n",
-    }}}},
+    responses={
+        200: {
+            "content": {
+                PROMETHEUS_CONTENT_TYPE: {
+                    "schema": {"type": "string"},
+                    "example": "# TYPE convergio_workflows_started_total counter\n"
+                    "convergio_workflows_started_total 3\n",
+                }
+            }
+        }
+    },
 )
 async def prometheus_metrics(request: Request, settings: SettingsDep, temporal: TemporalDep) -> Response:
     metrics: Metrics = request.app.state.metrics
@@ -105,9 +129,21 @@ async def prometheus_metrics(request: Request, settings: SettingsDep, temporal: 
     summary="P50/P95/P99 of durations and costs",
     description="Across every tenant, so it needs role `admin`.",
     responses={
-        200: {"content": {"application/json": {"example": {
-            "workflow_duration_seconds": {"count": 12, "p50": 41.0, "p95": 88.5, "p99": 97.1, "source": "temporal"},
-        }}}},
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "workflow_duration_seconds": {
+                            "count": 12,
+                            "p50": 41.0,
+                            "p95": 88.5,
+                            "p99": 97.1,
+                            "source": "temporal",
+                        },
+                    }
+                }
+            }
+        },
         **problem_responses(401, 403, 422, 429, 503),
     },
 )
@@ -118,7 +154,9 @@ async def stats(
     temporal: TemporalDep,
     db: DbDep,
     days: Annotated[int, Query(ge=1, le=365, description="Cost ledger window, in days.", examples=[7])] = 7,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="Most recent closed runs used.", examples=[1000])] = 1000,
+    limit: Annotated[
+        int, Query(ge=1, le=10_000, description="Most recent closed runs used.", examples=[1000])
+    ] = 1000,
 ) -> StatsReport:
     return await collect_stats(request.app.state.metrics, temporal, settings, db, days=days, limit=limit)
 
@@ -128,14 +166,31 @@ async def stats(
     response_model=HealthReport,
     summary="Checks Temporal, PostgreSQL and Redis (no credentials needed)",
     responses={
-        200: {"content": {"application/json": {"example": {
-            "status": "ok", "version": __version__, "checks": {"temporal": "ok", "postgres": "ok", "redis": "ok"}}}}},
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "status": "ok",
+                        "version": __version__,
+                        "checks": {"temporal": "ok", "postgres": "ok", "redis": "ok"},
+                    }
+                }
+            }
+        },
         503: {
             "description": "A dependency failed; `checks` says which",
-            "content": {PROBLEM_JSON: {"example": {
-                "type": "urn:convergio:problem:service-unavailable", "title": "Service Unavailable", "status": 503,
-                "detail": "degraded: redis", "instance": "/healthz",
-                "checks": {"temporal": "ok", "postgres": "ok", "redis": "error: connection refused"}}}},
+            "content": {
+                PROBLEM_JSON: {
+                    "example": {
+                        "type": "urn:convergio:problem:service-unavailable",
+                        "title": "Service Unavailable",
+                        "status": 503,
+                        "detail": "degraded: redis",
+                        "instance": "/healthz",
+                        "checks": {"temporal": "ok", "postgres": "ok", "redis": "error: connection refused"},
+                    }
+                }
+            },
         },
     },
 )
@@ -147,7 +202,9 @@ async def healthz(request: Request, settings: SettingsDep, temporal: TemporalDep
     }
     failing = [name for name, value in checks.items() if value != "ok"]
     if failing:
-        raise ProblemError(status.HTTP_503_SERVICE_UNAVAILABLE, f"degraded: {', '.join(failing)}", checks=checks)
+        raise ProblemError(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"degraded: {', '.join(failing)}", checks=checks
+        )
     return HealthReport(status="ok", version=__version__, checks=checks)
 
 

@@ -41,10 +41,14 @@ class TemplateRegistered(BaseModel):
     name: str = Field(examples=["vendor-review"])
     version: int = Field(examples=[1])
     tenant: str = Field(examples=["acme"])
-    status: Literal["created", "unchanged"] = Field(description="unchanged: this exact template was registered before.")
+    status: Literal["created", "unchanged"] = Field(
+        description="unchanged: this exact template was registered before."
+    )
 
 
-def summary(template: Template, source: Literal["shipped", "custom"] = "shipped", tenant: str | None = None) -> TemplateSummary:
+def summary(
+    template: Template, source: Literal["shipped", "custom"] = "shipped", tenant: str | None = None
+) -> TemplateSummary:
     return TemplateSummary(
         name=template.name,
         version=template.version,
@@ -61,12 +65,28 @@ def summary(template: Template, source: Literal["shipped", "custom"] = "shipped"
 
 TEMPLATES_EXAMPLE = [
     {
-        "name": "strategic-analysis", "version": 1, "description": "Strategic Analysis.",
-        "inputs": {"company": {"type": "string", "description": "Who the analysis is for", "required": True,
-                               "default": None}},
-        "steps": [{"id": "market_analysis", "title": "Market analysis", "kind": "agent", "depends_on": [],
-                   "agents": ["market_analyst"]}],
-        "source": "shipped", "tenant": None,
+        "name": "strategic-analysis",
+        "version": 1,
+        "description": "Strategic Analysis.",
+        "inputs": {
+            "company": {
+                "type": "string",
+                "description": "Who the analysis is for",
+                "required": True,
+                "default": None,
+            }
+        },
+        "steps": [
+            {
+                "id": "market_analysis",
+                "title": "Market analysis",
+                "kind": "agent",
+                "depends_on": [],
+                "agents": ["market_analyst"],
+            }
+        ],
+        "source": "shipped",
+        "tenant": None,
     }
 ]
 
@@ -88,8 +108,10 @@ CUSTOM_TEMPLATE_EXAMPLE: dict[str, Any] = {
     summary="Templates that can be started",
     description="The shipped templates and your tenant's custom ones (admins: every tenant's). "
     "Needs role `viewer`.",
-    responses={200: {"content": {"application/json": {"example": TEMPLATES_EXAMPLE}}},
-               **problem_responses(401, 429, 503)},
+    responses={
+        200: {"content": {"application/json": {"example": TEMPLATES_EXAMPLE}}},
+        **problem_responses(401, 429, 503),
+    },
 )
 async def list_templates(principal: Viewer, registry: RegistryDep, db: DbDep) -> list[TemplateSummary]:
     shipped = [summary(t) for t in registry.all()]
@@ -105,13 +127,30 @@ async def list_templates(principal: Viewer, registry: RegistryDep, db: DbDep) ->
     description="Validates the template like a shipped one (agents, tools, graph, expressions) and "
     "stores it for your tenant. A name and version is written once: the same content again answers "
     "200 `unchanged`, other content 409 (bump `version`). Names of shipped templates are reserved. "
-    "Runs pin the template at start, so a new version never changes a running workflow. Needs role `operator`.",
+    "Runs pin the template at start, so a new version never changes a running workflow. "
+    "Needs role `operator`.",
     responses={
-        201: {"content": {"application/json": {"example": {"name": "vendor-review", "version": 1, "tenant": "acme",
-                                                           "status": "created"}}}},
-        200: {"model": TemplateRegistered, "description": "The same template was registered before",
-              "content": {"application/json": {"example": {"name": "vendor-review", "version": 1, "tenant": "acme",
-                                                           "status": "unchanged"}}}},
+        201: {
+            "content": {
+                "application/json": {
+                    "example": {"name": "vendor-review", "version": 1, "tenant": "acme", "status": "created"}
+                }
+            }
+        },
+        200: {
+            "model": TemplateRegistered,
+            "description": "The same template was registered before",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "name": "vendor-review",
+                        "version": 1,
+                        "tenant": "acme",
+                        "status": "unchanged",
+                    }
+                }
+            },
+        },
         **problem_responses(401, 403, 409, 413, 422, 429, 503),
     },
 )
@@ -125,16 +164,22 @@ async def register_template(
         dict[str, Any],
         Body(
             description="A template, as in the shipped YAML files (JSON here).",
-            openapi_examples={"vendor-review": {"summary": "Agent step and a sign-off", "value": CUSTOM_TEMPLATE_EXAMPLE}},
+            openapi_examples={
+                "vendor-review": {"summary": "Agent step and a sign-off", "value": CUSTOM_TEMPLATE_EXAMPLE}
+            },
         ),
     ],
 ) -> TemplateRegistered:
     try:
         template = parse_template(body, agents=catalog.names(), tools=tool_names(), source="template")
     except TemplateError as exc:
-        errors = [{"loc": ["body", *p.path.split(".")], "msg": p.message, "type": "template"} for p in exc.problems]
+        errors = [
+            {"loc": ["body", *p.path.split(".")], "msg": p.message, "type": "template"} for p in exc.problems
+        ]
         raise ProblemError(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(str(p) for p in exc.problems)[:2000], errors=errors
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "; ".join(str(p) for p in exc.problems)[:2000],
+            errors=errors,
         ) from None
     if template.name in registry.names():
         raise HTTPException(
@@ -146,4 +191,6 @@ async def register_template(
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     if outcome == "unchanged":
         response.status_code = status.HTTP_200_OK
-    return TemplateRegistered(name=template.name, version=template.version, tenant=principal.tenant, status=outcome)
+    return TemplateRegistered(
+        name=template.name, version=template.version, tenant=principal.tenant, status=outcome
+    )

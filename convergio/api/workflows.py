@@ -13,7 +13,18 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, WebSocket, WebSocketDisconnect, status
+from fastapi import (
+    APIRouter,
+    Body,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    WebSocket,
+    WebSocketDisconnect,
+    status,
+)
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
@@ -41,13 +52,25 @@ router = APIRouter(tags=["workflows"])
 WORKFLOW_TYPE = "GraphFlow"
 WORKFLOW_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 WorkflowIdPath = Annotated[
-    str, Path(max_length=255, description="The run's workflow id.", examples=["strategic-analysis-5f1c0e9a7b2d4c3e8f10"])
+    str,
+    Path(
+        max_length=255,
+        description="The run's workflow id.",
+        examples=["strategic-analysis-5f1c0e9a7b2d4c3e8f10"],
+    ),
 ]
 
-RunState = Literal["running", "completed", "failed", "canceled", "terminated", "timed_out", "continued_as_new"]
+RunState = Literal[
+    "running", "completed", "failed", "canceled", "terminated", "timed_out", "continued_as_new"
+]
 _EXECUTION_STATUS: dict[str, str] = {
-    "running": "Running", "completed": "Completed", "failed": "Failed", "canceled": "Canceled",
-    "terminated": "Terminated", "timed_out": "TimedOut", "continued_as_new": "ContinuedAsNew",
+    "running": "Running",
+    "completed": "Completed",
+    "failed": "Failed",
+    "canceled": "Canceled",
+    "terminated": "Terminated",
+    "timed_out": "TimedOut",
+    "continued_as_new": "ContinuedAsNew",
 }
 
 STARTED_EXAMPLE = {
@@ -114,7 +137,9 @@ def _not_found(workflow_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"no workflow {workflow_id!r}")
 
 
-async def visible_run(temporal: Client, principal: Principal, workflow_id: str) -> WorkflowExecutionDescription:
+async def visible_run(
+    temporal: Client, principal: Principal, workflow_id: str
+) -> WorkflowExecutionDescription:
     """The run's description if the caller's tenant may see it; 404 otherwise (existence is not leaked)."""
     try:
         description = await temporal.get_workflow_handle(workflow_id).describe()
@@ -133,7 +158,8 @@ def _run_tenant(principal: Principal, requested: str | None) -> str:
         return principal.tenant
     if not principal.is_admin:
         raise HTTPException(
-            status.HTTP_403_FORBIDDEN, f"you may start runs for tenant '{principal.tenant}' only, not '{requested}'"
+            status.HTTP_403_FORBIDDEN,
+            f"you may start runs for tenant '{principal.tenant}' only, not '{requested}'",
         )
     return requested
 
@@ -161,12 +187,19 @@ async def start_workflow(
                     "summary": "Strategic analysis with its required inputs",
                     "value": {
                         "template": "strategic-analysis",
-                        "inputs": {"company": "Acme Analytics", "question": "Should we enter the German market?"},
+                        "inputs": {
+                            "company": "Acme Analytics",
+                            "question": "Should we enter the German market?",
+                        },
                     },
                 },
                 "pinned-version": {
                     "summary": "A pinned template version",
-                    "value": {"template": "market-entry", "version": 1, "inputs": {"company": "Acme", "market": "Japan"}},
+                    "value": {
+                        "template": "market-entry",
+                        "version": 1,
+                        "inputs": {"company": "Acme", "market": "Japan"},
+                    },
                 },
             }
         ),
@@ -178,7 +211,9 @@ async def start_workflow(
     db: DbDep,
     idempotency_key: Annotated[
         str | None,
-        Header(max_length=200, description="Same key (per tenant) → same run.", examples=["memo-2026-11-24-42"]),
+        Header(
+            max_length=200, description="Same key (per tenant) → same run.", examples=["memo-2026-11-24-42"]
+        ),
     ] = None,
 ) -> TemplateRunStarted:
     tenant = _run_tenant(principal, request.tenant)
@@ -190,7 +225,9 @@ async def start_workflow(
                 template = await template_store.get(db, tenant, request.template, request.version)
             except KeyError as custom_error:
                 raise (custom_error if custom_error.args[0] != request.template else shipped_error) from None
-        run = build_run_input(template, request.inputs, catalog, tenant=tenant, model=request.model, settings=settings)
+        run = build_run_input(
+            template, request.inputs, catalog, tenant=tenant, model=request.model, settings=settings
+        )
     except KeyError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc.args[0])) from exc
     except InputError as exc:
@@ -217,11 +254,17 @@ async def list_workflows(
     status_: Annotated[RunState | None, Query(alias="status", examples=["running"])] = None,
     pending_approval: Annotated[
         bool | None,
-        Query(description="true: only runs waiting at a gate; false: only runs that are not.", examples=[True]),
+        Query(
+            description="true: only runs waiting at a gate; false: only runs that are not.", examples=[True]
+        ),
     ] = None,
     gate: Annotated[
-        str | None, Query(pattern=r"^[a-z][a-z0-9_]{0,127}$", description="Only runs waiting at this gate.",
-                          examples=["executive_approval"])
+        str | None,
+        Query(
+            pattern=r"^[a-z][a-z0-9_]{0,127}$",
+            description="Only runs waiting at this gate.",
+            examples=["executive_approval"],
+        ),
     ] = None,
     tenant: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", examples=["acme"])] = None,
     page_size: Annotated[int, Query(ge=1, le=200, examples=[50])] = 50,
@@ -297,7 +340,8 @@ class PageTokens:
         if not token or not hmac.compare_digest(mac, self._mac(token, query)):
             raise HTTPException(
                 status.HTTP_400_BAD_REQUEST,
-                "page_token is not a next_page_token of this listing (same filters); start from the first page",
+                "page_token is not a next_page_token of this listing (same filters); "
+                "start from the first page",
             )
         return token
 
@@ -343,16 +387,24 @@ async def get_workflow(
     description="Asks Temporal to cancel the run; it ends as `canceled`. 409 when the run is no longer "
     "running. Needs role `operator`.",
     responses={
-        202: {"content": {"application/json": {"example": {"workflow_id": STARTED_EXAMPLE["workflow_id"],
-                                                           "status": "cancel_requested"}}}},
+        202: {
+            "content": {
+                "application/json": {
+                    "example": {"workflow_id": STARTED_EXAMPLE["workflow_id"], "status": "cancel_requested"}
+                }
+            }
+        },
         **problem_responses(401, 403, 404, 409, 429, 503),
     },
 )
-async def cancel_workflow(workflow_id: WorkflowIdPath, principal: Operator, temporal: TemporalDep) -> CancelAccepted:
+async def cancel_workflow(
+    workflow_id: WorkflowIdPath, principal: Operator, temporal: TemporalDep
+) -> CancelAccepted:
     description = await visible_run(temporal, principal, workflow_id)
     if description.status not in (None, WorkflowExecutionStatus.RUNNING):
         raise HTTPException(
-            status.HTTP_409_CONFLICT, f"{workflow_id!r} is not running (it is {description.status.name.lower()})"
+            status.HTTP_409_CONFLICT,
+            f"{workflow_id!r} is not running (it is {description.status.name.lower()})",
         )
     await temporal.get_workflow_handle(workflow_id).cancel()
     return CancelAccepted(workflow_id=workflow_id)
@@ -383,7 +435,9 @@ async def workflow_events(
     temporal: TemporalDep,
     last_event_id: Annotated[
         str | None,
-        Header(alias="Last-Event-ID", max_length=40, pattern=r"^\d{1,20}-\d{1,19}$", examples=["1732440600000-0"]),
+        Header(
+            alias="Last-Event-ID", max_length=40, pattern=r"^\d{1,20}-\d{1,19}$", examples=["1732440600000-0"]
+        ),
     ] = None,
 ) -> EventSourceResponse:
     redis: aioredis.Redis = request.app.state.redis
@@ -406,8 +460,11 @@ async def workflow_events_ws(websocket: WebSocket, workflow_id: str) -> None:
     state = websocket.app.state
     temporal: Client = state.temporal
     redis: aioredis.Redis = state.redis
-    token = _token_from(websocket.headers.get("authorization"), websocket.headers.get("x-api-key"),
-                        websocket.query_params.get("access_token"))
+    token = _token_from(
+        websocket.headers.get("authorization"),
+        websocket.headers.get("x-api-key"),
+        websocket.query_params.get("access_token"),
+    )
     try:
         if not token:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "authentication required")

@@ -29,6 +29,7 @@ from convergio.rag.models import (
 )
 from convergio.rag.store import KnowledgeStore
 from convergio.security.activity import ScreenInput, screen_and_record
+from convergio.security.classifier import build_classifier
 from convergio.settings import Settings
 
 
@@ -38,6 +39,7 @@ class KnowledgeActivities:
         self._pool = pool
         self._redis = redis
         self._store: KnowledgeStore | None = None
+        self._classifier = build_classifier(settings)  # the guardian's optional second layer
 
     def activities(self) -> list[Callable[..., Any]]:
         """What the worker registers."""
@@ -89,6 +91,7 @@ class KnowledgeActivities:
                 self._pool,
                 ScreenInput(workflow_id=request.workflow_id, step_id=request.step_id, surface="context",
                             tenant=request.tenant, text=hit.content, policy=request.security),
+                self._classifier,
             )
             if screened.verdict.decision != "allow":
                 findings.append(screened.finding("context", request.step_id))

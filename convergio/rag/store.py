@@ -28,7 +28,7 @@ from convergio.settings import Settings
 
 # At least this many nearest candidates are re-ranked by the final score.
 MIN_CANDIDATES = 40
-CANDIDATES_PER_HIT = 8
+CANDIDATES_PER_HIT = 4
 
 SEARCH_SQL = """
 WITH chunk_hits AS (
