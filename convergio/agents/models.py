@@ -160,5 +160,12 @@ def _info_if_unknown_openai(spec: ModelSpec) -> dict[str, ModelInfo]:
 def validate_model_setting(settings: Settings) -> ModelSpec:
     """Fail at start-up, not at the first turn: parse and build the client once."""
     spec = parse_model_setting(settings.model)
+    if spec.provider == "local":
+        from convergio.agents.local_llm import require_llama_cpp, resolve_gguf_path
+
+        # Installed and present is enough here: the model loads in the worker that uses it.
+        require_llama_cpp()
+        resolve_gguf_path(spec.model)
+        return spec
     build_model_client(settings)
     return spec
