@@ -191,6 +191,12 @@ class Settings(BaseSettings):
         default=500_000, ge=1, description="Largest document (in characters) POST /knowledge and ingest accept."
     )
 
+    @field_validator("jwt_secret", "api_key", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: object) -> object:
+        """``VAR=`` (as compose writes an unset ``${VAR:-}``) means "not configured"."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("model")
     @classmethod
     def _model_not_blank(cls, value: str) -> str:

@@ -21,14 +21,21 @@ def temporal_runtime() -> Runtime:
 
 
 async def connect_temporal(
-    settings: Settings, address: str | None = None, *, tracer_provider: TracerProvider | None = None
+    settings: Settings,
+    address: str | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    sdk_metrics: bool = False,
 ) -> Client:
     """``tracer_provider``: where the Temporal spans go (default: the process's, see
-    :func:`convergio.observability.tracing.tracer_provider`)."""
+    :func:`convergio.observability.tracing.tracer_provider`). ``sdk_metrics``: record the SDK's
+    runtime metrics for a process that drains them (the worker and the API run a
+    :class:`~convergio.observability.temporal_metrics.TemporalMetricsBridge`); short-lived
+    clients (CLI, demo) leave them off, as nothing would read the buffer."""
     return await Client.connect(
         address or settings.effective_temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
         interceptors=[temporal_tracing_interceptor(tracer_provider)],
-        runtime=temporal_runtime(),
+        runtime=temporal_runtime() if sdk_metrics else None,
     )

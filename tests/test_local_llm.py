@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import Literal
 
 import pytest

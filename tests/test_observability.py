@@ -161,7 +161,7 @@ async def test_stats_report_percentiles(traced_run: TracedRun) -> None:
         assert row["count"] >= 1, name
         assert row["p50"] is not None and row["p50"] <= row["p95"] <= row["p99"], (name, row)
         assert row["source"]
-    assert "this process" in stats["agent_response_seconds"]["source"]
+    assert "every worker" in stats["agent_response_seconds"]["source"]
 
 
 def test_percentiles_are_nearest_rank() -> None:

@@ -41,7 +41,7 @@ async def test_sdk_metrics_of_a_run_appear_in_metrics(settings: Settings) -> Non
     metrics = setup_metrics(registry=CollectorRegistry())
     bridge = TemporalMetricsBridge.for_metrics(metrics)
     bridge.drain()  # whatever other tests' clients left behind
-    client = await connect_temporal(settings)
+    client = await connect_temporal(settings, sdk_metrics=True)
     queue = f"sdk-metrics-{uuid.uuid4().hex[:8]}"
     async with Worker(client, task_queue=queue, workflows=[EchoWorkflow], activities=[echo]):
         result = await client.execute_workflow(EchoWorkflow.run, "hi", id=f"wf-{queue}", task_queue=queue)

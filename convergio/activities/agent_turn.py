@@ -105,6 +105,7 @@ class AgentTurnActivities:
                 )
                 return recorded
 
+        started = time.monotonic()
         request = turn.request
         model_setting = request.model or self._settings.model
         try:
@@ -225,7 +226,7 @@ class AgentTurnActivities:
         # live budget (Redis, idempotent by reservation) and the last events. A retry after a
         # crash between them finds the record and commits the budget again (a no-op if done).
         new_cost, _, _ = await asyncio.gather(
-            self._record(verdicts, turn, output, cost_entry),
+            self._record(verdicts, turn, output, cost_entry, response_s=time.monotonic() - started),
             self._meter.commit_entry(turn, cost_entry),
             events.close(),
         )
@@ -294,6 +295,7 @@ class AgentTurnActivities:
         turn: AgentTurnInput | None = None,
         output: AgentTurnOutput | None = None,
         cost: TurnCost | None = None,
+        response_s: float | None = None,
     ) -> bool:
         """Write the turn's verdicts, its record and its cost row as ONE statement (data-modifying
         CTEs, autocommit: one round trip, atomic), before the activity completes; whether the
@@ -312,12 +314,14 @@ class AgentTurnActivities:
         if turn is not None and output is not None:
             parts.append(sql.SQL(
                 "turn AS (INSERT INTO agent_turns (workflow_id, step_id, turn, agent, model, prompt_tokens,"
-                " completion_tokens, finish_reason, content) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " completion_tokens, finish_reason, content, response_ms)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (workflow_id, step_id, turn) DO NOTHING)"
             ))
             params.extend((
                 turn.workflow_id, turn.step_id, turn.turn, output.agent, output.model, output.prompt_tokens,
                 output.completion_tokens, output.finish_reason, output.content,
+                None if response_s is None else response_s * 1000,
             ))
         if cost is not None:
             parts.append(sql.SQL("cost AS ({} RETURNING 1)").format(sql.SQL(ledger.INSERT_SQL)))

@@ -6,6 +6,7 @@ error is ``application/problem+json`` (see ``problems.py``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from convergio.api.openapi import install_openapi
 from convergio.api.problems import ProblemMiddleware, install_problem_handlers
 from convergio.observability import tracing
 from convergio.observability.metrics import Metrics, ensure_metrics
+from convergio.observability.temporal_metrics import TemporalMetricsBridge
 from convergio.settings import Settings, get_settings
 from convergio.temporal_client import connect_temporal
 
@@ -45,13 +47,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     provider = getattr(app.state, "tracer_provider", None) or tracing.ensure_tracing(settings)
     if getattr(app.state, "metrics", None) is None:
         app.state.metrics = ensure_metrics(settings)
-    app.state.temporal = await connect_temporal(settings, tracer_provider=provider)
+    app.state.temporal = await connect_temporal(settings, tracer_provider=provider, sdk_metrics=True)
     app.state.redis = aioredis.Redis.from_url(settings.effective_redis_url)
     app.state.db = AsyncConnectionPool(settings.effective_database_url, min_size=1, max_size=5, open=False)
     await app.state.db.open(wait=False)
+    stop_sdk_metrics = asyncio.Event()
+    sdk_metrics = asyncio.create_task(TemporalMetricsBridge.for_metrics(app.state.metrics).run(stop_sdk_metrics))
     try:
         yield
     finally:
+        stop_sdk_metrics.set()
+        await sdk_metrics
         await app.state.db.close()
         await app.state.redis.aclose()
 

@@ -148,7 +148,6 @@ async def prometheus_metrics(request: Request, settings: SettingsDep, temporal: 
     },
 )
 async def stats(
-    request: Request,
     principal: Admin,
     settings: SettingsDep,
     temporal: TemporalDep,
@@ -158,7 +157,7 @@ async def stats(
         int, Query(ge=1, le=10_000, description="Most recent closed runs used.", examples=[1000])
     ] = 1000,
 ) -> StatsReport:
-    return await collect_stats(request.app.state.metrics, temporal, settings, db, days=days, limit=limit)
+    return await collect_stats(temporal, settings, db, days=days, limit=limit)
 
 
 @router.get(

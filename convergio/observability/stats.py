@@ -3,10 +3,8 @@
 * ``workflow_duration_seconds``: Temporal visibility, start to close of the most recent closed
   runs on this task queue (all workers; exact).
 * ``turn_cost_usd`` and ``tokens_per_turn``: the Postgres cost ledger (all workers; exact).
-* ``agent_response_seconds``: the in-process reservoir of :class:`~.metrics.Metrics`, i.e. only
-  turns run *in this process*. A separate worker process's response times are in its own
-  ``/metrics`` (``CONVERGIO_METRICS_PORT``) and in Prometheus
-  (``histogram_quantile`` over ``convergio_agent_response_seconds_bucket``), not here.
+* ``agent_response_seconds``: ``agent_turns.response_ms``, written by every worker with the turn
+  (all workers; exact). Prometheus has the same as ``convergio_agent_response_seconds``.
 """
 
 from __future__ import annotations
@@ -58,7 +56,8 @@ async def _workflow_durations(temporal: Client, settings: Settings, limit: int) 
     return durations
 
 
-async def _ledger(db: AsyncConnectionPool, days: int) -> tuple[list[float], list[float]]:
+async def _ledger(db: AsyncConnectionPool, days: int) -> tuple[list[float], list[float], list[float]]:
+    """Cost and tokens per turn (cost ledger) and response seconds per turn (agent_turns)."""
     async with db.connection() as conn:
         cursor = await conn.execute(
             "SELECT cost_usd::float, (prompt_tokens + completion_tokens)::float FROM cost_ledger"
@@ -66,21 +65,26 @@ async def _ledger(db: AsyncConnectionPool, days: int) -> tuple[list[float], list
             (days,),
         )
         rows = await cursor.fetchall()
-    return [r[0] for r in rows], [r[1] for r in rows]
+        cursor = await conn.execute(
+            "SELECT response_ms / 1000.0 FROM agent_turns"
+            " WHERE response_ms IS NOT NULL AND created_at >= now() - make_interval(days => %s)",
+            (days,),
+        )
+        responses = [r[0] for r in await cursor.fetchall()]
+    return [r[0] for r in rows], [r[1] for r in rows], responses
 
 
 async def collect_stats(
-    metrics: Metrics, temporal: Client, settings: Settings, db: AsyncConnectionPool, *, days: int = 7, limit: int = 1000
+    temporal: Client, settings: Settings, db: AsyncConnectionPool, *, days: int = 7, limit: int = 1000
 ) -> StatsReport:
-    durations, (costs, tokens) = await asyncio.gather(_workflow_durations(temporal, settings, limit), _ledger(db, days))
+    durations, (costs, tokens, responses) = await asyncio.gather(
+        _workflow_durations(temporal, settings, limit), _ledger(db, days)
+    )
     return StatsReport(
         workflow_duration_seconds=Percentiles.of(
             durations, f"temporal visibility: last {limit} closed runs on task queue {settings.temporal_task_queue}"
         ),
-        agent_response_seconds=Percentiles.of(
-            metrics.samples("agent_response_seconds"),
-            "this process only (turns run by a worker inside it); see Prometheus for all workers",
-        ),
+        agent_response_seconds=Percentiles.of(responses, f"agent turns of every worker, last {days} days"),
         turn_cost_usd=Percentiles.of(costs, f"cost ledger, last {days} days"),
         tokens_per_turn=Percentiles.of(tokens, f"cost ledger, last {days} days"),
     )

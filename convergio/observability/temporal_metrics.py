@@ -47,7 +47,7 @@ class TemporalMetricsBridge:
 
     buffer: MetricBuffer
     meter: Meter
-    _instruments: dict[int, Any] = field(default_factory=dict)
+    _instruments: dict[tuple[str, int], Any] = field(default_factory=dict)
 
     @classmethod
     def for_metrics(cls, metrics: Metrics) -> TemporalMetricsBridge:
@@ -61,9 +61,10 @@ class TemporalMetricsBridge:
         return len(updates)
 
     def _apply(self, update: BufferedMetricUpdate) -> None:
-        instrument = self._instruments.get(id(update.metric))
+        key = (update.metric.name, update.metric.kind)
+        instrument = self._instruments.get(key)
         if instrument is None:
-            instrument = self._instruments[id(update.metric)] = self._create(update)
+            instrument = self._instruments[key] = self._create(update)
         attributes = {str(key): value for key, value in update.attributes.items()}
         kind = update.metric.kind
         if kind == BUFFERED_METRIC_KIND_COUNTER:

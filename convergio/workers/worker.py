@@ -105,7 +105,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     from convergio.observability.temporal_metrics import TemporalMetricsBridge
 
     stop = stop or asyncio.Event()
-    client = await connect_temporal(settings)
+    client = await connect_temporal(settings, sdk_metrics=True)
     sdk_metrics = asyncio.create_task(TemporalMetricsBridge.for_metrics(metrics).run(stop))
     try:
         async with open_resources(settings.effective_database_url, settings.effective_redis_url) as resources:
