@@ -55,10 +55,8 @@ Caveats: the machine is shared, so absolute numbers drift; read the ratios and d
 The prompts differ between the two sides (a durable turn sees its step's instruction and its
 dependencies' outputs; a GraphFlow agent sees the whole thread), so the model work is not
 identical, but it is a few ms either way (see ``model_turn_p50_ms``). ``BareWorkflow`` lives
-in ``__main__``; the sandbox loads this file again as ``__temporal_main__`` for every run, so
-module-level code here must stay sandbox-safe (no file system calls), and that per-run module
-load is part of ``bare_kb_per_workflow`` just as ``convergio.workflows.graphflow`` is part of
-the GraphFlow number.
+in ``bench/bare_workflow.py`` and is passed through the sandbox like Convergio's own
+workflow modules (``build_worker``), so both sides pay the same per-run sandbox cost.
 """
 
 from __future__ import annotations
@@ -77,51 +75,11 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio import activity, workflow
 
-# Module-level code runs again inside the workflow sandbox (as ``__temporal_main__``), where
-# file system calls are not allowed: the repository goes on ``sys.path`` only in ``main``.
-
-
-# --------------------------------------------------------------------------- bare workflow
-
-
-@activity.defn(name="bench_noop")
-async def noop_activity() -> None:
-    """Does nothing: the cost of an activity round trip and nothing else."""
-
-
-@workflow.defn(name="BenchBare")
-class BareWorkflow:
-    """``shape``: batches of concurrent no-op activities, run one batch after the other;
-    a 0 is a gate that waits for the ``approve`` signal."""
-
-    def __init__(self) -> None:
-        self._approved = False
-
-    @workflow.run
-    async def run(self, shape: list[int]) -> int:
-        done = 0
-        for size in shape:
-            if size == 0:
-                await workflow.wait_condition(lambda: self._approved)
-                continue
-            await asyncio.gather(
-                *(
-                    workflow.execute_activity(noop_activity, start_to_close_timeout=timedelta(minutes=1))
-                    for _ in range(size)
-                )
-            )
-            done += size
-        return done
-
-    @workflow.signal
-    def approve(self) -> None:
-        self._approved = True
+from bare_workflow import BareWorkflow, noop_activity  # noqa: E402 - bench/ is this file's folder
 
 
 # --------------------------------------------------------------------------- helpers
@@ -229,15 +187,10 @@ async def embedded_stack() -> AsyncIterator[tuple[Any, Any, Any]]:
 
 def bench_worker(client: Any, settings: Any, resources: Any) -> Any:
     """``build_worker``'s worker plus the bare workflow and its no-op activity."""
-    from temporalio.worker import Worker
+    from convergio.workers.worker import build_worker
 
-    from convergio.workers.worker import WORKFLOWS, worker_activities
-
-    return Worker(
-        client,
-        task_queue=settings.temporal_task_queue,
-        workflows=[*WORKFLOWS, BareWorkflow],
-        activities=[*worker_activities(settings, resources), noop_activity],
+    return build_worker(
+        client, settings, resources, extra_workflows=[BareWorkflow], extra_activities=[noop_activity]
     )
 
 
