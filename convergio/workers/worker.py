@@ -82,8 +82,9 @@ def worker_activities(settings: Settings, resources: WorkerResources) -> list[Ca
 # they do nothing at import time, and re-importing them was the largest CPU cost of a worker
 # starting many runs (bench/engine.py measures it).
 def workflow_runner(extra_workflows: Sequence[type] = ()) -> SandboxedWorkflowRunner:
-    """The sandbox with ``convergio`` (and the extra workflows' modules) passed through."""
-    modules = {"convergio", *(w.__module__ for w in extra_workflows)}
+    """The sandbox with ``convergio`` (and the extra workflows' modules) passed through, and
+    OpenTelemetry, which the workflow interceptor's replay-safe metrics reach lazily."""
+    modules = {"convergio", "opentelemetry", *(w.__module__ for w in extra_workflows)}
     return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*modules))
 
 
