@@ -133,6 +133,14 @@ async def test_one_trace_from_request_to_agent_turns(traced_run: TracedRun) -> N
     assert {("instruction", "agent.turn"), ("output", "agent.turn")} <= surfaces
     assert all(s.attributes["decision"] in ("allow", "flag", "block") for s in screens)
     assert all(dict(s.attributes or {})["granted"] is True for s in reserves)
+    # Retrieval (RAG) is in the same trace: the knowledge steps of the template retrieve context.
+    retrievals = [s for s in trace_spans if s.name == "rag.retrieve"]
+    assert retrievals, names
+    for retrieval in retrievals:
+        assert by_id[retrieval.parent.span_id].name.startswith("RunActivity:"), retrieval.name
+        attributes = dict(retrieval.attributes or {})
+        assert attributes["tenant"] and attributes["top_k"] > 0
+    assert any(s.name == "rag.embed" and by_id[s.parent.span_id].name == "rag.retrieve" for s in trace_spans), names
 
 
 async def test_metrics_endpoint_exports_the_instruments(traced_run: TracedRun) -> None:
