@@ -49,7 +49,9 @@ Method
    without streaming; ``model_turn_p50_ms`` is the durable turns' exact prompts run through a
    bare in-process ``AssistantAgent`` (the model work alone); ``durable_activity_p50_ms`` and
    ``durable_workflow_task_p50_ms`` split a durable turn into its activity and the workflow
-   task that scheduled it.
+   task that scheduled it; ``bare_activity_round_trip_p50_ms`` times the bare workflow's no-op
+   activities the same way, i.e. what any activity costs on this server before doing anything
+   (the floor under a durable turn that no engine change can remove).
 
 Caveats: the machine is shared, so absolute numbers drift; read the ratios and differences.
 The prompts differ between the two sides (a durable turn sees its step's instruction and its
@@ -417,6 +419,25 @@ async def durable_turn_times(bench: Bench, handle: Any) -> dict[str, dict[str, f
     return times
 
 
+async def bare_round_trips(handle: Any) -> list[float]:
+    """The floor under any durable turn on this server: a bare run's no-op activities, each
+    timed like a durable turn (``ActivityTaskCompleted`` minus ``WorkflowTaskScheduled`` of the
+    workflow task that scheduled it)."""
+    from temporalio.api.enums.v1 import EventType
+
+    events = await history(handle)
+    by_id = {e.event_id: e for e in events}
+    times: list[float] = []
+    for event in events:
+        if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            continue
+        scheduled = by_id[event.activity_task_completed_event_attributes.scheduled_event_id]
+        wft_completed = by_id[scheduled.activity_task_scheduled_event_attributes.workflow_task_completed_event_id]
+        wft_scheduled = by_id[wft_completed.workflow_task_completed_event_attributes.scheduled_event_id]
+        times.append(event_ms(event) - event_ms(wft_scheduled))
+    return times
+
+
 async def turn_inputs(handle: Any) -> list[dict[str, Any]]:
     from temporalio.api.enums.v1 import EventType
 
@@ -547,8 +568,10 @@ async def turn_phase(bench: Bench, pairs: int) -> dict[str, Any]:
     activity_ms: list[float] = []
     wft_ms: list[float] = []
     model_ms: list[float] = []
+    bare_ms: list[float] = []
     inputs: list[dict[str, Any]] = []
     for index in range(pairs):
+        bare_ms += await bare_round_trips(await drive(bench, "bare"))
         handle = await drive(bench, "graphflow")
         durable_times = await durable_turn_times(bench, handle)
         if len(durable_times) != len(bench.turn_nodes):
@@ -577,6 +600,7 @@ async def turn_phase(bench: Bench, pairs: int) -> dict[str, Any]:
         "durable_activity_p50_ms": round(percentile(activity_ms, 0.5), 1),
         "durable_workflow_task_p50_ms": round(percentile(wft_ms, 0.5), 1),
         "model_turn_p50_ms": round(percentile(model_ms, 0.5), 1),
+        "bare_activity_round_trip_p50_ms": round(percentile(bare_ms, 0.5), 1),
         "turns_measured": len(overheads),
     }
 
