@@ -19,7 +19,6 @@ import importlib.util
 import os
 import threading
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -127,9 +126,19 @@ def _usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-@lru_cache(maxsize=1)
+_runtime_lock = threading.Lock()
+_loaded_runtime: _MiniLMRuntime | None = None
+
+
 def _runtime() -> _MiniLMRuntime:
-    return _MiniLMRuntime()
+    """The process's one model session. Locked: parallel first calls (retrieval activities
+    starting together) would otherwise each load the model."""
+    global _loaded_runtime
+    if _loaded_runtime is None:
+        with _runtime_lock:
+            if _loaded_runtime is None:
+                _loaded_runtime = _MiniLMRuntime()
+    return _loaded_runtime
 
 
 class LocalEmbedder:
