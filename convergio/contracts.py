@@ -104,6 +104,8 @@ class AgentTurnInput(Contract):
     budget: TurnBudget | None = Field(default=None, description="Unset: the turn is not metered (tests only).")
     security: SecurityPolicy | None = Field(default=None, description="Unset: the turn is not screened.")
     security_approved: bool = Field(default=False, description="A person let a flagged instruction through.")
+    run_cost_usd: float = Field(default=0.0, ge=0, description="What the run spent before this turn.")
+    handoff_from: str | None = Field(default=None, description="The agent that spoke before, in a group chat.")
 
 
 class AgentTurnOutput(Contract):

@@ -19,7 +19,12 @@ from pydantic import BaseModel, Field
 
 log = logging.getLogger(__name__)
 
-EventType = Literal["turn_started", "text_chunk", "turn_finished", "sla_breach", "error", "context_trimmed"]
+EventType = Literal[
+    "turn_started", "text_chunk", "turn_finished", "cost_update", "handoff",  # agent turns
+    "tool_call", "tool_result",  # tool steps
+    "approval_requested", "approval_decided", "sla_warning", "sla_breach",  # the workflow
+    "error", "context_trimmed", "heartbeat",
+]
 STREAM_MAXLEN = 10_000
 
 

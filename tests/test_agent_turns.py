@@ -65,7 +65,8 @@ async def test_turn_is_grounded_recorded_and_streamed(
 
     events = await _events(redis_client, handle.id)
     kinds = [event.type for event in events]
-    assert kinds[0] == "turn_started" and kinds[-1] == "turn_finished"
+    assert kinds[0] == "turn_started" and kinds[-2:] == ["turn_finished", "cost_update"]
+    assert float(events[-1].data["run_cost_usd"]) == float(events[-2].data["cost_usd"])  # the run's only turn
     assert kinds.count("text_chunk") > 1
     assert "".join(str(e.data["text"]) for e in events if e.type == "text_chunk") == answer.output
 

@@ -205,8 +205,10 @@ async def test_live_events_stream_and_resume_after_last_event_id(api: httpx.Asyn
     kinds = [e["event"] for e in events[:-1]]
     assert kinds.count("turn_started") == kinds.count("turn_finished") == turns
     assert "text_chunk" in kinds
+    assert kinds.count("cost_update") == turns
+    assert {"tool_call", "tool_result", "approval_requested", "approval_decided"} <= set(kinds)
     first = json.loads(events[0]["data"])
-    assert first["workflow_id"] == workflow_id and events[0]["event"] == "turn_started"
+    assert first["workflow_id"] == workflow_id and events[0]["event"] in ("turn_started", "tool_call")
 
     resumed = _parse_sse((await api.get(
         f"/workflows/{workflow_id}/events", headers={"Last-Event-ID": events[2]["id"]}

@@ -140,7 +140,9 @@ async def test_one_trace_from_request_to_agent_turns(traced_run: TracedRun) -> N
         assert by_id[retrieval.parent.span_id].name.startswith("RunActivity:"), retrieval.name
         attributes = dict(retrieval.attributes or {})
         assert attributes["tenant"] and attributes["top_k"] > 0
-    assert any(s.name == "rag.embed" and by_id[s.parent.span_id].name == "rag.retrieve" for s in trace_spans), names
+        assert "embedding_cache_hits" in attributes  # the query's embedding, from Redis or computed
+    for embed in (s for s in trace_spans if s.name == "rag.embed"):
+        assert by_id[embed.parent.span_id].name == "rag.retrieve"
 
 
 async def test_metrics_endpoint_exports_the_instruments(traced_run: TracedRun) -> None:

@@ -151,6 +151,8 @@ class AgentTurnActivities:
         event = _EventFactory(turn, request.agent.name)
         events = EventBuffer(self._events)
         events.add(event("turn_started", model=label))
+        if turn.handoff_from:
+            events.add(event("handoff", from_agent=turn.handoff_from, to_agent=request.agent.name))
         # An answer that will be screened is not shown live: its chunks wait until screening
         # decided what may be shown (a blocked secret must never reach the event stream).
         screens_output = turn.security is not None and "output" in turn.security.surfaces
@@ -220,6 +222,13 @@ class AgentTurnActivities:
                 completion_tokens=output.completion_tokens,
                 finish_reason=output.finish_reason,
                 cost_usd=str(cost_entry.cost_usd),
+            )
+        )
+        events.add(
+            event(
+                "cost_update",
+                turn_cost_usd=str(cost_entry.cost_usd),
+                run_cost_usd=f"{turn.run_cost_usd + float(cost_entry.cost_usd):.8f}",
             )
         )
         # Three independent writes at once: the durable record (Postgres, one statement), the

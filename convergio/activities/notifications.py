@@ -1,8 +1,12 @@
-"""Tell the world an SLA was breached: an event on the run's stream and ``convergio_sla_breaches_total``."""
+"""What the workflow itself tells the run's event stream: gates opened and decided, SLA warnings and
+breaches (breaches also count in ``convergio_sla_breaches_total``). Workflow code does no I/O, so
+these are activities."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 
 from convergio.events import AgentEvent, EventPublisher
@@ -16,6 +20,17 @@ class EscalationNotice(BaseModel):
     step_id: str | None
     reason: str
     pending_gates: list[str]
+
+
+class RunEvent(BaseModel):
+    """An event the workflow announces (the agents' own events come from their turns)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow_id: str
+    step_id: str
+    type: Literal["approval_requested", "approval_decided", "sla_warning"]
+    data: dict[str, Any] = Field(default_factory=dict)
 
 
 class NotificationActivities:
@@ -35,3 +50,9 @@ class NotificationActivities:
             )
         )
 
+    @activity.defn(name="publish_run_event")
+    async def publish_run_event(self, event: RunEvent) -> None:
+        await self._events.publish(
+            AgentEvent(type=event.type, workflow_id=event.workflow_id, step_id=event.step_id,
+                       agent="workflow", data=event.data)
+        )

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from convergio.events import AgentEvent, EventPublisher
+
 
 class ToolStepInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -26,14 +28,27 @@ class ToolStepOutput(BaseModel):
     summary: str
 
 
-@activity.defn(name="run_tool_step")
-async def run_tool_step(step: ToolStepInput) -> ToolStepOutput:
-    from convergio.tools.registry import ToolInputError, UnknownToolError, run_tool
+class ToolStepActivities:
+    """Tool steps, announced on the run's event stream (``tool_call``, then ``tool_result``)."""
 
-    try:
-        data = await run_tool(step.tool, step.arguments)
-    except (ToolInputError, UnknownToolError) as exc:
-        # Bad arguments stay bad on retry: fail the step at once, with the reason.
-        raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from exc
-    summary = str(data.get("summary") or ", ".join(f"{key}={value}" for key, value in data.items()))
-    return ToolStepOutput(tool=step.tool, data=data, summary=summary)
+    def __init__(self, events: EventPublisher) -> None:
+        self._events = events
+
+    @activity.defn(name="run_tool_step")
+    async def run_tool_step(self, step: ToolStepInput) -> ToolStepOutput:
+        from convergio.tools.registry import ToolInputError, UnknownToolError, run_tool
+
+        def event(kind: str, **data: Any) -> AgentEvent:
+            return AgentEvent(type=kind, workflow_id=step.workflow_id, step_id=step.step_id,  # type: ignore[arg-type]
+                              agent=f"tool:{step.tool}", data=data)
+
+        await self._events.publish(event("tool_call", tool=step.tool, arguments=step.arguments))
+        try:
+            data = await run_tool(step.tool, step.arguments)
+        except (ToolInputError, UnknownToolError) as exc:
+            await self._events.publish(event("error", tool=step.tool, error=str(exc)))
+            # Bad arguments stay bad on retry: fail the step at once, with the reason.
+            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from exc
+        summary = str(data.get("summary") or ", ".join(f"{key}={value}" for key, value in data.items()))
+        await self._events.publish(event("tool_result", tool=step.tool, summary=summary))
+        return ToolStepOutput(tool=step.tool, data=data, summary=summary)

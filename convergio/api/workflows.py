@@ -7,9 +7,11 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import re
+import time
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import redis.asyncio as aioredis
@@ -499,12 +501,16 @@ def _token_from(authorization: str | None, api_key: str | None, query_token: str
 
 
 EVENT_POLL_MS = 1000
+HEARTBEAT_S = 15.0
 
 
 async def follow_events(
-    redis: aioredis.Redis, temporal: Client, workflow_id: WorkflowIdPath, after: str
+    redis: aioredis.Redis, temporal: Client, workflow_id: WorkflowIdPath, after: str,
+    heartbeat_s: float = HEARTBEAT_S,
 ) -> AsyncIterator[dict[str, str]]:
-    """The run's events after ``after``, as they come, then ``end`` once the run is over."""
+    """The run's events after ``after``, as they come, then ``end`` once the run is over; a
+    ``heartbeat`` (no id, so resuming is unaffected) after ``heartbeat_s`` without any event."""
+    quiet_since = time.monotonic()
     while True:
         batch = await redis.xread({stream_key(workflow_id): after}, count=200, block=EVENT_POLL_MS)
         for _, entries in batch:
@@ -512,9 +518,15 @@ async def follow_events(
                 after = entry_id.decode()
                 event = AgentEvent.model_validate_json(fields[b"event"])
                 yield {"id": after, "event": event.type, "data": event.model_dump_json()}
-        if not batch and not await _is_running(temporal, workflow_id):
+                quiet_since = time.monotonic()
+        if batch:
+            continue
+        if not await _is_running(temporal, workflow_id):
             yield {"event": "end", "data": "{}"}
             return
+        if time.monotonic() - quiet_since >= heartbeat_s:
+            yield {"event": "heartbeat", "data": json.dumps({"at": datetime.now(UTC).isoformat(), "running": True})}
+            quiet_since = time.monotonic()
 
 
 async def _is_running(temporal: Client, workflow_id: str) -> bool:

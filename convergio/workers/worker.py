@@ -17,7 +17,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from convergio.activities.agent_turn import AgentTurnActivities
 from convergio.activities.notifications import NotificationActivities
 from convergio.activities.quality import QualityActivities
-from convergio.activities.tool_step import run_tool_step
+from convergio.activities.tool_step import ToolStepActivities
 from convergio.costs.budget import RedisBudget
 from convergio.costs.metering import TurnMeter
 from convergio.costs.pricing import default_price_table
@@ -69,8 +69,9 @@ def worker_activities(settings: Settings, resources: WorkerResources) -> list[Ca
     security = SecurityActivities(resources.pool, build_classifier(settings))
     return [
         turns.run_agent_turn,
-        run_tool_step,
+        ToolStepActivities(resources.events).run_tool_step,
         notifications.notify_escalation,
+        notifications.publish_run_event,
         quality.record_quality,
         security.screen_text,
         *KnowledgeActivities(settings, resources.pool, resources.redis).activities(),

@@ -20,10 +20,10 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from convergio.failures import root_cause
     from convergio.activities.agent_turn import AgentTurnActivities
-    from convergio.activities.notifications import EscalationNotice, NotificationActivities
+    from convergio.activities.notifications import EscalationNotice, NotificationActivities, RunEvent
     from convergio.activities.quality import QualityActivities, QualityScore
     from convergio.security.activity import ScreenInput, SecurityActivities
-    from convergio.activities.tool_step import ToolStepInput, run_tool_step
+    from convergio.activities.tool_step import ToolStepActivities, ToolStepInput
     from convergio.agents.definition import AgentDefinition
     from convergio.contracts import (
         AgentProfile,
@@ -87,6 +87,10 @@ QUALITY_PATCH = "quality-ledger-v1"
 SECURITY_PATCH = "security-inputs-v1"
 # ... and before steps retrieved knowledge and completed steps became memories.
 RAG_PATCH = "rag-context"
+# ... and before gates and SLA warnings were announced on the run's event stream.
+EVENTS_PATCH = "run-events-v1"
+# A step's ``sla_warning`` goes out when this share of its SLA has passed.
+SLA_WARNING_AT = 0.8
 
 
 class StepFailed(Exception):
@@ -390,8 +394,8 @@ class GraphFlowWorkflow:
         state = self._steps[step.id]
         arguments = render_value(step.arguments, self._context())
         try:
-            output = await workflow.execute_activity(
-                run_tool_step,
+            output = await workflow.execute_activity_method(
+                ToolStepActivities.run_tool_step,
                 ToolStepInput(workflow_id=workflow.info().workflow_id, step_id=step.id,
                               tool=step.tool or "", arguments=arguments),
                 summary=f"tool {step.tool} · {step.label}",
@@ -598,6 +602,8 @@ class GraphFlowWorkflow:
                     budget=budget,
                     security=self._run.template.security.policy(),
                     security_approved=security_approved,
+                    run_cost_usd=round(sum(s.cost_usd for s in self._steps.values()), 8),
+                    handoff_from=_previous_speaker(context, agent_name, self._run.agents) if purpose == "chat" else None,
                 ),
                 summary=f"{agent.role} · {step.label}" + (" · review" if purpose == "review" else ""),
                 start_to_close_timeout=step.timeout,
@@ -641,11 +647,24 @@ class GraphFlowWorkflow:
         previous_status = state.status
         state.status = "waiting_approval"
         self._set_pending_gates()
+        announce = workflow.patched(EVENTS_PATCH)
+        if announce:
+            pending = self._pending[gate_id]
+            await self._announce(
+                "approval_requested", step.id, gate_id=gate_id, title=pending.title, approvers=pending.approvers,
+                deadline=pending.deadline.isoformat() if pending.deadline else None,
+                cost_usd_so_far=pending.cost_usd_so_far, change_requests_left=pending.change_requests_left,
+            )
         await workflow.wait_condition(lambda: gate_id in self._decisions)
         del self._pending[gate_id]
         self._set_pending_gates()
         state.status = previous_status
         decision = self._decisions[gate_id]
+        if announce:
+            await self._announce(
+                "approval_decided", step.id, gate_id=gate_id, outcome=decision.outcome,
+                approver=decision.approver, role=decision.role, comment=decision.comment,
+            )
         state.agents.append(f"{decision.approver} ({decision.role})")
         if step.kind == "approval" and decision.outcome != "request_changes":
             verb = {"approve": "Approved", "deny": "Denied"}[decision.outcome]
@@ -709,6 +728,17 @@ class GraphFlowWorkflow:
             await task
             return
         waits = [step.sla + step.escalation[0].after] + [link.after for link in step.escalation[1:]]
+        if workflow.patched(EVENTS_PATCH):
+            warn_after = step.sla * SLA_WARNING_AT
+            await workflow.wait([task], timeout=warn_after.total_seconds())
+            if task.done():
+                await task
+                return
+            await self._announce(
+                "sla_warning", step.id, step=step.label, sla_s=step.sla.total_seconds(),
+                remaining_s=(step.sla - warn_after).total_seconds(),
+            )
+            waits[0] -= warn_after
         for link, wait in zip(step.escalation, waits):
             if wait.total_seconds() > 0:
                 await workflow.wait([task], timeout=wait.total_seconds())
@@ -716,6 +746,18 @@ class GraphFlowWorkflow:
                 break
             await self._escalate(link, f"SLA of {_human(step.sla)} for '{step.label}' breached", step.id, task)
         await task
+
+    async def _announce(self, kind: str, step_id: str, **data: Any) -> None:
+        """Put a workflow event on the run's stream; events are a view, so a failure is logged only."""
+        try:
+            await workflow.execute_activity_method(
+                NotificationActivities.publish_run_event,
+                RunEvent(workflow_id=workflow.info().workflow_id, step_id=step_id, type=kind, data=data),  # type: ignore[arg-type]
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("%s event not published: %s", kind, root_cause(exc))
 
     async def _watch_workflow_sla(self) -> None:
         """The whole run's SLA; a breach runs the template's workflow-level chain."""
@@ -854,6 +896,12 @@ def _between(template: Template, start: str, end: str) -> list[str]:
             if step.id == end or step.id in ancestors(template, end):
                 body.add(step.id)
     return [step.id for step in template.steps if step.id in body]
+
+
+def _previous_speaker(context: list[TranscriptMessage], agent: str, agents: Any) -> str | None:
+    """Who spoke last in a group chat, when it was another agent (a ``handoff`` event)."""
+    last = context[-1].source if context else None
+    return last if last and last != agent and last in agents else None
 
 
 def _human(duration: timedelta) -> str:

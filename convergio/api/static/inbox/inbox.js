@@ -347,6 +347,7 @@ function parseBlock(block) {
 }
 
 function showEvent(event) {
+  if (event.event === "heartbeat") return;  // only says the stream is alive
   let payload = {};
   try { payload = JSON.parse(event.data); } catch (_) { /* shown raw below */ }
   const list = $("events");
@@ -368,7 +369,7 @@ function showEvent(event) {
     while (list.children.length > MAX_EVENTS) list.firstElementChild.remove();
   }
   list.scrollTop = list.scrollHeight;
-  if (event.event === "turn_finished" || event.event === "sla_breach") {
+  if (["turn_finished", "sla_breach", "approval_requested", "approval_decided"].includes(event.event)) {
     scheduleRefresh(200);
   }
 }
