@@ -49,29 +49,18 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from harness import REPO_ROOT, percentile, progress, run_bench  # noqa: E402 - bench/ is this file's folder
 
 BENCH_KEY = "cvg_bench-admin-key-000000000000000000"
 STREAM_STEP = "bench_sse"
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+
+log = progress("api")
 
 
-def log(message: str) -> None:
-    print(f"[bench/api] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = (len(ordered) - 1) * q
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def child_env(settings: Any, api_port: int) -> dict[str, str]:
@@ -299,9 +288,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         env = child_env(settings, api_port)
         quiet = {"stdout": subprocess.DEVNULL, "stderr": None if args.verbose else subprocess.DEVNULL}
         worker = subprocess.Popen(
-            [sys.executable, "-m", "convergio", "worker"], env=env, cwd=repo_root(), **quiet
+            [sys.executable, "-m", "convergio", "worker"], env=env, cwd=REPO_ROOT, **quiet
         )
-        api = subprocess.Popen([sys.executable, "-m", "convergio", "api"], env=env, cwd=repo_root(), **quiet)
+        api = subprocess.Popen([sys.executable, "-m", "convergio", "api"], env=env, cwd=REPO_ROOT, **quiet)
         started: list[str] = []
         try:
             await wait_healthy(base, api)
@@ -342,8 +331,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    if str(repo_root()) not in sys.path:
-        sys.path.insert(0, str(repo_root()))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="Fewer requests and events (a smoke run).")
     parser.add_argument("--clients", type=int, default=20, help="Concurrent clients starting runs.")
@@ -352,11 +339,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=None, help="Events published (default 500; quick 100).")
     parser.add_argument("--interval-ms", type=float, default=10.0, help="Pause between published events.")
     parser.add_argument("--verbose", action="store_true", help="Show the API's and worker's logs.")
-    args = parser.parse_args()
-    args.requests = args.requests or (3 if args.quick else 10)
-    args.events = args.events or (100 if args.quick else 500)
-    result = asyncio.run(run(args))
-    print(json.dumps(result))
+
+    def configured(args: argparse.Namespace) -> Any:
+        args.requests = args.requests or (3 if args.quick else 10)
+        args.events = args.events or (100 if args.quick else 500)
+        return run(args)
+
+    run_bench("api", parser, configured, clean_env=False)
 
 
 if __name__ == "__main__":

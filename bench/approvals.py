@@ -66,7 +66,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import statistics
 import sys
@@ -74,6 +73,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from harness import percentile, progress, run_bench  # noqa: E402 - bench/ is this file's folder
 
 GATE_ID = "gate"
 GATE_ROLE = "executive"
@@ -92,8 +93,7 @@ CONCURRENCY = 32  # client calls in flight when starting or terminating many run
 SDK_DEFAULT_SLOTS = 100  # temporalio's fixed-size slot supplier when none is configured
 
 
-def log(message: str) -> None:
-    print(f"[bench/approvals] {message}", file=sys.stderr, flush=True)
+log = progress("approvals")
 
 
 @dataclass
@@ -197,7 +197,6 @@ async def gated_run(ctx: Ctx, run_input: Any) -> dict[str, float]:
 
 
 def _p(values: list[float], q: float) -> float:
-    from bench.engine import percentile
 
     return round(percentile(values, q), 1)
 
@@ -421,29 +420,12 @@ async def child(spec: dict[str, Any]) -> dict[str, Any]:
         return await capped_cache_phase(_ctx(client, settings, resources), spec["parked"])
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
-
 
 def main() -> None:
-    if str(repo_root()) not in sys.path:
-        sys.path.insert(0, str(repo_root()))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: the whole run takes under a minute")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: the cache-100 phase
-    args = parser.parse_args()
-    for name in list(os.environ):  # the bench configures everything itself
-        if name.startswith("CONVERGIO_"):
-            del os.environ[name]
-    began = time.perf_counter()
-    try:
-        result = asyncio.run(child(json.loads(args.child)) if args.child else run(args.quick))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        log("interrupted; servers stopped")
-        sys.exit(130)
-    if not args.child:
-        log(f"done in {time.perf_counter() - began:.1f}s")
-    print(json.dumps(result))
+    run_bench("approvals", parser, lambda args: child(json.loads(args.child)) if args.child else run(args.quick))
 
 
 if __name__ == "__main__":

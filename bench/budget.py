@@ -33,18 +33,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import random
 import signal
 import statistics
-import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from harness import percentile, progress, run_bench  # noqa: E402 - bench/ is this file's folder
 
 DAY = "2031-01-01"
 WORKFLOWS = 50
@@ -52,19 +50,9 @@ CLIENTS = 8
 WARMUP = 50
 
 
-def log(message: str) -> None:
-    print(f"[bench/budget] {message}", file=sys.stderr, flush=True)
+log = progress("budget")
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 async def turns(budget: Any, limits: Any, tenant: str, worker: int, count: int, rng: random.Random,
@@ -189,27 +177,11 @@ async def run(quick: bool) -> dict[str, Any]:
     }
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
-
 
 def main() -> None:
-    if str(repo_root()) not in sys.path:
-        sys.path.insert(0, str(repo_root()))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="300 turns instead of 2000: a few seconds")
-    args = parser.parse_args()
-    for name in list(os.environ):  # the bench configures everything itself
-        if name.startswith("CONVERGIO_"):
-            del os.environ[name]
-    started = time.perf_counter()
-    try:
-        result = asyncio.run(run(args.quick))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        log("interrupted; server stopped")
-        sys.exit(130)
-    log(f"done in {time.perf_counter() - started:.1f}s")
-    print(json.dumps(result))
+    run_bench("budget", parser, lambda args: run(args.quick))
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +82,7 @@ from typing import Any
 
 
 from bare_workflow import BareWorkflow, noop_activity  # noqa: E402 - bench/ is this file's folder
+from harness import percentile, progress, run_bench  # noqa: E402
 
 
 # --------------------------------------------------------------------------- helpers
@@ -89,19 +90,9 @@ from bare_workflow import BareWorkflow, noop_activity  # noqa: E402 - bench/ is 
 RUN_TIMEOUT_S = 120  # a run that takes longer is stuck: fail the bench instead of hanging
 
 
-def log(message: str) -> None:
-    print(f"[bench/engine] {message}", file=sys.stderr, flush=True)
+log = progress("engine")
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def rss_bytes() -> int:
@@ -665,27 +656,11 @@ async def run(quick: bool) -> dict[str, Any]:
     }
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
-
 
 def main() -> None:
-    if str(repo_root()) not in sys.path:
-        sys.path.insert(0, str(repo_root()))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: the whole run takes under a minute")
-    args = parser.parse_args()
-    for name in list(os.environ):  # the bench configures everything itself
-        if name.startswith("CONVERGIO_"):
-            del os.environ[name]
-    started = time.perf_counter()
-    try:
-        result = asyncio.run(run(args.quick))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        log("interrupted; servers stopped")
-        sys.exit(130)
-    log(f"done in {time.perf_counter() - started:.1f}s")
-    print(json.dumps(result))
+    run_bench("engine", parser, lambda args: run(args.quick))
 
 
 if __name__ == "__main__":
