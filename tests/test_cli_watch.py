@@ -42,6 +42,14 @@ async def convergio(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+async def start_watch(workflow_id: str, api_url: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    """``convergio watch`` in a child process, its output piped for the test to read."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "convergio", "watch", workflow_id, "--api-url", api_url,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
 async def poll(
     http: httpx.AsyncClient, workflow_id: str, until: Callable[[dict[str, Any]], bool]
 ) -> dict[str, Any]:
@@ -76,18 +84,7 @@ async def test_watch_follows_a_run_through_a_change_request_to_the_end(
             "/workflows", json={"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS}
         )
         workflow_id = started.json()["workflow_id"]
-        watcher = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "convergio",
-            "watch",
-            workflow_id,
-            "--api-url",
-            base,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        watcher = await start_watch(workflow_id, base, env)
         await poll(http, workflow_id, gate_open(changes_left=2))
 
         code, _, err = await convergio(
@@ -149,18 +146,7 @@ async def test_watch_stops_cleanly_on_ctrl_c_and_names_an_unknown_run(
         )
         workflow_id = started.json()["workflow_id"]
         await poll(http, workflow_id, gate_open(changes_left=2))
-        watcher = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "convergio",
-            "watch",
-            workflow_id,
-            "--api-url",
-            base,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        watcher = await start_watch(workflow_id, base, env)
         # Once the watcher says it follows the stream, interrupt it.
         assert watcher.stderr is not None
         first = await asyncio.wait_for(watcher.stderr.readline(), timeout=60)
