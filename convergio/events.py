@@ -41,6 +41,24 @@ class AgentEvent(BaseModel):
     at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
+class EventFactory:
+    """Builds events that all carry one step's workflow, step and speaker (agent or tool)."""
+
+    def __init__(self, workflow_id: str, step_id: str, agent: str) -> None:
+        self._workflow_id = workflow_id
+        self._step_id = step_id
+        self._agent = agent
+
+    def __call__(self, kind: str, **data: Any) -> AgentEvent:
+        return AgentEvent(
+            type=kind,  # type: ignore[arg-type]
+            workflow_id=self._workflow_id,
+            step_id=self._step_id,
+            agent=self._agent,
+            data=data,
+        )
+
+
 class EventPublisher:
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis

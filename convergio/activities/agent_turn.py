@@ -33,7 +33,7 @@ from convergio.security.activity import ScreenInput, ScreenOutput, screen_input
 from convergio.security.classifier import build_classifier
 from convergio.security.guardian import Surface, redact
 from convergio.security.store import VerdictRecord
-from convergio.events import AgentEvent, EventBuffer, EventPublisher, listening_to_turn
+from convergio.events import EventBuffer, EventFactory, EventPublisher, listening_to_turn
 from convergio.observability.logging import log_context
 from convergio.observability.metrics import get_metrics
 from convergio.observability.tracing import span
@@ -148,7 +148,7 @@ class AgentTurnActivities:
                 finish_reason="budget", budget_refused=_refusal(reservation),
             )
 
-        event = _EventFactory(turn, request.agent.name)
+        event = EventFactory(turn.workflow_id, turn.step_id, request.agent.name)
         events = EventBuffer(self._events)
         events.add(event("turn_started", model=label))
         if turn.handoff_from:
@@ -378,23 +378,6 @@ async def _heartbeat_while_running(every: float = 1.0) -> None:
     while True:
         await asyncio.sleep(every)
         activity.heartbeat()
-
-
-class _EventFactory:
-    """Builds events that all carry this turn's workflow, step and agent."""
-
-    def __init__(self, turn: AgentTurnInput, agent: str) -> None:
-        self._turn = turn
-        self._agent = agent
-
-    def __call__(self, kind: str, **data: object) -> AgentEvent:
-        return AgentEvent(
-            type=kind,  # type: ignore[arg-type]
-            workflow_id=self._turn.workflow_id,
-            step_id=self._turn.step_id,
-            agent=self._agent,
-            data=data,
-        )
 
 
 class _OwnReply(TextMessage):

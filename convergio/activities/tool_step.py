@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from convergio.events import AgentEvent, EventPublisher
+from convergio.events import EventFactory, EventPublisher
 
 
 class ToolStepInput(BaseModel):
@@ -38,10 +38,7 @@ class ToolStepActivities:
     async def run_tool_step(self, step: ToolStepInput) -> ToolStepOutput:
         from convergio.tools.registry import ToolInputError, UnknownToolError, run_tool
 
-        def event(kind: str, **data: Any) -> AgentEvent:
-            return AgentEvent(type=kind, workflow_id=step.workflow_id, step_id=step.step_id,  # type: ignore[arg-type]
-                              agent=f"tool:{step.tool}", data=data)
-
+        event = EventFactory(step.workflow_id, step.step_id, f"tool:{step.tool}")
         await self._events.publish(event("tool_call", tool=step.tool, arguments=step.arguments))
         try:
             data = await run_tool(step.tool, step.arguments)
