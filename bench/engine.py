@@ -134,6 +134,7 @@ async def embedded_stack() -> AsyncIterator[tuple[Any, Any, Any]]:
     from convergio.stack.postgres_server import EmbeddedPostgres
     from convergio.stack.process import free_port
     from convergio.stack.redis_server import EmbeddedRedis
+    from convergio.stack.temporal_server import dynamic_config_args
     from convergio.workers.worker import open_resources
 
     with tempfile.TemporaryDirectory(prefix="convergio-bench-") as tmp:
@@ -156,6 +157,7 @@ async def embedded_stack() -> AsyncIterator[tuple[Any, Any, Any]]:
                     data_converter=pydantic_data_converter,
                     search_attributes=search_attribute_keys(),
                     dev_server_log_level="error",
+                    dev_server_extra_args=dynamic_config_args(),
                 )
             finally:
                 os.dup2(saved_stdout, 1)

@@ -28,6 +28,7 @@ from convergio.stack.binaries import temporal_cli, temporal_test_server
 from convergio.stack.postgres_server import EmbeddedPostgres
 from convergio.stack.process import free_port
 from convergio.stack.redis_server import EmbeddedRedis
+from convergio.stack.temporal_server import dynamic_config_args
 from convergio.workers.worker import WorkerResources, open_resources
 
 # Tests must never reach a network: tiktoken reads the bundled encoding.
@@ -87,6 +88,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         search_attributes=search_attribute_keys(),
         dev_server_log_level="error",
+        dev_server_extra_args=dynamic_config_args(),
     )
     try:
         yield env

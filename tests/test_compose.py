@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from convergio.settings import SEARCH_ATTRIBUTES, Settings
+from convergio.stack.temporal_server import DEV_SERVER_DYNAMIC_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -27,6 +28,7 @@ OTEL_CONFIG = ROOT / "deploy" / "otel-collector.yaml"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA_DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources"
 POSTGRES_INIT = ROOT / "deploy" / "postgres" / "init.sql"
+TEMPORAL_DYNAMIC_CONFIG = ROOT / "deploy" / "temporal" / "dynamicconfig.yaml"
 
 REQUIRED_SERVICES = {
     "postgresql",
@@ -317,6 +319,20 @@ def test_temporal_port_and_namespace_agree(services: dict[str, Any]) -> None:
     ui_url = environment(services["convergio-api"]).get("CONVERGIO_TEMPORAL_UI_URL")
     assert ui_url, "links to workflows need CONVERGIO_TEMPORAL_UI_URL"
     assert host_port(ui_url)[1] in published_ports(ui), f"{ui_url} is not a port temporal-ui publishes"
+
+
+def test_temporal_dynamic_config_matches_the_embedded_server(services: dict[str, Any]) -> None:
+    """Both servers lift the 20/s task-queue read cap the same way (see DEV_SERVER_DYNAMIC_CONFIG)."""
+    mounted = {
+        target: source
+        for volume in services["temporal"].get("volumes") or []
+        for source, target, *_ in [str(volume).split(":")]
+    }
+    path = environment(services["temporal"]).get("DYNAMIC_CONFIG_FILE_PATH")
+    assert path in mounted, "DYNAMIC_CONFIG_FILE_PATH must point at a mounted file"
+    assert (ROOT / mounted[path]).resolve() == TEMPORAL_DYNAMIC_CONFIG.resolve()
+    values = {key: entries[0]["value"] for key, entries in load_yaml(TEMPORAL_DYNAMIC_CONFIG).items()}
+    assert values == DEV_SERVER_DYNAMIC_CONFIG
 
 
 def test_admin_tools_register_exactly_the_search_attributes(services: dict[str, Any]) -> None:

@@ -10,6 +10,25 @@ from convergio.settings import SEARCH_ATTRIBUTES
 from convergio.stack.binaries import temporal_cli
 from convergio.stack.process import ManagedProcess, ensure_port_free
 
+# The dev server has one history shard, and by default reads that shard's transfer queue at
+# most 20 times a second. Every activity and workflow task goes through that queue on its way
+# to a worker, so a sequential run waited up to 50 ms per hop: a no-op activity measured 52 ms
+# round trip with the default and 15 ms with these values (bench/engine.py reports both sides).
+# deploy/temporal/dynamicconfig.yaml sets the same keys for the docker-compose server.
+DEV_SERVER_DYNAMIC_CONFIG: dict[str, int] = {
+    "history.transferProcessorMaxPollRPS": 1000,
+    "history.timerProcessorMaxPollRPS": 1000,
+    "history.visibilityProcessorMaxPollRPS": 1000,
+}
+
+
+def dynamic_config_args() -> list[str]:
+    """``--dynamic-config-value`` arguments for ``temporal server start-dev``."""
+    args: list[str] = []
+    for key, value in DEV_SERVER_DYNAMIC_CONFIG.items():
+        args += ["--dynamic-config-value", f"{key}={value}"]
+    return args
+
 
 class TemporalDevServer:
     """A persistent dev server: state in SQLite under the data dir, Web UI on its own port."""
@@ -35,6 +54,7 @@ class TemporalDevServer:
             "--db-filename", str(data_dir / "temporal.sqlite"),
             "--namespace", namespace,
             "--log-level", "warn",
+            *dynamic_config_args(),
         ]
         if ui_port is None:
             command.append("--headless")
