@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from convergio.graphflow.loader import default_registry
 from convergio.settings import Settings
+from convergio.workers.sandbox import workflow_runner
 from convergio.workers.worker import WORKFLOWS, WorkerResources, build_worker
 from convergio.workflows.graphflow import GraphFlowWorkflow
 from tests.graphflow_helpers import STRATEGIC_INPUTS, decision, start, wait_for_gate
@@ -37,8 +39,9 @@ TEMPLATE_RUNS = {
 }
 
 
-def replayer() -> Replayer:
-    return Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+def replayer(runner: WorkflowRunner | None = None) -> Replayer:
+    """Convergio's sandbox runner (as the worker uses), or ``runner``."""
+    return Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=runner or workflow_runner())
 
 
 def test_every_template_has_a_recorded_history() -> None:
@@ -46,10 +49,13 @@ def test_every_template_has_a_recorded_history() -> None:
     assert recorded == sorted(default_registry().names())
 
 
+@pytest.mark.parametrize("runner", ["convergio", "sdk"])
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda path: path.stem)
-async def test_recorded_history_replays(path: Path) -> None:
+async def test_recorded_history_replays(path: Path, runner: str) -> None:
+    """Under Convergio's sandbox runner and under temporalio's own."""
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    result = await replayer().replay_workflow(history)
+    sdk_runner = SandboxedWorkflowRunner(restrictions=workflow_runner().restrictions)
+    result = await replayer(sdk_runner if runner == "sdk" else None).replay_workflow(history)
     assert result.replay_failure is None
 
 

@@ -12,7 +12,6 @@ import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from convergio.activities.agent_turn import AgentTurnActivities
 from convergio.activities.notifications import NotificationActivities
@@ -28,6 +27,7 @@ from convergio.security.activity import SecurityActivities
 from convergio.security.classifier import build_classifier
 from convergio.rag.activity import KnowledgeActivities
 from convergio.temporal_client import connect_temporal
+from convergio.workers.sandbox import workflow_runner
 from convergio.workflows.autogen_graphflow import AutoGenGraphFlowWorkflow
 from convergio.workflows.graphflow import GraphFlowWorkflow
 
@@ -76,17 +76,6 @@ def worker_activities(settings: Settings, resources: WorkerResources) -> list[Ca
         security.screen_text,
         *KnowledgeActivities(settings, resources.pool, resources.redis).activities(),
     ]
-
-
-# Workflow code still runs under the sandbox's runtime checks (no clock, randomness or I/O),
-# but Convergio's own modules are imported once per process instead of once per workflow run:
-# they do nothing at import time, and re-importing them was the largest CPU cost of a worker
-# starting many runs (bench/engine.py measures it).
-def workflow_runner(extra_workflows: Sequence[type] = ()) -> SandboxedWorkflowRunner:
-    """The sandbox with ``convergio`` (and the extra workflows' modules) passed through, and
-    OpenTelemetry, which the workflow interceptor's replay-safe metrics reach lazily."""
-    modules = {"convergio", "opentelemetry", *(w.__module__ for w in extra_workflows)}
-    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*modules))
 
 
 def build_worker(
