@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
 
 from convergio.graphflow.selector import ConversationState, select_speaker
 from convergio.settings import Settings
 from convergio.workers.worker import WorkerResources, build_worker
-from convergio.workflows.graphflow import GraphFlowWorkflow
+from convergio.workflows.graphflow import (
+    COST_KEY,
+    COST_REFRESH,
+    PENDING_GATES_KEY,
+    STATUS_KEY,
+    GraphFlowWorkflow,
+)
 from convergio.agents.catalog import default_catalog
 from tests.graphflow_helpers import STRATEGIC_INPUTS, custom_template, decision, start, wait_for_gate
 
@@ -286,3 +293,35 @@ async def test_quality_failure_falls_back_to_another_agent_then_fails(
     authors = [t["agent"] for t in report["turns"] if t["purpose"] == "answer"]
     assert authors == ["strategic", "strategic", "chief_of_staff", "chief_of_staff"]
     assert any("falling back to chief_of_staff" in entry["outcome"] for entry in report["audit"])
+
+
+async def test_cost_attribute_goes_with_gate_and_status_updates_not_every_turn(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    """Search attribute writes are visibility writes: the cost rides along with the gate and
+    status updates, and after a turn only once COST_REFRESH has passed since it was written."""
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, "strategic-analysis", STRATEGIC_INPUTS)
+        gate = await wait_for_gate(handle, "executive_approval")
+        at_gate = (await handle.describe()).typed_search_attributes
+        await handle.signal(GraphFlowWorkflow.approve, decision("executive_approval"))
+        result = await handle.result()
+        at_end = (await handle.describe()).typed_search_attributes
+
+    assert gate.cost_usd_so_far > 0
+    assert at_gate.get(PENDING_GATES_KEY) == ["executive_approval"]
+    assert at_gate.get(COST_KEY) == pytest.approx(gate.cost_usd_so_far, abs=1e-6)
+    assert at_end.get(STATUS_KEY) == "completed"
+    assert at_end.get(COST_KEY) == pytest.approx(result.cost_usd, abs=1e-6)
+    assert result.cost_usd > gate.cost_usd_so_far  # the last step's turn cost something too
+
+    cost_writes = []  # (time, written alone) of every upsert carrying the cost
+    for event in (await handle.fetch_history()).events:
+        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+            if COST_KEY.name in fields:
+                cost_writes.append((event.event_time.ToDatetime(), len(fields) == 1))
+    assert sum(1 for _, alone in cost_writes if not alone) == 3  # gate opened, gate closed, run ended
+    for (previous, _), (written, alone) in zip(cost_writes, cost_writes[1:]):
+        if alone:
+            assert written - previous >= COST_REFRESH

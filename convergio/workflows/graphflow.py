@@ -10,11 +10,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributeKey,
+    SearchAttributePair,
+    SearchAttributeUpdate,
+    TypedSearchAttributes,
+)
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -89,6 +95,12 @@ SECURITY_PATCH = "security-inputs-v1"
 RAG_PATCH = "rag-context"
 # ... and before gates and SLA warnings were announced on the run's event stream.
 EVENTS_PATCH = "run-events-v1"
+# ... and before the cost search attribute was refreshed at most every COST_REFRESH (and always
+# with the gate and status updates) instead of after every turn.
+COST_REFRESH_PATCH = "cost-attribute-refresh-v1"
+# Every upsert is a visibility write on the server (and a billed action on Temporal Cloud); the
+# exact live cost is in the ``status`` query and the run's cost_update events.
+COST_REFRESH = timedelta(seconds=10)
 # A step's ``sla_warning`` goes out when this share of its SLA has passed.
 SLA_WARNING_AT = 0.8
 
@@ -112,6 +124,7 @@ class GraphFlowWorkflow:
         self._sla_failure: str | None = None
         self._findings: list[SecurityFinding] = []
         self._state = "running"
+        self._cost_written_at: datetime | None = None  # when the cost attribute was last written
 
     # ------------------------------------------------------------------ run
     @workflow.run
@@ -845,16 +858,35 @@ class GraphFlowWorkflow:
 
     def _set_search_status(self, status: str) -> None:
         if workflow.info().typed_search_attributes.get(STATUS_KEY) is not None:
-            workflow.upsert_search_attributes([STATUS_KEY.value_set(status)])
+            workflow.upsert_search_attributes([STATUS_KEY.value_set(status), *self._cost_update(refresh=True)])
 
     def _set_search_cost(self) -> None:
+        """After a turn: the run's cost so far, unless it was written less than COST_REFRESH ago."""
         if workflow.info().typed_search_attributes.get(STATUS_KEY) is not None and workflow.patched(BUDGET_PATCH):
-            total = round(sum(s.cost_usd for s in self._steps.values()), 6)
-            workflow.upsert_search_attributes([COST_KEY.value_set(total)])
+            update = self._cost_update(refresh=False)
+            if update:
+                workflow.upsert_search_attributes(update)
 
     def _set_pending_gates(self) -> None:
         if workflow.info().typed_search_attributes.get(STATUS_KEY) is not None:
-            workflow.upsert_search_attributes([PENDING_GATES_KEY.value_set(sorted(self._pending))])
+            workflow.upsert_search_attributes(
+                [PENDING_GATES_KEY.value_set(sorted(self._pending)), *self._cost_update(refresh=True)]
+            )
+
+    def _cost_update(self, *, refresh: bool) -> list[SearchAttributeUpdate[Any]]:
+        """The cost attribute's update to send now: always after a turn on runs started before
+        COST_REFRESH_PATCH; otherwise with the gate and status updates (``refresh``) and after a
+        turn once COST_REFRESH has passed since it was last written."""
+        if not workflow.patched(COST_REFRESH_PATCH):
+            return [] if refresh else [COST_KEY.value_set(self._cost_so_far())]
+        now = workflow.now()
+        if not refresh and now - (self._cost_written_at or workflow.info().start_time) < COST_REFRESH:
+            return []
+        self._cost_written_at = now
+        return [COST_KEY.value_set(self._cost_so_far())]
+
+    def _cost_so_far(self) -> float:
+        return round(sum(s.cost_usd for s in self._steps.values()), 6)
 
     def _result(self, started_at: Any) -> GraphFlowResult:
         assert self._run is not None
