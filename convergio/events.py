@@ -99,11 +99,17 @@ class EventPublisher:
         return [AgentEvent.model_validate_json(fields[b"event"]) for _, fields in entries]
 
 
+# Text chunks that piled up behind a write go out joined, up to this many characters per event.
+COALESCED_CHUNK_CHARS = 400
+
+
 class EventBuffer:
     """Publishes events in the background, batching whatever piled up since the last write.
 
-    The model's stream never waits on Redis; under load, many chunks go in one round trip.
-    ``close`` flushes what is left, so no event is lost when the turn ends.
+    The model's stream never waits on Redis; under load, many chunks go in one round trip, and
+    consecutive text chunks of one speaker are joined (up to COALESCED_CHUNK_CHARS) so a fast
+    model does not cost one stream entry per few tokens. A slow model's chunks still go out one
+    by one, as they come. ``close`` flushes what is left, so no event is lost when the turn ends.
     """
 
     def __init__(self, publisher: EventPublisher) -> None:
@@ -120,7 +126,7 @@ class EventBuffer:
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await self._publisher.publish_many(batch)
+                await self._publisher.publish_many(coalesce_text_chunks(batch))
             except Exception:  # noqa: BLE001 - events are a view; never let them stop a turn
                 log.exception("dropping %d events", len(batch))
             finally:
@@ -130,6 +136,24 @@ class EventBuffer:
     async def close(self) -> None:
         await self._queue.join()
         self._task.cancel()
+
+
+def coalesce_text_chunks(events: list[AgentEvent], max_chars: int = COALESCED_CHUNK_CHARS) -> list[AgentEvent]:
+    """``events`` with each run of consecutive text chunks from one speaker joined into chunks
+    of at most ``max_chars`` (a single longer chunk stays whole); the text and order are kept."""
+    merged: list[AgentEvent] = []
+    for event in events:
+        previous = merged[-1] if merged else None
+        if (
+            previous is not None
+            and event.type == previous.type == "text_chunk"
+            and (event.workflow_id, event.step_id, event.agent) == (previous.workflow_id, previous.step_id, previous.agent)
+            and len(previous.data["text"]) + len(event.data["text"]) <= max_chars
+        ):
+            merged[-1] = previous.model_copy(update={"data": {**previous.data, "text": previous.data["text"] + event.data["text"]}})
+        else:
+            merged.append(event)
+    return merged
 
 
 # Things a model client notices during a turn (a prompt trimmed to fit the model's window) that

@@ -7,7 +7,6 @@ crash finds the record and returns it instead of paying for the model call again
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 
@@ -352,13 +351,7 @@ class AgentTurnActivities:
 def _prompt_tokens(turn: AgentTurnInput) -> int:
     """What the prompt will cost, counted before the call (tiktoken; 4 tokens per message framing)."""
     texts = [turn.request.agent.system_message, *(m.content for m in turn.context), turn.request.task]
-    return sum(_cached_tokens(text) + 4 for text in texts)
-
-
-@functools.lru_cache(maxsize=512)
-def _cached_tokens(text: str) -> int:
-    """System messages and earlier answers come back turn after turn: count each once per worker."""
-    return count_tokens(text)
+    return sum(count_tokens(text) + 4 for text in texts)
 
 
 def _refusal(reservation: ReservationResult) -> str:

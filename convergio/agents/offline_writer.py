@@ -18,6 +18,7 @@ Source markers are kept with their sentences and written as ``[source: xyz]``:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -145,6 +146,7 @@ class Sentence:
 # --- words -------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=16384)
 def stem(word: str) -> str:
     """A crude suffix-stripping stem: enough to match "hiring", "hires" and "hire"."""
     for suffix, replacement in _SUFFIX_RULES:
@@ -162,8 +164,11 @@ def _undouble_final_consonant(root: str) -> str:
     return root
 
 
+@functools.lru_cache(maxsize=4096)
 def content_stems(text: str, ignore: frozenset[str] = frozenset()) -> frozenset[str]:
-    """Stems of the words that carry meaning: lowercase, stop words and 1-letter words dropped."""
+    """Stems of the words that carry meaning: lowercase, stop words and 1-letter words dropped.
+
+    Cached: the same sentences (knowledge, earlier answers) are scored turn after turn."""
     words = _WORD.findall(text.lower())
     return frozenset(
         stem(word)

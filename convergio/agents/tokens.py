@@ -196,8 +196,12 @@ def get_encoding() -> tiktoken.Encoding:
     return tiktoken.get_encoding(FALLBACK_ENCODING)
 
 
+@lru_cache(maxsize=1024)
 def count_tokens(text: str) -> int:
-    """Number of cl100k_base tokens in ``text``; special-token strings count as plain text."""
+    """Number of cl100k_base tokens in ``text``; special-token strings count as plain text.
+
+    Cached: system messages and earlier answers are counted again turn after turn (by the
+    budget estimate and by the model client)."""
     return len(encode(text))
 
 

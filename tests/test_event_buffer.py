@@ -1,0 +1,61 @@
+"""The event buffer behind every turn's live stream, against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import redis.asyncio as aioredis
+
+from convergio.events import (
+    COALESCED_CHUNK_CHARS,
+    EventBuffer,
+    EventFactory,
+    EventPublisher,
+    coalesce_text_chunks,
+)
+
+
+def test_consecutive_chunks_of_one_speaker_are_joined_up_to_the_limit() -> None:
+    cfo, cmo = EventFactory("wf", "step", "cfo"), EventFactory("wf", "step", "cmo")
+    events = [
+        cfo("turn_started"),
+        *(cfo("text_chunk", text="a" * 150) for _ in range(3)),  # 450 chars: two events
+        cmo("text_chunk", text="b"),  # another speaker: never joined with the CFO's text
+        cfo("text_chunk", text="c" * (COALESCED_CHUNK_CHARS + 10)),  # longer than the limit: kept whole
+        cfo("turn_finished"),
+    ]
+    merged = coalesce_text_chunks(events)
+    assert [(e.type, e.agent, len(e.data.get("text", ""))) for e in merged] == [
+        ("turn_started", "cfo", 0),
+        ("text_chunk", "cfo", 300),
+        ("text_chunk", "cfo", 150),
+        ("text_chunk", "cmo", 1),
+        ("text_chunk", "cfo", COALESCED_CHUNK_CHARS + 10),
+        ("turn_finished", "cfo", 0),
+    ]
+    assert "".join(e.data.get("text", "") for e in merged) == "".join(e.data.get("text", "") for e in events)
+
+
+async def test_a_burst_of_chunks_reaches_redis_whole_in_fewer_entries(redis_url: str) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        publisher = EventPublisher(redis)
+        workflow_id = f"buffer-{uuid.uuid4().hex[:8]}"
+        event = EventFactory(workflow_id, "step", "cfo")
+        words = [f"word{i} " for i in range(200)]
+        buffer = EventBuffer(publisher)
+        buffer.add(event("turn_started"))
+        await asyncio.sleep(0)  # the buffer is now writing the first event; the burst piles up
+        for word in words:
+            buffer.add(event("text_chunk", text=word))
+        buffer.add(event("turn_finished"))
+        await buffer.close()
+        stored = await publisher.read(workflow_id)
+    finally:
+        await redis.aclose()
+    chunks = [e for e in stored if e.type == "text_chunk"]
+    assert stored[0].type == "turn_started" and stored[-1].type == "turn_finished"
+    assert "".join(e.data["text"] for e in chunks) == "".join(words)
+    assert 1 < len(chunks) < len(words)
+    assert all(len(e.data["text"]) <= COALESCED_CHUNK_CHARS for e in chunks)
