@@ -357,7 +357,7 @@ def test_selector_module_is_workflow_safe() -> None:
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module)
-    allowed = {"__future__", "math", "re", "collections.abc", "pydantic", "convergio.agents.definition"}
+    allowed = {"__future__", "functools", "math", "re", "collections.abc", "pydantic", "convergio.agents.definition"}
     assert imported <= allowed
 
 

@@ -15,6 +15,7 @@ Every factor is a number in ``[0, 1]``; see :func:`score_candidates` for their d
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -133,6 +134,7 @@ _MIN_STEM = 3
 _WORD = re.compile(r"[a-z]+")
 
 
+@functools.lru_cache(maxsize=16384)
 def stem(word: str) -> str:
     """A crude, deterministic stem: lower-case, letters only, common suffixes stripped
     repeatedly while at least three letters remain ("financial"/"finance" → "financ",
@@ -194,9 +196,10 @@ def _build_stem_domains() -> dict[str, tuple[str, ...]]:
 _STEM_DOMAINS: dict[str, tuple[str, ...]] = _build_stem_domains()
 
 
+@functools.lru_cache(maxsize=1024)
 def text_domains(text: str) -> tuple[frozenset[str], frozenset[str]]:
     """(stems, domains) of a text: the stems of its words, and the domains those stems map
-    to through :data:`DOMAIN_SYNONYMS`."""
+    to through :data:`DOMAIN_SYNONYMS`. Cached: a team step scores the same messages every turn."""
     stems = frozenset(stem(word) for word in _words(text))
     domains = frozenset(domain for s in stems for domain in _STEM_DOMAINS.get(s, ()))
     return stems, domains

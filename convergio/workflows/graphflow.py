@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from convergio.activities.notifications import EscalationNotice, NotificationActivities, RunEvent
     from convergio.activities.quality import QualityActivities, QualityScore
     from convergio.security.activity import ScreenInput, SecurityActivities
+    from convergio.security.policy import SecurityPolicy
     from convergio.activities.tool_step import ToolStepActivities, ToolStepInput
     from convergio.agents.definition import AgentDefinition
     from convergio.contracts import (
@@ -125,6 +126,7 @@ class GraphFlowWorkflow:
         self._findings: list[SecurityFinding] = []
         self._state = "running"
         self._cost_written_at: datetime | None = None  # when the cost attribute was last written
+        self._policy: SecurityPolicy | None = None
 
     # ------------------------------------------------------------------ run
     @workflow.run
@@ -444,7 +446,7 @@ class GraphFlowWorkflow:
                     workflow_id=workflow.info().workflow_id, step_id=step.id, tenant=self._run.tenant,
                     query=query[:2000], top_k=spec.top_k, filters=spec.filters, memories=spec.memories,
                     exclude_steps=list(step.depends_on), max_tokens=spec.max_tokens,
-                    security=self._run.template.security.policy(),
+                    security=self._security_policy(),
                 ),
                 summary=f"knowledge · {step.label}",
                 start_to_close_timeout=timedelta(minutes=2),
@@ -613,7 +615,7 @@ class GraphFlowWorkflow:
                     request=request,
                     context=context,
                     budget=budget,
-                    security=self._run.template.security.policy(),
+                    security=self._security_policy(),
                     security_approved=security_approved,
                     run_cost_usd=round(sum(s.cost_usd for s in self._steps.values()), 8),
                     handoff_from=_previous_speaker(context, agent_name, self._run.agents) if purpose == "chat" else None,
@@ -884,6 +886,13 @@ class GraphFlowWorkflow:
             return []
         self._cost_written_at = now
         return [COST_KEY.value_set(self._cost_so_far())]
+
+    def _security_policy(self) -> SecurityPolicy:
+        """The template's screening policy, built once per run (it goes with every turn)."""
+        assert self._run is not None
+        if self._policy is None:
+            self._policy = self._run.template.security.policy()
+        return self._policy
 
     def _cost_so_far(self) -> float:
         return round(sum(s.cost_usd for s in self._steps.values()), 6)
