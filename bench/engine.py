@@ -10,6 +10,8 @@ Progress goes to stderr; the LAST line of stdout is one JSON object with (among 
 
 Everything runs in this process against throw-away servers (Temporal dev server, PostgreSQL
 and Redis from the pip packages, temp dirs, free ports), torn down at the end even on error.
+The dev server gets the embedded stack's dynamic config (``DEV_SERVER_DYNAMIC_CONFIG``: without
+it every task waits for a transfer-queue read capped at 20 per second).
 One in-process worker serves both the real ``GraphFlowWorkflow`` (with the real activities,
 built as ``build_worker`` builds them) and ``BareWorkflow`` below.
 
