@@ -1,16 +1,20 @@
 """Determinism guard: recorded histories of every template must replay on today's code.
 
-After an intended, versioned change to workflow code, record new histories with
-``RECORD_TEMPORAL_HISTORIES=1 bash scripts/test.sh tests/test_replay.py`` and commit
-the files written under ``tests/histories/``.
+``tests/histories/*.json`` are runs recorded before knowledge retrieval and live events existed;
+``tests/histories/per-patch-markers/`` holds runs that recorded one marker per workflow change,
+before ``ALL_CHANGES_V1`` stood for all of them. After an intended, versioned change to workflow
+code, record new histories with ``RECORD_TEMPORAL_HISTORIES=1 bash scripts/test.sh
+tests/test_replay.py`` and commit the files written under ``tests/histories/``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, WorkflowRunner
@@ -20,7 +24,7 @@ from convergio.graphflow.loader import default_registry
 from convergio.settings import Settings
 from convergio.workers.sandbox import workflow_runner
 from convergio.workers.worker import WORKFLOWS, WorkerResources, build_worker
-from convergio.workflows.graphflow import GraphFlowWorkflow
+from convergio.workflows.graphflow import ALL_CHANGES_V1, GraphFlowWorkflow
 from tests.graphflow_helpers import STRATEGIC_INPUTS, decision, start, wait_for_gate
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -49,8 +53,16 @@ def test_every_template_has_a_recorded_history() -> None:
     assert recorded == sorted(default_registry().names())
 
 
+RECORDED = sorted(HISTORIES.glob("*.json")) + sorted((HISTORIES / "per-patch-markers").glob("*.json"))
+
+
+def test_every_template_has_a_per_patch_marker_history() -> None:
+    recorded = sorted(path.stem for path in (HISTORIES / "per-patch-markers").glob("*.json"))
+    assert recorded == sorted(default_registry().names())
+
+
 @pytest.mark.parametrize("runner", ["convergio", "sdk"])
-@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", RECORDED, ids=lambda path: f"{path.parent.name}/{path.stem}")
 async def test_recorded_history_replays(path: Path, runner: str) -> None:
     """Under Convergio's sandbox runner and under temporalio's own."""
     history = WorkflowHistory.from_json(path.stem, path.read_text())
@@ -73,5 +85,9 @@ async def test_fresh_history_replays(
     history = await handle.fetch_history()
     replay = await replayer().replay_workflow(history)
     assert replay.replay_failure is None
+    markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    # One marker for all workflow changes (each marker also costs a search-attribute write).
+    patches = [json.loads(m.marker_recorded_event_attributes.details["patch-data"].payloads[0].data) for m in markers]
+    assert [patch["id"] for patch in patches] == [ALL_CHANGES_V1]
     if os.environ.get("RECORD_TEMPORAL_HISTORIES") == "1":
         (HISTORIES / f"{template}.json").write_text(history.to_json())

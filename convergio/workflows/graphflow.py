@@ -102,6 +102,17 @@ COST_REFRESH_PATCH = "cost-attribute-refresh-v1"
 # Every upsert is a visibility write on the server (and a billed action on Temporal Cloud); the
 # exact live cost is in the ``status`` query and the run's cost_update events.
 COST_REFRESH = timedelta(seconds=10)
+# Runs started on code that has every change above record this one marker instead of one marker
+# per change; each marker also costs a TemporalChangeVersion search-attribute write.
+ALL_CHANGES_V1 = "graphflow-all-changes-v1"
+
+
+def _patched(change: str) -> bool:
+    """Is ``change`` in effect for this run: it started with all of the changes above
+    (ALL_CHANGES_V1), or it recorded this one (runs started before ALL_CHANGES_V1 existed)."""
+    return workflow.patched(ALL_CHANGES_V1) or workflow.patched(change)
+
+
 # A step's ``sla_warning`` goes out when this share of its SLA has passed.
 SLA_WARNING_AT = 0.8
 
@@ -137,7 +148,7 @@ class GraphFlowWorkflow:
         self._steps = {
             step.id: StepState(id=step.id, kind=step.kind, title=step.label) for step in template.steps
         }
-        if workflow.patched(SECURITY_PATCH):
+        if _patched(SECURITY_PATCH):
             await self._screen_inputs()
         running: dict[str, asyncio.Task[None]] = {}
         failure: ApplicationError | None = None
@@ -355,7 +366,7 @@ class GraphFlowWorkflow:
         review = await self._turn(step, reviewer.agent, task, [], purpose="review")
         score = review_score(review.content)
         self._steps[step.id].score = score
-        if score is not None and workflow.patched(QUALITY_PATCH):
+        if score is not None and _patched(QUALITY_PATCH):
             await workflow.execute_activity_method(
                 QualityActivities.record_quality,
                 QualityScore(workflow_id=workflow.info().workflow_id, step_id=step.id, turn=answer_turn, score=score),
@@ -435,7 +446,7 @@ class GraphFlowWorkflow:
     ) -> tuple[str, list[TranscriptMessage]]:
         """Retrieve the step's sources (screened by the guardian) and put them before its context."""
         spec = step.knowledge
-        if spec is None or not workflow.patched(RAG_PATCH):
+        if spec is None or not _patched(RAG_PATCH):
             return instruction, context
         assert self._run is not None
         query = render_text(spec.query, self._context()) if spec.query else instruction
@@ -464,7 +475,7 @@ class GraphFlowWorkflow:
     async def _remember(self, step: StepSpec) -> None:
         """A completed step's output becomes a memory later steps of the run can retrieve."""
         assert self._run is not None
-        if not any(s.knowledge is not None for s in self._run.template.steps) or not workflow.patched(RAG_PATCH):
+        if not any(s.knowledge is not None for s in self._run.template.steps) or not _patched(RAG_PATCH):
             return
         state = self._steps[step.id]
         importance = min(1.0, state.score / 10) if state.score is not None else 0.6
@@ -600,7 +611,7 @@ class GraphFlowWorkflow:
             tenant=self._run.tenant,
         )
         budget = None
-        if workflow.patched(BUDGET_PATCH):
+        if _patched(BUDGET_PATCH):
             budget = TurnBudget(
                 limits=self._run.budget, day=workflow.now().date().isoformat(),
                 template=self._run.template.name, approved_overrun=approved_overrun,
@@ -662,7 +673,7 @@ class GraphFlowWorkflow:
         previous_status = state.status
         state.status = "waiting_approval"
         self._set_pending_gates()
-        announce = workflow.patched(EVENTS_PATCH)
+        announce = _patched(EVENTS_PATCH)
         if announce:
             pending = self._pending[gate_id]
             await self._announce(
@@ -739,11 +750,11 @@ class GraphFlowWorkflow:
     async def _within_sla(self, step: StepSpec, work: Any) -> None:
         """Run ``work``; past the step's SLA, run its escalation chain link by link."""
         task = asyncio.ensure_future(work)
-        if step.sla is None or not workflow.patched(SLA_PATCH):
+        if step.sla is None or not _patched(SLA_PATCH):
             await task
             return
         waits = [step.sla + step.escalation[0].after] + [link.after for link in step.escalation[1:]]
-        if workflow.patched(EVENTS_PATCH):
+        if _patched(EVENTS_PATCH):
             warn_after = step.sla * SLA_WARNING_AT
             await workflow.wait([task], timeout=warn_after.total_seconds())
             if task.done():
@@ -778,7 +789,7 @@ class GraphFlowWorkflow:
         """The whole run's SLA; a breach runs the template's workflow-level chain."""
         assert self._run is not None
         sla = self._run.template.sla
-        if sla.total is None or not workflow.patched(SLA_PATCH):
+        if sla.total is None or not _patched(SLA_PATCH):
             return
         chain = sla.escalation
         waits = [sla.total + chain[0].after] + [link.after for link in chain[1:]]
@@ -864,7 +875,7 @@ class GraphFlowWorkflow:
 
     def _set_search_cost(self) -> None:
         """After a turn: the run's cost so far, unless it was written less than COST_REFRESH ago."""
-        if workflow.info().typed_search_attributes.get(STATUS_KEY) is not None and workflow.patched(BUDGET_PATCH):
+        if workflow.info().typed_search_attributes.get(STATUS_KEY) is not None and _patched(BUDGET_PATCH):
             update = self._cost_update(refresh=False)
             if update:
                 workflow.upsert_search_attributes(update)
@@ -879,7 +890,7 @@ class GraphFlowWorkflow:
         """The cost attribute's update to send now: always after a turn on runs started before
         COST_REFRESH_PATCH; otherwise with the gate and status updates (``refresh``) and after a
         turn once COST_REFRESH has passed since it was last written."""
-        if not workflow.patched(COST_REFRESH_PATCH):
+        if not _patched(COST_REFRESH_PATCH):
             return [] if refresh else [COST_KEY.value_set(self._cost_so_far())]
         now = workflow.now()
         if not refresh and now - (self._cost_written_at or workflow.info().start_time) < COST_REFRESH:
