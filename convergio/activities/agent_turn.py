@@ -7,6 +7,7 @@ crash finds the record and returns it instead of paying for the model call again
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -310,34 +311,20 @@ class AgentTurnActivities:
         cost row was new (a retry finds it there and counts nothing twice)."""
         if not verdicts and turn is None:
             return False
-        parts: list[sql.Composable] = []
+        with_turn = turn is not None and output is not None
         params: list[object] = []
-        if verdicts:
-            rows = sql.SQL(", ").join(sql.SQL(store.VERDICT_VALUES) for _ in verdicts)
-            parts.append(sql.SQL("verdicts AS (INSERT INTO security_verdicts {} VALUES {})").format(
-                sql.SQL(store.VERDICT_COLUMNS), rows
-            ))
-            for record in verdicts:
-                params.extend(record.params())
-        if turn is not None and output is not None:
-            parts.append(sql.SQL(
-                "turn AS (INSERT INTO agent_turns (workflow_id, step_id, turn, agent, model, prompt_tokens,"
-                " completion_tokens, finish_reason, content, response_ms)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (workflow_id, step_id, turn) DO NOTHING)"
-            ))
+        for record in verdicts:
+            params.extend(record.params())
+        if with_turn:
+            assert turn is not None and output is not None
             params.extend((
                 turn.workflow_id, turn.step_id, turn.turn, output.agent, output.model, output.prompt_tokens,
                 output.completion_tokens, output.finish_reason, output.content,
                 None if response_s is None else response_s * 1000,
             ))
         if cost is not None:
-            parts.append(sql.SQL("cost AS ({} RETURNING 1)").format(sql.SQL(ledger.INSERT_SQL)))
             params.extend(ledger.insert_params(cost))
-            final = sql.SQL("SELECT count(*) FROM cost")
-        else:
-            final = sql.SQL("SELECT 0")
-        statement = sql.SQL("WITH {} {}").format(sql.SQL(", ").join(parts), final)
+        statement = _record_statement(len(verdicts), with_turn, cost is not None)
         async with self._pool.connection() as conn:
             await conn.set_autocommit(True)  # one statement is its own transaction: no BEGIN/COMMIT trips
             try:
@@ -346,6 +333,29 @@ class AgentTurnActivities:
                 await conn.set_autocommit(False)
         verdicts.clear()
         return bool(row and row[0])
+
+
+@functools.lru_cache(maxsize=64)
+def _record_statement(verdicts: int, with_turn: bool, with_cost: bool) -> bytes:
+    """The one statement of ``_record`` for this shape, composed once per worker (composing it
+    took longer than sending it)."""
+    parts: list[sql.Composable] = []
+    if verdicts:
+        rows = sql.SQL(", ").join(sql.SQL(store.VERDICT_VALUES) for _ in range(verdicts))
+        parts.append(sql.SQL("verdicts AS (INSERT INTO security_verdicts {} VALUES {})").format(
+            sql.SQL(store.VERDICT_COLUMNS), rows
+        ))
+    if with_turn:
+        parts.append(sql.SQL(
+            "turn AS (INSERT INTO agent_turns (workflow_id, step_id, turn, agent, model, prompt_tokens,"
+            " completion_tokens, finish_reason, content, response_ms)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (workflow_id, step_id, turn) DO NOTHING)"
+        ))
+    if with_cost:
+        parts.append(sql.SQL("cost AS ({} RETURNING 1)").format(sql.SQL(ledger.INSERT_SQL)))
+    final = sql.SQL("SELECT count(*) FROM cost") if with_cost else sql.SQL("SELECT 0")
+    return sql.SQL("WITH {} {}").format(sql.SQL(", ").join(parts), final).as_bytes()
 
 
 def _prompt_tokens(turn: AgentTurnInput) -> int:
