@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from convergio.db.pool import connection_pool
 
 from convergio.db.migrate import apply_migrations
 from convergio.knowledge import sample_dir
@@ -211,7 +211,7 @@ async def measure_ingestion(url: str, settings: Settings, documents: int) -> dic
     texts = generated_documents(documents, seed=7)
     embedder = LocalEmbedder()
     await embedder.embed(["warm-up: load the model"])
-    pool = AsyncConnectionPool(url, min_size=1, max_size=2, open=False)
+    pool = connection_pool(url, max_size=2)
     await pool.open(wait=True)
     try:
         store = KnowledgeStore(pool, embedder, settings)

@@ -391,7 +391,7 @@ def costs(
     """Model spend from the ledger: totals by day, tenant, template, agent and model; trend; advice."""
     from datetime import date
 
-    from psycopg_pool import AsyncConnectionPool
+    from convergio.db.pool import connection_pool
 
     from convergio.costs.ledger import report
 
@@ -403,7 +403,7 @@ def costs(
         raise fail(f"--since/--until: {exc}") from None
 
     async def main() -> Any:
-        async with AsyncConnectionPool(settings.effective_database_url, min_size=1, max_size=2, open=False) as pool:
+        async with connection_pool(settings.effective_database_url, max_size=2) as pool:
             return await report(pool, tenant=tenant, since=first, until=last)
 
     try:

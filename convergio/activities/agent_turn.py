@@ -325,12 +325,8 @@ class AgentTurnActivities:
         if cost is not None:
             params.extend(ledger.insert_params(cost))
         statement = _record_statement(len(verdicts), with_turn, cost is not None)
-        async with self._pool.connection() as conn:
-            await conn.set_autocommit(True)  # one statement is its own transaction: no BEGIN/COMMIT trips
-            try:
-                row = await (await conn.execute(statement, params)).fetchone()
-            finally:
-                await conn.set_autocommit(False)
+        async with self._pool.connection() as conn:  # autocommit: the statement is its own transaction
+            row = await (await conn.execute(statement, params)).fetchone()
         verdicts.clear()
         return bool(row and row[0])
 

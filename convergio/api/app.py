@@ -15,7 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI
-from psycopg_pool import AsyncConnectionPool
+from convergio.db.pool import connection_pool
 
 from convergio import __version__
 from convergio.api import approvals, inbox, knowledge, system, templates, workflows
@@ -49,7 +49,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.metrics = ensure_metrics(settings)
     app.state.temporal = await connect_temporal(settings, tracer_provider=provider, sdk_metrics=True)
     app.state.redis = aioredis.Redis.from_url(settings.effective_redis_url)
-    app.state.db = AsyncConnectionPool(settings.effective_database_url, min_size=1, max_size=5, open=False)
+    app.state.db = connection_pool(settings.effective_database_url, max_size=5)
     await app.state.db.open(wait=False)
     stop_sdk_metrics = asyncio.Event()
     sdk_metrics = asyncio.create_task(TemporalMetricsBridge.for_metrics(app.state.metrics).run(stop_sdk_metrics))

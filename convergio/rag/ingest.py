@@ -85,7 +85,7 @@ async def ingest_into(
 ) -> IngestReport:
     """Open a pool (and Redis for the embedding cache, when it answers), migrate, ingest ``files``."""
     import redis.asyncio as aioredis
-    from psycopg_pool import AsyncConnectionPool
+    from convergio.db.pool import connection_pool
     from redis.exceptions import RedisError
 
     from convergio.db.migrate import apply_migrations
@@ -99,7 +99,7 @@ async def ingest_into(
         except (RedisError, OSError):
             await redis.aclose()
             redis = None
-    pool = AsyncConnectionPool(database_url, min_size=1, max_size=2, open=False)
+    pool = connection_pool(database_url, max_size=2)
     await pool.open(wait=True, timeout=30)
     try:
         store = KnowledgeStore(pool, build_embedder(settings, redis), settings)

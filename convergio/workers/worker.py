@@ -20,6 +20,7 @@ from convergio.activities.tool_step import ToolStepActivities
 from convergio.costs.budget import RedisBudget
 from convergio.costs.metering import TurnMeter
 from convergio.costs.pricing import default_price_table
+from convergio.db.pool import connection_pool
 from convergio.events import EventPublisher
 from convergio.observability.interceptor import MetricsInterceptor
 from convergio.settings import Settings
@@ -51,7 +52,7 @@ class WorkerResources:
 
 @asynccontextmanager
 async def open_resources(database_url: str, redis_url: str) -> AsyncIterator[WorkerResources]:
-    pool = AsyncConnectionPool(database_url, min_size=1, max_size=10, open=False)
+    pool = connection_pool(database_url, max_size=10)
     await pool.open(wait=True, timeout=30)
     redis = aioredis.Redis.from_url(redis_url)
     try:
