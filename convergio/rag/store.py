@@ -94,8 +94,10 @@ def search_params(
 
 async def prepare_search(conn: Any, ef_search: int, candidates: int) -> None:
     """Per-transaction HNSW knobs: enough candidates, and keep scanning past filtered-out rows."""
-    await conn.execute(f"SET LOCAL hnsw.ef_search = {int(max(ef_search, candidates))}")
-    await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+    await conn.execute(
+        "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+        (str(int(max(ef_search, candidates))),),
+    )
 
 
 async def run_search(conn: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
