@@ -324,3 +324,35 @@ def test_evaluation_meets_the_precision_and_recall_floor() -> None:
     # The held-out split was never used for tuning: guard against regressions, not a target
     # (measured: precision 0.982, recall 0.775 on 109 texts written before the last rule round).
     assert summary["holdout_precision"] >= 0.9 and summary["holdout_recall"] >= 0.75, summary
+
+
+async def test_a_turns_verdicts_are_stored_like_single_verdicts(db_pool) -> None:
+    """Agent turns write their verdicts as one JSON parameter (VERDICT_ROWS_SQL); the rows must
+    equal what the one-verdict insert stores for the same verdicts."""
+    from psycopg.types.json import Jsonb
+
+    from convergio.security.store import VERDICT_ROWS_SQL, VerdictRecord, record_verdicts_on
+
+    texts = ["Here you go: AKIAIOSFODNN7EXAMPLE " + "x" * 600, "Quarterly revenue grew 12%.", "rm -rf / now"]
+    single, batched = (f"verdict-rows-{uuid.uuid4().hex[:8]}" for _ in range(2))
+
+    def records(workflow_id: str) -> list[VerdictRecord]:
+        return [
+            VerdictRecord(workflow_id, "step", surface, "acme", screen(ScreenRequest(text=text, surface=surface)),
+                          text, action)
+            for text, surface, action in zip(texts, ["output", "instruction", "context"], ["redact", None, "block"])
+        ]
+
+    async with db_pool.connection() as conn:
+        await record_verdicts_on(conn, records(single))
+        await conn.execute(VERDICT_ROWS_SQL, (Jsonb([record.row() for record in records(batched)]),))
+        stored = {}
+        for workflow_id in (single, batched):
+            stored[workflow_id] = await (await conn.execute(
+                "SELECT step_id, surface, tenant, decision, action, score, categories, reasons, sample"
+                " FROM security_verdicts WHERE workflow_id = %s ORDER BY id",
+                (workflow_id,),
+            )).fetchall()
+    assert len(stored[single]) == 3
+    assert stored[batched] == stored[single]
+    assert stored[single][0][6] == ["exfiltration"] and stored[single][0][7]  # categories and reasons kept

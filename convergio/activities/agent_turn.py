@@ -16,6 +16,7 @@ from autogen_agentchat.messages import BaseChatMessage, ModelClientStreamingChun
 from autogen_agentchat.base import TaskResult
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -312,9 +313,7 @@ class AgentTurnActivities:
         if not verdicts and turn is None:
             return False
         with_turn = turn is not None and output is not None
-        params: list[object] = []
-        for record in verdicts:
-            params.extend(record.params())
+        params: list[object] = [Jsonb([record.row() for record in verdicts])] if verdicts else []
         if with_turn:
             assert turn is not None and output is not None
             params.extend((
@@ -324,23 +323,20 @@ class AgentTurnActivities:
             ))
         if cost is not None:
             params.extend(ledger.insert_params(cost))
-        statement = _record_statement(len(verdicts), with_turn, cost is not None)
+        statement = _record_statement(bool(verdicts), with_turn, cost is not None)
         async with self._pool.connection() as conn:  # autocommit: the statement is its own transaction
             row = await (await conn.execute(statement, params)).fetchone()
         verdicts.clear()
         return bool(row and row[0])
 
 
-@functools.lru_cache(maxsize=64)
-def _record_statement(verdicts: int, with_turn: bool, with_cost: bool) -> bytes:
+@functools.lru_cache(maxsize=8)
+def _record_statement(with_verdicts: bool, with_turn: bool, with_cost: bool) -> bytes:
     """The one statement of ``_record`` for this shape, composed once per worker (composing it
     took longer than sending it)."""
     parts: list[sql.Composable] = []
-    if verdicts:
-        rows = sql.SQL(", ").join(sql.SQL(store.VERDICT_VALUES) for _ in range(verdicts))
-        parts.append(sql.SQL("verdicts AS (INSERT INTO security_verdicts {} VALUES {})").format(
-            sql.SQL(store.VERDICT_COLUMNS), rows
-        ))
+    if with_verdicts:
+        parts.append(sql.SQL("verdicts AS ({})").format(sql.SQL(store.VERDICT_ROWS_SQL)))
     if with_turn:
         parts.append(sql.SQL(
             "turn AS (INSERT INTO agent_turns (workflow_id, step_id, turn, agent, model, prompt_tokens,"

@@ -24,6 +24,12 @@ VERDICT_COLUMNS: LiteralString = (
     "(workflow_id, step_id, surface, tenant, decision, action, score, categories, reasons, sample)"
 )
 VERDICT_VALUES: LiteralString = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"  # one row of VerdictRecord.params()
+# Any number of verdicts as one parameter, a JSON array of ``VerdictRecord.row()``: one statement
+# text for every count, short enough for psycopg to cache and prepare.
+VERDICT_ROWS_SQL: LiteralString = (
+    "INSERT INTO security_verdicts " + VERDICT_COLUMNS + " SELECT " + VERDICT_COLUMNS.strip("()")
+    + " FROM jsonb_populate_recordset(NULL::security_verdicts, %s::jsonb)"
+)
 _INSERT: LiteralString = "INSERT INTO security_verdicts " + VERDICT_COLUMNS + " VALUES " + VERDICT_VALUES + " RETURNING id"
 _INSERT_NO_ID: LiteralString = "INSERT INTO security_verdicts " + VERDICT_COLUMNS + " VALUES " + VERDICT_VALUES
 
@@ -46,6 +52,15 @@ class VerdictRecord:
             self.workflow_id, self.step_id, self.surface, self.tenant, verdict.decision, self.action, verdict.score,
             list(verdict.categories), Jsonb(verdict.reasons), sample_of(self.text, verdict),
         )
+
+    def row(self) -> dict[str, Any]:
+        """The same values as a JSON object (see ``VERDICT_ROWS_SQL``)."""
+        verdict = self.verdict
+        return {
+            "workflow_id": self.workflow_id, "step_id": self.step_id, "surface": self.surface, "tenant": self.tenant,
+            "decision": verdict.decision, "action": self.action, "score": verdict.score,
+            "categories": list(verdict.categories), "reasons": verdict.reasons, "sample": sample_of(self.text, verdict),
+        }
 
 
 async def record_verdict(
