@@ -138,7 +138,9 @@ class EventBuffer:
         self._task.cancel()
 
 
-def coalesce_text_chunks(events: list[AgentEvent], max_chars: int = COALESCED_CHUNK_CHARS) -> list[AgentEvent]:
+def coalesce_text_chunks(
+    events: list[AgentEvent], max_chars: int = COALESCED_CHUNK_CHARS
+) -> list[AgentEvent]:
     """``events`` with each run of consecutive text chunks from one speaker joined into chunks
     of at most ``max_chars`` (a single longer chunk stays whole); the text and order are kept."""
     merged: list[AgentEvent] = []
@@ -147,13 +149,18 @@ def coalesce_text_chunks(events: list[AgentEvent], max_chars: int = COALESCED_CH
         if (
             previous is not None
             and event.type == previous.type == "text_chunk"
-            and (event.workflow_id, event.step_id, event.agent) == (previous.workflow_id, previous.step_id, previous.agent)
+            and _speaker(event) == _speaker(previous)
             and len(previous.data["text"]) + len(event.data["text"]) <= max_chars
         ):
-            merged[-1] = previous.model_copy(update={"data": {**previous.data, "text": previous.data["text"] + event.data["text"]}})
+            joined = {**previous.data, "text": previous.data["text"] + event.data["text"]}
+            merged[-1] = previous.model_copy(update={"data": joined})
         else:
             merged.append(event)
     return merged
+
+
+def _speaker(event: AgentEvent) -> tuple[str, str, str]:
+    return event.workflow_id, event.step_id, event.agent
 
 
 # Things a model client notices during a turn (a prompt trimmed to fit the model's window) that

@@ -45,7 +45,9 @@ TEMPLATE_RUNS = {
 
 def replayer(runner: WorkflowRunner | None = None) -> Replayer:
     """Convergio's sandbox runner (as the worker uses), or ``runner``."""
-    return Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=runner or workflow_runner())
+    return Replayer(
+        workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=runner or workflow_runner()
+    )
 
 
 def test_every_template_has_a_recorded_history() -> None:
@@ -87,7 +89,10 @@ async def test_fresh_history_replays(
     assert replay.replay_failure is None
     markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
     # One marker for all workflow changes (each marker also costs a search-attribute write).
-    patches = [json.loads(m.marker_recorded_event_attributes.details["patch-data"].payloads[0].data) for m in markers]
+    patches = [
+        json.loads(marker.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)
+        for marker in markers
+    ]
     assert [patch["id"] for patch in patches] == [ALL_CHANGES_V1]
     if os.environ.get("RECORD_TEMPORAL_HISTORIES") == "1":
         (HISTORIES / f"{template}.json").write_text(history.to_json())

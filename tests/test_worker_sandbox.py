@@ -39,8 +39,9 @@ async def shout(text: str) -> str:
 class ContextProbeWorkflow:
     @workflow.run
     async def run(self, text: str) -> str:
-        first = await workflow.execute_activity(shout, text, start_to_close_timeout=timedelta(seconds=10))
-        return await workflow.execute_activity(shout, first + "!", start_to_close_timeout=timedelta(seconds=10))
+        timeout = timedelta(seconds=10)
+        first = await workflow.execute_activity(shout, text, start_to_close_timeout=timeout)
+        return await workflow.execute_activity(shout, first + "!", start_to_close_timeout=timeout)
 
 
 class ContextRecordingCodec(PayloadCodec, WithSerializationContext):
@@ -67,10 +68,14 @@ async def contexts_seen(client: Client, runner: WorkflowRunner, workflow_id: str
     converter = dataclasses.replace(DataConverter.default, payload_codec=ContextRecordingCodec(seen))
     recording = Client(**{**client.config(), "data_converter": converter})
     queue = f"sandbox-{uuid.uuid4().hex[:8]}"
-    async with Worker(
-        recording, task_queue=queue, workflows=[ContextProbeWorkflow], activities=[shout], workflow_runner=runner
-    ):
-        result = await recording.execute_workflow(ContextProbeWorkflow.run, "hi", id=workflow_id, task_queue=queue)
+    worker = Worker(
+        recording, task_queue=queue, workflows=[ContextProbeWorkflow], activities=[shout],
+        workflow_runner=runner,
+    )
+    async with worker:
+        result = await recording.execute_workflow(
+            ContextProbeWorkflow.run, "hi", id=workflow_id, task_queue=queue
+        )
     assert result == "HI!"
     # The task queue name is part of an activity's context; it differs between the two runs.
     return Counter((kind, context.replace(queue, "<queue>")) for kind, context in seen)
@@ -79,7 +84,8 @@ async def contexts_seen(client: Client, runner: WorkflowRunner, workflow_id: str
 async def test_contexts_equal_the_sdk_sandbox(dev_client: Client) -> None:
     workflow_id = f"context-probe-{uuid.uuid4().hex[:8]}"
     restrictions = SandboxRestrictions.default.with_passthrough_modules(__name__)
-    expected = await contexts_seen(dev_client, SandboxedWorkflowRunner(restrictions=restrictions), workflow_id)
+    sdk_runner = SandboxedWorkflowRunner(restrictions=restrictions)
+    expected = await contexts_seen(dev_client, sdk_runner, workflow_id)
     got = await contexts_seen(dev_client, ConvergioSandboxRunner(restrictions=restrictions), workflow_id)
     assert got == expected
     activity_contexts = [ctx for _, ctx in got if ctx.startswith(ActivitySerializationContext.__name__)]

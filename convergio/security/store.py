@@ -47,14 +47,12 @@ class VerdictRecord:
     action: str | None = None
 
     def params(self) -> tuple[Any, ...]:
-        verdict = self.verdict
-        return (
-            self.workflow_id, self.step_id, self.surface, self.tenant, verdict.decision, self.action, verdict.score,
-            list(verdict.categories), Jsonb(verdict.reasons), sample_of(self.text, verdict),
-        )
+        """The values of one ``VERDICT_VALUES`` row."""
+        row = self.row()
+        return tuple(Jsonb(value) if column == "reasons" else value for column, value in row.items())
 
     def row(self) -> dict[str, Any]:
-        """The same values as a JSON object (see ``VERDICT_ROWS_SQL``)."""
+        """Column → value, in ``VERDICT_COLUMNS`` order (JSON-ready, for ``VERDICT_ROWS_SQL``)."""
         verdict = self.verdict
         return {
             "workflow_id": self.workflow_id, "step_id": self.step_id, "surface": self.surface, "tenant": self.tenant,

@@ -33,10 +33,13 @@ class _DirectContextInstance(_Instance):
     """A sandboxed workflow instance that hands out serialization contexts without ``exec``."""
 
     def get_serialization_context(self, command_info: Any) -> SerializationContext | None:
-        return self.globals_and_locals[_IN_SANDBOX].get_serialization_context(command_info)  # type: ignore[attr-defined]
+        return self._in_sandbox().get_serialization_context(command_info)
 
     def get_external_store_context(self, command_info: Any) -> Any:
-        return self.globals_and_locals[_IN_SANDBOX].get_external_store_context(command_info)  # type: ignore[attr-defined]
+        return self._in_sandbox().get_external_store_context(command_info)
+
+    def _in_sandbox(self) -> Any:
+        return self.globals_and_locals[_IN_SANDBOX]
 
 
 @dataclass(frozen=True)
