@@ -93,7 +93,10 @@ class WorkflowSummary(BaseModel):
     tenant: str | None = Field(default=None, examples=["acme"])
     status: RunState = Field(examples=["running"])
     pending_gates: list[str] = Field(default_factory=list, examples=[["executive_approval"]])
-    cost_usd: float | None = Field(default=None, examples=[0.0123])
+    cost_usd: float | None = Field(
+        default=None, examples=[0.0123],
+        description="Dollars spent; while running, refreshed at approval gates and at most every 10 s.",
+    )
     started_at: datetime | None = None
     closed_at: datetime | None = None
     temporal_ui_url: str
