@@ -289,3 +289,21 @@ async def test_assistant_agent_calls_the_tool() -> None:
     (call_result,) = executions[0].content
     assert call_result.name == "financial_model" and not call_result.is_error
     assert '"npv": 243.42' in call_result.content and '"payback_years": 2.0' in call_result.content
+
+
+def test_irr_of_conventional_flows_matches_a_grid_search() -> None:
+    """One sign change: bisection over the whole range must find the rate a fine scan brackets."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(50):
+        flows = [-rng.uniform(100, 5000)] + [rng.uniform(0, 3000) for _ in range(rng.randint(1, 10))]
+        roots = irr_candidates(flows)
+        rates = [-0.99 + i * 0.0005 for i in range(int(10.99 / 0.0005) + 1)]
+        values = [net_present_value(r, flows) for r in rates]
+        brackets = [
+            (a, b) for a, b, fa, fb in zip(rates, rates[1:], values, values[1:]) if fa != 0 and (fa > 0) != (fb > 0)
+        ]
+        assert len(roots) == len(brackets) <= 1, flows
+        for root, (a, b) in zip(roots, brackets):
+            assert a <= root <= b and net_present_value(root, flows) == pytest.approx(0, abs=1e-6)

@@ -79,9 +79,19 @@ def irr_candidates(flows: Sequence[float], low: float = IRR_LOW, high: float = I
     """Every rate in [low, high] where NPV changes sign, ascending.
 
     NPV(r) is sampled on a grid uniform in ``log(1 + r)`` (dense near -1, where NPV moves
-    fastest), and each bracket with a sign change is refined by bisection.
+    fastest), and each bracket with a sign change is refined by bisection. Flows that change
+    sign once (an investment, then returns) have exactly one rate above -100% (Descartes' rule
+    of signs), a simple root: bisecting [low, high] finds it without the grid.
     """
-    if _sign_changes(flows) == 0:
+    changes = _sign_changes(flows)
+    if changes == 0:
+        return []
+    if changes == 1:
+        f_low, f_high = net_present_value(low, flows), net_present_value(high, flows)
+        if f_low == 0.0 or f_high == 0.0:
+            return [low] if f_low == 0.0 else [high]
+        if math.isfinite(f_low) and math.isfinite(f_high) and (f_low > 0) != (f_high > 0):
+            return [_bisect(flows, low, high, f_low)]
         return []
     x_low, x_high = math.log1p(low), math.log1p(high)
     step = (x_high - x_low) / _IRR_GRID_POINTS
