@@ -141,8 +141,10 @@ async def test_one_trace_from_request_to_agent_turns(traced_run: TracedRun) -> N
         attributes = dict(retrieval.attributes or {})
         assert attributes["tenant"] and attributes["top_k"] > 0
         assert "embedding_cache_hits" in attributes  # the query's embedding, from Redis or computed
+    # Embeddings missing from the Redis cache are computed inside the retrieval (the query) or the
+    # remembering of a step's output; which ones miss depends on what earlier tests cached.
     for embed in (s for s in trace_spans if s.name == "rag.embed"):
-        assert by_id[embed.parent.span_id].name == "rag.retrieve"
+        assert by_id[embed.parent.span_id].name in ("rag.retrieve", "rag.remember")
 
 
 async def test_metrics_endpoint_exports_the_instruments(traced_run: TracedRun) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -122,17 +123,17 @@ class Metrics:
             "convergio_task_queue_backlog", callbacks=[self._observe_backlog],
             description="Tasks waiting on the worker task queue, by task type (Temporal's estimate).",
         )
-        self._samples: dict[str, list[float]] = {}
+        self._samples: dict[str, deque[float]] = {}
         self._samples_lock = threading.Lock()
 
     # ------------------------------------------------------------------ recording
 
     def _keep(self, name: str, value: float) -> None:
         with self._samples_lock:
-            samples = self._samples.setdefault(name, [])
+            samples = self._samples.get(name)
+            if samples is None:
+                samples = self._samples[name] = deque(maxlen=self.RESERVOIR)  # the oldest fall out
             samples.append(value)
-            if len(samples) > self.RESERVOIR:
-                del samples[: len(samples) - self.RESERVOIR]
 
     def record_agent_turn(self, agent: str, model: str, seconds: float) -> None:
         self.agent_response.record(seconds, {"agent": agent, "model": model})
