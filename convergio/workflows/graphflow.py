@@ -869,19 +869,24 @@ class GraphFlowWorkflow:
                 messages.append(TranscriptMessage(source=_source_name(source), content=state.output))
         return messages
 
+    @staticmethod
+    def _searchable() -> bool:
+        """Was the run started with Convergio's search attributes (runs started by hand may not be)?"""
+        return workflow.info().typed_search_attributes.get(STATUS_KEY) is not None
+
     def _set_search_status(self, status: str) -> None:
-        if workflow.info().typed_search_attributes.get(STATUS_KEY) is not None:
+        if self._searchable():
             workflow.upsert_search_attributes([STATUS_KEY.value_set(status), *self._cost_update(refresh=True)])
 
     def _set_search_cost(self) -> None:
         """After a turn: the run's cost so far, unless it was written less than COST_REFRESH ago."""
-        if workflow.info().typed_search_attributes.get(STATUS_KEY) is not None and _patched(BUDGET_PATCH):
+        if self._searchable() and _patched(BUDGET_PATCH):
             update = self._cost_update(refresh=False)
             if update:
                 workflow.upsert_search_attributes(update)
 
     def _set_pending_gates(self) -> None:
-        if workflow.info().typed_search_attributes.get(STATUS_KEY) is not None:
+        if self._searchable():
             workflow.upsert_search_attributes(
                 [PENDING_GATES_KEY.value_set(sorted(self._pending)), *self._cost_update(refresh=True)]
             )
