@@ -7,6 +7,7 @@ long and a Redis outage never fails one (events are a view, the workflow is the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -101,19 +102,25 @@ class EventPublisher:
 
 # Text chunks that piled up behind a write go out joined, up to this many characters per event.
 COALESCED_CHUNK_CHARS = 400
+# How long a turn's events may wait to go out together: watchers see them at most this late
+# (20 updates a second), and a fast turn costs one or two Redis writes instead of one per chunk.
+EVENT_LINGER_S = 0.05
 
 
 class EventBuffer:
-    """Publishes events in the background, batching whatever piled up since the last write.
+    """Publishes events in the background, batching what arrives within ``linger`` seconds.
 
-    The model's stream never waits on Redis; under load, many chunks go in one round trip, and
-    consecutive text chunks of one speaker are joined (up to COALESCED_CHUNK_CHARS) so a fast
-    model does not cost one stream entry per few tokens. A slow model's chunks still go out one
-    by one, as they come. ``close`` flushes what is left, so no event is lost when the turn ends.
+    The model's stream never waits on Redis. Events that arrive within ``linger`` of the first
+    unsent one go out in one round trip, and consecutive text chunks of one speaker are joined
+    (up to COALESCED_CHUNK_CHARS), so a fast model does not cost one stream entry per few tokens;
+    a slow model's chunks still go out one by one, as they come. ``close`` flushes what is left
+    at once, so no event is lost (nor waits) when the turn ends.
     """
 
-    def __init__(self, publisher: EventPublisher) -> None:
+    def __init__(self, publisher: EventPublisher, linger: float = EVENT_LINGER_S) -> None:
         self._publisher = publisher
+        self._linger = linger
+        self._closing = asyncio.Event()
         self._queue: asyncio.Queue[AgentEvent] = asyncio.Queue()
         self._task = asyncio.create_task(self._run())
 
@@ -123,6 +130,9 @@ class EventBuffer:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            if self._linger > 0 and not self._closing.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), self._linger)
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
@@ -134,6 +144,7 @@ class EventBuffer:
                     self._queue.task_done()
 
     async def close(self) -> None:
+        self._closing.set()
         await self._queue.join()
         self._task.cancel()
 

@@ -59,3 +59,31 @@ async def test_a_burst_of_chunks_reaches_redis_whole_in_fewer_entries(redis_url:
     assert "".join(e.data["text"] for e in chunks) == "".join(words)
     assert 1 < len(chunks) < len(words)
     assert all(len(e.data["text"]) <= COALESCED_CHUNK_CHARS for e in chunks)
+
+
+async def test_events_go_out_within_the_linger_and_close_sends_the_rest_at_once(redis_url: str) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        publisher = EventPublisher(redis)
+        workflow_id = f"linger-{uuid.uuid4().hex[:8]}"
+        event = EventFactory(workflow_id, "step", "cfo")
+
+        short = EventBuffer(publisher, linger=0.05)
+        short.add(event("turn_started"))
+        await asyncio.sleep(1.0)  # twenty lingers: the event must be out without a close
+        assert [e.type for e in await publisher.read(workflow_id)] == ["turn_started"]
+
+        long = EventBuffer(publisher, linger=30.0)
+        long.add(event("tool_call", tool="npv"))
+        long.add(event("tool_result", tool="npv"))
+        await asyncio.sleep(0.2)
+        assert len(await publisher.read(workflow_id)) == 1  # still waiting for company
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await long.close()
+        assert loop.time() - started < 10.0  # close does not sit out the linger
+        await short.close()
+        stored = await publisher.read(workflow_id)
+    finally:
+        await redis.aclose()
+    assert [e.type for e in stored] == ["turn_started", "tool_call", "tool_result"]

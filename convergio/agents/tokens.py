@@ -234,19 +234,16 @@ def chunk_text_by_tokens(text: str, tokens_per_chunk: int) -> list[str]:
     """
     encoding = get_encoding()
     size = max(tokens_per_chunk, 1)
+    tokens = encode(text)
     chunks: list[str] = []
-    pending = b""
-    pending_tokens = 0
-    for token in encode(text):
-        pending += encoding.decode_single_token_bytes(token)
-        pending_tokens += 1
-        if pending_tokens < size:
-            continue
-        try:
-            chunks.append(pending.decode("utf-8"))
-        except UnicodeDecodeError:
-            continue
-        pending, pending_tokens = b"", 0
-    if pending:
-        chunks.append(pending.decode("utf-8"))
+    start = 0
+    while start < len(tokens):
+        end = min(start + size, len(tokens))
+        while True:  # the whole text decodes, so this ends at the latest with the last token
+            try:
+                chunks.append(encoding.decode_bytes(tokens[start:end]).decode("utf-8"))
+                break
+            except UnicodeDecodeError:
+                end += 1
+        start = end
     return chunks
