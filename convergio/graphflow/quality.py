@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from convergio.graphflow.template import QualitySpec
@@ -11,9 +12,15 @@ _SCORE = re.compile(r"SCORE:\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 def has_section(text: str, section: str) -> bool:
     """A Markdown heading (any level) or a bold line naming the section."""
+    return _section_heading(section).search(text) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _section_heading(section: str) -> re.Pattern[str]:
+    """Compiled once per section name: inside the workflow sandbox, ``re``'s own per-call
+    pattern lookup is several times slower than the search itself."""
     name = re.escape(section.strip())
-    pattern = rf"^\s*(?:#{{1,6}}\s*{name}\b|\*\*{name}\*\*)"
-    return re.search(pattern, text, flags=re.IGNORECASE | re.MULTILINE) is not None
+    return re.compile(rf"^\s*(?:#{{1,6}}\s*{name}\b|\*\*{name}\*\*)", re.IGNORECASE | re.MULTILINE)
 
 
 def output_problems(text: str, spec: QualitySpec | None) -> list[str]:
