@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -53,6 +54,7 @@ def run_bench(
             del os.environ[variable]
     log = progress(name)
     started = time.perf_counter()
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` or `timeout` stops the servers like Ctrl-C does
     try:
         result = asyncio.run(run(args))
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -60,3 +62,7 @@ def run_bench(
         sys.exit(130)
     log(f"done in {time.perf_counter() - started:.1f}s")
     print(json.dumps(result))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
