@@ -30,7 +30,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from convergio.security.normalize import normalize, strip_invisible
-from convergio.security.rules import CATEGORIES, EXFILTRATION, RULES, Hit, Rule, match_rules
+from convergio.security.rules import CATEGORIES, EXFILTRATION, RULES, Rule, match_rules
 
 Surface = Literal["input", "instruction", "context", "output"]
 Decision = Literal["allow", "flag", "block"]

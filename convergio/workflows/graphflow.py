@@ -31,7 +31,6 @@ with workflow.unsafe.imports_passed_through():
     from convergio.security.activity import ScreenInput, SecurityActivities
     from convergio.security.policy import SecurityPolicy
     from convergio.activities.tool_step import ToolStepActivities, ToolStepInput
-    from convergio.agents.definition import AgentDefinition
     from convergio.contracts import (
         AgentProfile,
         AgentTurnInput,
