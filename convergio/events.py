@@ -7,10 +7,9 @@ long and a Redis outage never fails one (events are a view, the workflow is the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -131,7 +130,7 @@ class EventBuffer:
         while True:
             batch = [await self._queue.get()]
             if self._linger > 0 and not self._closing.is_set():
-                with contextlib.suppress(TimeoutError):
+                with suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), self._linger)
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())

@@ -43,7 +43,9 @@ def convergio(*args: str, env: dict[str, str], cwd: Path, timeout: float = 180) 
 def wait_for(url: str, timeout: float, process: subprocess.Popen[str]) -> httpx.Response:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, f"convergio up exited early with {process.returncode}"
+        assert process.poll() is None, (
+            f"convergio up exited early with {process.returncode}:\n{process.stdout.read() if process.stdout else ''}"
+        )
         try:
             response = httpx.get(url, timeout=2)
             if response.status_code == 200:
