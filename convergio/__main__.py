@@ -1,3 +1,3 @@
-from convergio.cli import app
+from convergio.cli import main
 
-app(prog_name="convergio")
+main()

@@ -276,3 +276,15 @@ def test_up_uses_external_servers_when_configured(tmp_path: Path, data_home: Pat
     assert status == "waiting_approval"
     assert len(commands) == 2 and all("convergio" in command for command in commands)
     assert not (data_home / "data" / "postgres").exists()
+
+
+def test_the_command_keeps_its_exit_status_and_output(tmp_path: Path) -> None:
+    """``convergio.cli.main`` ends the process itself (no interpreter teardown): the status and
+    the output a command produced must survive that."""
+    env = cli_env(tmp_path / "data", CONVERGIO_TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}")
+    ok = convergio("templates", env=env, cwd=tmp_path, timeout=60)
+    assert ok.returncode == 0 and "strategic-analysis" in ok.stdout
+    unreachable = convergio("status", "no-such-run", env=env, cwd=tmp_path, timeout=60)
+    assert unreachable.returncode == 1 and "cannot reach Temporal" in unreachable.stderr
+    unknown = convergio("no-such-command", env=env, cwd=tmp_path, timeout=60)
+    assert unknown.returncode == 2 and "No such command" in unknown.stderr
