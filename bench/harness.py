@@ -48,6 +48,7 @@ def run_bench(
     drops ``CONVERGIO_*`` variables first: the bench configures everything itself."""
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
+    from convergio.process_exit import exit_now
     args = parser.parse_args()
     if clean_env:
         for variable in [v for v in os.environ if v.startswith("CONVERGIO_")]:
@@ -59,9 +60,10 @@ def run_bench(
         result = asyncio.run(run(args))
     except (KeyboardInterrupt, asyncio.CancelledError):
         log("interrupted; servers stopped")
-        sys.exit(130)
+        exit_now(130)
     log(f"done in {time.perf_counter() - started:.1f}s")
     print(json.dumps(result))
+    exit_now(0)  # not the interpreter teardown, which the Temporal client can abort
 
 
 def _interrupt(signum: int, frame: object) -> None:

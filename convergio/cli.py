@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
 import getpass
 import json
-import os
-import sys
 from collections.abc import Callable
-from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +17,7 @@ from rich.table import Table
 from temporalio.service import RPCError
 
 from convergio.agents.models import ModelConfigError, parse_model_setting, validate_model_setting
+from convergio.process_exit import exit_now, exit_status
 from convergio.settings import Settings
 from convergio.stack.process import StackError
 
@@ -40,33 +37,15 @@ err_console = Console(stderr=True)
 
 
 def main() -> None:
-    """The ``convergio`` command: ``app`` with an exit that cannot abort.
-
-    The Temporal client's Rust threads can outlive the event loop, and an interpreter shutting
-    down under them now and then dies with ``PyGILState_Release`` (SIGABRT) after the command
-    did its job (temporalio/sdk-python#300). So the exit work a normal exit does (the atexit
-    functions: log and trace flushing) runs here, and the process then ends without the
-    interpreter teardown."""
+    """The ``convergio`` command: ``app``, then an exit that cannot abort (see
+    ``convergio.process_exit``)."""
     try:
         app(prog_name="convergio")
         code = 0
     except SystemExit as exit_:
-        code = _exit_code(exit_.code)
-    for stream in (sys.stdout, sys.stderr):
-        with suppress(OSError, ValueError):  # a reader that went away (e.g. `| head`)
-            stream.flush()
-    atexit._run_exitfuncs()  # noqa: SLF001 - what a normal exit runs before the teardown
-    os._exit(code)
+        code = exit_status(exit_.code)
+    exit_now(code)
 
-
-def _exit_code(code: object) -> int:
-    """``SystemExit.code`` as the process status Python itself would give it."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)
-    return 1
 
 def fail(message: str) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
