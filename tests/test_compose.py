@@ -420,7 +420,7 @@ def test_cmd_is_a_console_script_of_the_package() -> None:
     scripts = pyproject.get("project", {}).get("scripts", {})
     command = dockerfile_cmd()[0]
     assert command in scripts, f"Dockerfile CMD runs {command!r}, not a [project.scripts] entry ({sorted(scripts)})"
-    assert scripts[command] == "convergio.cli:app"
+    assert scripts[command] == "convergio.cli:main"
 
 
 def test_compose_commands_exist_in_the_cli(services: dict[str, Any]) -> None:
