@@ -42,10 +42,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def tail(path: Path, lines: int = 20) -> str:
+    """The log's last ``lines``, led by the line that says why a Go program panicked when the
+    panic's stack trace alone would fill them."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        all_lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return "(no log)"
+    last = all_lines[-lines:]
+    panic = next((line for line in reversed(all_lines[:-lines]) if line.startswith("panic: ")), None)
+    return "\n".join([panic, "...", *last] if panic else last)
 
 
 class ManagedProcess:
@@ -126,6 +131,33 @@ class ManagedProcess:
                     f"Last lines of {self.log_path}:\n{tail(self.log_path)}"
                 )
             await asyncio.sleep(0.1)
+
+    async def start_until_ready(
+        self,
+        probe: Callable[[], Awaitable[bool]],
+        timeout: float,
+        what: str,
+        *,
+        attempts: int = 1,
+        retry_when: Callable[[str], bool] = lambda log: False,
+    ) -> None:
+        """``start`` then ``wait_ready``. A child that exits before it is ready, and whose log
+        lines of that attempt satisfy ``retry_when``, is started again (``attempts`` in all);
+        any other failure is raised at once."""
+        for attempt in range(1, attempts + 1):
+            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            self.start()
+            try:
+                await self.wait_ready(probe, timeout, what)
+                return
+            except StackError:
+                if self.is_running() or attempt == attempts or not retry_when(self._log_since(offset)):
+                    raise
+
+    def _log_since(self, offset: int) -> str:
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
 
     def stop(self, timeout: float = 15.0) -> None:
         """Ask the process group to stop, then kill it if it does not within ``timeout``."""

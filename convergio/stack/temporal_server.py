@@ -30,6 +30,17 @@ def dynamic_config_args() -> list[str]:
     return args
 
 
+# The dev server now and then panics while it builds its server (the stack shows `buildServer`,
+# where it picks free ports for its internal services; seen twice in about 30 `convergio up`
+# test starts on a busy machine). A start whose log shows a panic is tried again, up to this
+# many times in all.
+STARTUP_ATTEMPTS = 3
+
+
+def _panicked(log: str) -> bool:
+    return any(line.startswith("panic: ") for line in log.splitlines())
+
+
 class TemporalDevServer:
     """A persistent dev server: state in SQLite under the data dir, Web UI on its own port."""
 
@@ -76,8 +87,10 @@ class TemporalDevServer:
     async def start(self, timeout: float = 60.0) -> None:
         self.check_ports()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.process.start()
-        await self.process.wait_ready(self._accepts_workflows, timeout, "accepting connections")
+        await self.process.start_until_ready(
+            self._accepts_workflows, timeout, "accepting connections",
+            attempts=STARTUP_ATTEMPTS, retry_when=_panicked,
+        )
 
     async def _accepts_workflows(self) -> bool:
         client = await Client.connect(self.address, namespace=self.namespace)

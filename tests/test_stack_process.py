@@ -1,0 +1,70 @@
+"""Starting a child server: retries for a known startup panic, nothing else retried."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from convergio.stack.process import ManagedProcess, StackError, free_port, tail
+from convergio.stack.temporal_server import _panicked
+
+# A stand-in server: its first start panics the way Go reports it; later starts listen on PORT.
+CHILD = """
+import pathlib, socket, sys, time
+runs = pathlib.Path(sys.argv[1])
+runs.write_text(runs.read_text() + "x" if runs.exists() else "x")
+if sys.argv[3] == "panic" and len(runs.read_text()) == 1:
+    print("panic: failed assigning ephemeral port", flush=True)
+    print("\\n".join(f"goroutine frame {i}" for i in range(40)), flush=True)
+    sys.exit(2)
+if sys.argv[3] == "exit":
+    print("error: bad flag", flush=True)
+    sys.exit(1)
+server = socket.create_server(("127.0.0.1", int(sys.argv[2])))
+time.sleep(60)
+"""
+
+
+def _child(tmp_path: Path, mode: str, port: int) -> tuple[ManagedProcess, Path]:
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-c", CHILD, str(runs), str(port), mode]
+    return ManagedProcess("stand-in", command, tmp_path / "child.log"), runs
+
+
+def _listening(port: int) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+
+    return probe
+
+
+async def test_a_start_that_panicked_is_tried_again(tmp_path: Path) -> None:
+    port = free_port()
+    process, runs = _child(tmp_path, "panic", port)
+    try:
+        await process.start_until_ready(_listening(port), 20, "listening", attempts=3, retry_when=_panicked)
+        assert process.is_running()
+        assert runs.read_text() == "xx"  # one panicked start, one good one
+    finally:
+        process.stop()
+
+
+async def test_other_early_exits_are_not_retried_and_the_panic_leads_the_log_tail(tmp_path: Path) -> None:
+    port = free_port()
+    process, runs = _child(tmp_path, "exit", port)
+    with pytest.raises(StackError, match="bad flag"):
+        await process.start_until_ready(_listening(port), 20, "listening", attempts=3, retry_when=_panicked)
+    assert runs.read_text() == "x"
+
+    panicking, _ = _child(tmp_path / "p", "panic", port)
+    (tmp_path / "p").mkdir()
+    with pytest.raises(StackError):  # one attempt only: the panic is reported, not retried
+        await panicking.start_until_ready(_listening(port), 20, "listening", attempts=1, retry_when=_panicked)
+    shown = tail(panicking.log_path)
+    assert shown.splitlines()[0] == "panic: failed assigning ephemeral port"  # 40 frames follow it
+    assert shown.splitlines()[-1] == "goroutine frame 39"
