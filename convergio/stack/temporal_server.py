@@ -31,9 +31,9 @@ def dynamic_config_args() -> list[str]:
 
 
 # The dev server now and then panics while it builds its server (the stack shows `buildServer`,
-# where it picks free ports for its internal services; seen twice in about 30 `convergio up`
-# test starts on a busy machine). A start whose log shows a panic is tried again, up to this
-# many times in all.
+# where it picks free ports for its internal services; it failed 2 of 13 runs of the
+# `convergio up` tests on a busy machine). A start whose log shows a panic is tried again, up
+# to this many times in all.
 STARTUP_ATTEMPTS = 3
 
 
