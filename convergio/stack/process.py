@@ -49,8 +49,13 @@ def tail(path: Path, lines: int = 20) -> str:
     except OSError:
         return "(no log)"
     last = all_lines[-lines:]
-    panic = next((line for line in reversed(all_lines[:-lines]) if line.startswith("panic: ")), None)
+    panic = go_panic(all_lines[:-lines])
     return "\n".join([panic, "...", *last] if panic else last)
+
+
+def go_panic(lines: Sequence[str]) -> str | None:
+    """The last line of ``lines`` in which a Go program says why it panicked, if any."""
+    return next((line for line in reversed(lines) if line.startswith("panic: ")), None)
 
 
 class ManagedProcess:

@@ -8,7 +8,7 @@ from temporalio.client import Client
 
 from convergio.settings import SEARCH_ATTRIBUTES
 from convergio.stack.binaries import temporal_cli
-from convergio.stack.process import ManagedProcess, ensure_port_free
+from convergio.stack.process import ManagedProcess, ensure_port_free, go_panic
 
 # The dev server has one history shard, and by default reads that shard's transfer queue at
 # most 20 times a second. Every activity and workflow task goes through that queue on its way
@@ -38,7 +38,7 @@ STARTUP_ATTEMPTS = 3
 
 
 def _panicked(log: str) -> bool:
-    return any(line.startswith("panic: ") for line in log.splitlines())
+    return go_panic(log.splitlines()) is not None
 
 
 class TemporalDevServer:
