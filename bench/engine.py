@@ -20,8 +20,9 @@ Method
 1. Reference run. One Strategic Analysis run with the offline model, approved by the bench.
    Its history gives the shape the bare workflow copies: the activities each workflow task
    scheduled together (one batch each, run concurrently) and where the ``approve`` signal
-   came in. For the shipped template that is ``[2, 2, 1, 1, gate, 1]``: 7 activities
-   (6 model turns + 1 tool step) and one human gate.
+   came in. For the shipped template that is 22 activities in 17 batches and one human gate:
+   6 model turns, 1 tool step, 4 security screenings, 3 knowledge retrievals, 6 step memories
+   and 2 run events (the JSON's ``workflow_shape``, 0 = the gate).
 2. Memory. M Strategic Analysis runs are started in 4 increments and left waiting at the
    approval gate (running, held in the worker's sticky cache). After each increment the
    worker's RSS is read (after ``gc.collect()`` and glibc ``malloc_trim``); the slope of RSS
