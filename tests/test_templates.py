@@ -29,6 +29,22 @@ VALID: dict[str, Any] = {
 }
 
 
+# A denied gate runs its on_denied path; a step that waits for that path AND for a step after
+# the approval can never run (unless it joins with 'any').
+GATE_PATHS: list[dict[str, Any]] = [
+    {"id": "rework", "agent": "cfo", "depends_on": ["sign_off"], "instruction": "Rework the plan."},
+    {"id": "wrap_up", "agent": "cfo", "depends_on": ["rework", "announce"], "instruction": "Wrap up."},
+    {"id": "announce", "agent": "cfo", "depends_on": ["sign_off"], "instruction": "Announce the plan."},
+]
+
+
+def with_denial_path(data: dict[str, Any], join: str) -> dict[str, Any]:
+    data["steps"][3]["on_denied"] = ["rework"]
+    data["steps"].extend(copy.deepcopy(GATE_PATHS))
+    data["steps"][5]["join"] = join
+    return data
+
+
 def write(tmp_path: Path, data: dict[str, Any] | str) -> Path:
     import yaml
 
@@ -74,7 +90,26 @@ def test_valid_template_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "path", "problem"),
     [
-        (lambda d: d["steps"][0].update(agent="ghost"), "steps[0]", "unknown agent 'ghost'"),
+        (lambda d: d["steps"][0].update(agent="ghost"), "steps[0].agent", "unknown agent 'ghost'"),
+        (lambda d: d["steps"][2].update(quality={"reviewer": {"agent": "ghost"}}), "steps[2].quality.reviewer.agent",
+         "unknown agent 'ghost'"),
+        (lambda d: d["steps"][2].update(on_failure={"action": "fallback", "agent": "ghost"}),
+         "steps[2].on_failure.agent", "unknown agent 'ghost'"),
+        (lambda d: d["steps"][0].update(kind="team", agent=None, participants=["cfo", "ghost"]),
+         "steps[0].participants[1]", "unknown agent 'ghost'"),
+        (lambda d: d["inputs"]["budget"].update(default="lots"), "inputs.budget.default", "expected number, got str"),
+        (lambda d: d["steps"][0].update(instruction="Research {input.company}."), "steps[0].instruction",
+         "'{input.company}' is not a placeholder"),
+        (lambda d: d["steps"][0].update(instruction="Research {inputs.Company}."), "steps[0].instruction",
+         "'{inputs.Company}' is not a placeholder"),
+        (lambda d: d["steps"][2].update(instruction="Plan from {steps.research.outptu}."), "steps[2].instruction",
+         "{steps.research.outptu} names no field of a step"),
+        (lambda d: d["steps"][2].update(when="1 > 2"), "steps[2].when", "unreachable"),
+        (lambda d: d["steps"][2].update(when="not true"), "steps[2].when", "unreachable"),
+        (lambda d: d["steps"][2].update(loop={"back_to": "research", "while": "false", "max_iterations": 2}),
+         "steps[2].loop.while", "the loop never repeats"),
+        (lambda d: with_denial_path(d, "all"), "steps[5].depends_on",
+         "'wrap_up' can never run: it needs gate 'sign_off' both approved and denied"),
         (lambda d: d["steps"][2].update(depends_on=["research", "nowhere"]), "steps[2].depends_on[1]", "unknown step 'nowhere'"),
         (lambda d: d["steps"][0].update(depends_on=["plan"]), "steps[", "cycle without a bound"),
         (lambda d: d["steps"][0].update(instruction="About {inputs.colour}."), "steps[0].instruction", "unknown input 'colour'"),
@@ -98,6 +133,17 @@ def test_invalid_templates_name_file_field_and_problem(tmp_path: Path, change, p
     message = str(error.value)
     assert message.startswith(str(file))
     assert path in message and problem in message, message
+
+
+def test_what_the_stricter_checks_still_accept(tmp_path: Path) -> None:
+    """Literal braces, JSON in an instruction, a data field path, a condition that reads data,
+    and a step joining the two paths of a gate with 'any'."""
+    data = with_denial_path(copy.deepcopy(VALID), "any")
+    data["steps"][0]["instruction"] = 'Research {inputs.company}; answer as {{"market": "..."}} or {"a": 1}.'
+    data["steps"][2]["instruction"] = "Plan from {steps.research.output} and {steps.model.data.break_even_units}."
+    data["steps"][2]["when"] = "inputs.budget > 1 or true"
+    template = load(write(tmp_path, data))
+    assert template.step("wrap_up").join == "any"
 
 
 def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:

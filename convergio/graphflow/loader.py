@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from convergio.graphflow.template import InputSpec, Template
+from convergio.graphflow.template import Template
 from convergio.graphflow.validation import Problem, TemplateError, validate_template
 
 
@@ -59,22 +59,6 @@ class InputError(ValueError):
     """A run's inputs do not fit its template; the message names each input."""
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "number": (int, float),
-    "integer": (int,),
-    "boolean": (bool,),
-    "list": (list,),
-    "object": (dict,),
-}
-
-
-def _fits(spec: InputSpec, value: Any) -> bool:
-    if isinstance(value, bool) and spec.type in ("number", "integer"):
-        return False
-    return isinstance(value, _TYPES[spec.type])
-
-
 def resolve_inputs(template: Template, given: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults filled in; unknown, missing and mistyped inputs rejected together."""
     problems: list[str] = []
@@ -85,7 +69,7 @@ def resolve_inputs(template: Template, given: Mapping[str, Any]) -> dict[str, An
     for name, spec in template.inputs.items():
         if name in given and given[name] is not None:
             value = given[name]
-            if not _fits(spec, value):
+            if not spec.accepts(value):
                 problems.append(f"inputs.{name}: expected {spec.type}, got {type(value).__name__}")
             resolved[name] = value
         elif spec.required:

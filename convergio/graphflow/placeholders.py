@@ -13,9 +13,22 @@ from typing import Any
 PLACEHOLDER = re.compile(r"(?<!\{)\{(inputs|steps)\.([a-z_][a-z0-9_]*)((?:\.[a-z_][a-z0-9_]*)*)\}(?!\})")
 
 
-def placeholder_references(text: str) -> list[tuple[str, str]]:
-    """(root, key) pairs a text refers to, e.g. [("inputs", "company")]."""
-    return [(match.group(1), match.group(2)) for match in PLACEHOLDER.finditer(text)]
+# Single-brace dotted names: what a placeholder with a typo looks like ({input.company},
+# {inputs.Company}); without this check such a typo would reach the agent as literal text.
+_LOOKALIKE = re.compile(r"(?<!\{)\{[A-Za-z_][\w-]*(?:\.[\w-]+)+\}(?!\})")
+
+
+def placeholder_paths(text: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(root, key, the rest of the path) of each placeholder, e.g. ("steps", "market", ("output",))."""
+    return [
+        (match.group(1), match.group(2), tuple(filter(None, match.group(3).split("."))))
+        for match in PLACEHOLDER.finditer(text)
+    ]
+
+
+def malformed_placeholders(text: str) -> list[str]:
+    """Texts like ``{input.company}`` that look like a placeholder but are not one."""
+    return [match.group(0) for match in _LOOKALIKE.finditer(text) if not PLACEHOLDER.fullmatch(match.group(0))]
 
 
 def _lookup(context: Mapping[str, Any], root: str, key: str, rest: str) -> Any:

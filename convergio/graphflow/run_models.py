@@ -77,6 +77,9 @@ class StepState(RunModel):
         }
 
 
+# The fields a template may read as ``steps.<id>.<field>`` (checked when a template is loaded).
+STEP_CONTEXT_FIELDS: frozenset[str] = frozenset(StepState(id="x", kind="agent", title="x").as_context())
+
 class ApprovalDecision(RunModel):
     """Payload of the ``approve``, ``deny`` and ``request_changes`` signals."""
 

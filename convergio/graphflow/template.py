@@ -47,11 +47,27 @@ class TemplateModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "list": (list,),
+    "object": (dict,),
+}
+
+
 class InputSpec(TemplateModel):
     type: Literal["string", "number", "integer", "boolean", "list", "object"] = "string"
     description: str = ""
     required: bool = False
     default: Any = None
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` (as parsed from JSON or YAML) is of this input's type."""
+        if isinstance(value, bool) and self.type in ("number", "integer"):
+            return False
+        return isinstance(value, _PYTHON_TYPES[self.type])
 
     @model_validator(mode="after")
     def _required_has_no_default(self) -> InputSpec:

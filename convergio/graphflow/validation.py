@@ -6,11 +6,13 @@ prefixed with the file, points at the exact line to fix.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from convergio.graphflow.expressions import ExpressionError, compile_expression
-from convergio.graphflow.placeholders import placeholder_references
+from convergio.graphflow.expressions import Expression, ExpressionError, compile_expression
+from convergio.graphflow.placeholders import malformed_placeholders, placeholder_paths
+from convergio.graphflow.run_models import STEP_CONTEXT_FIELDS
 from convergio.graphflow.template import StepSpec, Template
 
 
@@ -49,6 +51,9 @@ class _Checker:
             if step_id in seen:
                 self.add(f"steps[{index}].id", f"duplicate step id '{step_id}'")
             seen.add(step_id)
+        for name, spec in self.template.inputs.items():
+            if spec.default is not None and not spec.accepts(spec.default):
+                self.add(f"inputs.{name}.default", f"expected {spec.type}, got {type(spec.default).__name__}")
         for index, step in enumerate(self.template.steps):
             self._check_step(index, step, set(ids))
         if not self.problems:
@@ -56,6 +61,8 @@ class _Checker:
         if not self.problems:
             for index, step in enumerate(self.template.steps):
                 self._check_references(index, step)
+        if not self.problems:
+            self._check_gate_outcomes()
         return self.problems
 
     def _check_step(self, index: int, step: StepSpec, ids: set[str]) -> None:
@@ -65,9 +72,9 @@ class _Checker:
                 self.add(f"{where}.depends_on[{position}]", f"unknown step '{dependency}'")
             elif dependency == step.id:
                 self.add(f"{where}.depends_on[{position}]", "a step cannot depend on itself")
-        for name in step.agents:
+        for path, name in _agent_fields(where, step):
             if name not in self.agents:
-                self.add(f"{where}", f"unknown agent '{name}'; known agents: {', '.join(sorted(self.agents))}")
+                self.add(path, f"unknown agent '{name}'; known agents: {', '.join(sorted(self.agents))}")
         if step.kind == "tool" and step.tool not in self.tools:
             self.add(f"{where}.tool", f"unknown tool '{step.tool}'; known tools: {', '.join(sorted(self.tools))}")
         if step.kind == "team" and len(set(step.participants)) != len(step.participants):
@@ -123,8 +130,14 @@ class _Checker:
         if step.knowledge is not None and step.knowledge.query:
             texts[f"{where}.knowledge.query"] = step.knowledge.query
         for path, text in texts.items():
-            for root, key in placeholder_references(text):
+            for root, key, rest in placeholder_paths(text):
                 self._check_reference(path, root, key, step, upstream)
+                if root == "steps" and (not rest or rest[0] not in STEP_CONTEXT_FIELDS):
+                    self.add(path, f"{{steps.{key}{''.join('.' + part for part in rest)}}} names no field of a step; "
+                                   f"use one of {', '.join(sorted(STEP_CONTEXT_FIELDS))}")
+            for text_found in malformed_placeholders(text):
+                self.add(path, f"'{text_found}' is not a placeholder: write {{inputs.<name>}} or "
+                               "{steps.<id>.output} in lower case, or double the braces for literal text")
         expressions = {f"{where}.when": step.when}
         if step.loop:
             expressions[f"{where}.loop.while"] = step.loop.while_
@@ -141,8 +154,11 @@ class _Checker:
             loop_scope = upstream | {step.id} if path.endswith("loop.while") else upstream
             for root, key in expression.references():
                 self._check_reference(path, root, key, step, loop_scope)
-            if source.strip().lower() in ("false", "0", "none", "null"):
-                self.add(path, f"step '{step.id}' is unreachable: its condition is always false")
+            if _always_false(expression):
+                if path.endswith("loop.while"):
+                    self.add(path, f"the loop never repeats: its condition is always false ({source})")
+                else:
+                    self.add(path, f"step '{step.id}' is unreachable: its condition is always false ({source})")
 
     def _check_reference(self, path: str, root: str, key: str, step: StepSpec, upstream: set[str]) -> None:
         if root == "inputs" and key not in self.template.inputs:
@@ -151,6 +167,94 @@ class _Checker:
             known = key in {s.id for s in self.template.steps}
             reason = f"'{key}' is not upstream of '{step.id}' (add it to depends_on)" if known else f"unknown step '{key}'"
             self.add(path, reason)
+
+
+    def _check_gate_outcomes(self) -> None:
+        """A step that needs a gate approved on one path and denied on another can never run."""
+        needs = _required_outcomes(self.template)
+        for index, step in enumerate(self.template.steps):
+            for gate in sorted(_conflicts(needs[step.id])):
+                if any(gate in _conflicts(needs[d]) for d in step.depends_on):
+                    continue  # reported at the step where the two paths meet
+                self.add(
+                    f"steps[{index}].depends_on",
+                    f"step '{step.id}' can never run: it needs gate '{gate}' both approved and denied "
+                    "(it waits for a step of the gate's on_denied path and a step after its approval); "
+                    "use join: any, or depend on one path only",
+                )
+
+
+def _agent_fields(where: str, step: StepSpec) -> Iterator[tuple[str, str]]:
+    """(field path, agent name) of every agent a step names."""
+    if step.agent:
+        yield f"{where}.agent", step.agent
+    for position, name in enumerate(step.participants):
+        yield f"{where}.participants[{position}]", name
+    if step.quality and step.quality.reviewer:
+        yield f"{where}.quality.reviewer.agent", step.quality.reviewer.agent
+    if step.on_failure.agent:
+        yield f"{where}.on_failure.agent", step.on_failure.agent
+
+
+class _ReadsData(Exception):
+    pass
+
+
+class _NoData(Mapping[str, Any]):
+    """An expression context whose every read fails: tells constant expressions apart."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise _ReadsData
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _always_false(expression: Expression) -> bool:
+    """The expression reads no inputs or outputs and is false (``false``, ``1 > 2``, ``not true``)."""
+    try:
+        return not expression.test(_NoData())
+    except (_ReadsData, ExpressionError):
+        return False
+
+
+Outcome = tuple[str, str]  # (step id, "completed" or "denied")
+
+
+def _required_outcomes(template: Template) -> dict[str, frozenset[Outcome]]:
+    """For each step, the outcomes of earlier steps it cannot run without (as the workflow's
+    ``_skip_reason`` decides): a gate's ``on_denied`` step needs that gate denied; any other step
+    needs every dependency completed (``join: all``) or what all its dependencies share (``any``)."""
+    denial_gate = {target: step.id for step in template.steps for target in step.on_denied}
+    found: dict[str, frozenset[Outcome]] = {}
+
+    def needs(step_id: str) -> frozenset[Outcome]:
+        if step_id not in found:
+            step = template.step(step_id)
+            gate = denial_gate.get(step_id)
+            per_dependency = (
+                [needs(gate) | {(gate, "denied")}] if gate is not None
+                else [needs(d) | {(d, "completed")} for d in step.depends_on]
+            )
+            if not per_dependency:
+                found[step_id] = frozenset()
+            elif step.join == "all" or gate is not None:
+                found[step_id] = frozenset().union(*per_dependency)
+            else:
+                found[step_id] = frozenset.intersection(*per_dependency)
+        return found[step_id]
+
+    for step in template.steps:
+        needs(step.id)
+    return found
+
+
+def _conflicts(outcomes: frozenset[Outcome]) -> set[str]:
+    """Gates this set needs both completed (approved) and denied."""
+    return {step_id for step_id, outcome in outcomes if outcome == "denied" and (step_id, "completed") in outcomes}
 
 
 def ancestors(template: Template, step_id: str) -> set[str]:
