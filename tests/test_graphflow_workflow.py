@@ -50,6 +50,12 @@ async def test_strategic_analysis_runs_end_to_end_with_approval(
     for step in result.steps:
         assert f"## {step.title}" in result.markdown
     assert result.prompt_tokens == sum(turn.prompt_tokens for turn in result.turns)
+    # The template's success metrics are measured on the finished run.
+    measured = {(metric.step_id, metric.name): metric.met for metric in result.success_metrics}
+    assert measured == {
+        (None, "decision_ready"): True, (None, "on_time"): True, ("market_analysis", "sections_covered"): True,
+    }
+    assert "## Success metrics" in result.markdown and "| decision_ready: " in result.markdown
 
 
 async def test_deny_skips_everything_downstream(
@@ -68,6 +74,9 @@ async def test_deny_skips_everything_downstream(
     kinds = [(entry.kind, entry.actor) for entry in result.audit]
     assert kinds == [("ignored_decision", "Bob"), ("decision", "Ada")]
     assert "may not decide" in result.audit[0].outcome
+    assert {metric.name: metric.met for metric in result.success_metrics if metric.step_id is None} == {
+        "decision_ready": False, "on_time": True,
+    }
 
 
 def _branching_template(threshold: int) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from convergio.graphflow.run_models import AuditEntry, StepReport, TurnRecord
+from convergio.graphflow.run_models import AuditEntry, MetricResult, StepReport, TurnRecord
 
 
 def render_markdown(
@@ -18,6 +18,7 @@ def render_markdown(
     completion_tokens: int,
     cost_usd: float = 0.0,
     turns: Sequence[TurnRecord] = (),
+    metrics: Sequence[MetricResult] = (),
 ) -> str:
     models: dict[str, list[str]] = {}
     for record in turns:
@@ -38,6 +39,17 @@ def render_markdown(
         model = ", ".join(models.get(step.id, [])) or "—"
         tokens = step.prompt_tokens + step.completion_tokens
         lines.append(f"| {step.title} | {step.status} | {by} | {model} | {tokens} | {step.cost_usd:.6f} |")
+    if metrics:
+        titles = {step.id: step.title for step in steps}
+        lines += ["", "## Success metrics", "", "| metric | step | target | result |", "|---|---|---|---|"]
+        for metric in metrics:
+            name = f"{metric.name}: {metric.description}" if metric.description else metric.name
+            step_title = titles.get(metric.step_id, "—") if metric.step_id else "whole run"
+            result = {True: "met", False: "**not met**", None: "—"}[metric.met]
+            if metric.note:
+                result += f" ({metric.note})"
+            cells = (name, step_title, metric.target or "—", result)
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     for step in steps:
         if step.output is None and step.error is None:
             continue

@@ -155,6 +155,18 @@ class StepReport(RunModel):
     sources: list[SourceRef] = Field(default_factory=list, description="Numbered sources retrieved for the step.")
 
 
+class MetricResult(RunModel):
+    """A success metric measured on the finished run."""
+
+    name: str
+    step_id: str | None = Field(default=None, description="The step the metric belongs to; unset: the run's own.")
+    description: str = ""
+    target: str | None = None
+    check: str | None = None
+    met: bool | None = Field(description="Unset when the metric has no check or its check could not be measured.")
+    note: str = ""
+
+
 class GraphFlowResult(RunModel):
     workflow_id: str
     template: str
@@ -168,6 +180,7 @@ class GraphFlowResult(RunModel):
     completion_tokens: int
     cost_usd: float = 0.0
     security: list[SecurityFinding] = Field(default_factory=list)
+    success_metrics: list[MetricResult] = Field(default_factory=list, description="The template's targets, measured.")
     started_at: datetime
     finished_at: datetime
     markdown: str

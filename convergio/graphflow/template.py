@@ -147,9 +147,16 @@ DEFAULT_ESCALATION = (EscalationSpec(action="notify"),)
 
 
 class SuccessMetric(TemplateModel):
+    """A named target; with ``check`` the run measures it when it ends (see success_metrics.py)."""
+
     name: str
     description: str = ""
-    target: str | None = None
+    target: str | None = Field(default=None, description="The target in words, as the report shows it.")
+    check: str | None = Field(
+        default=None,
+        description="Expression over inputs, steps and run (status, cost_usd, duration_s, prompt_tokens, "
+        "completion_tokens); true when the target is met. Unset: a person judges.",
+    )
 
 
 class KnowledgeSpec(TemplateModel):

@@ -13,6 +13,7 @@ from typing import Any
 from convergio.graphflow.expressions import Expression, ExpressionError, compile_expression
 from convergio.graphflow.placeholders import malformed_placeholders, placeholder_paths
 from convergio.graphflow.run_models import STEP_CONTEXT_FIELDS
+from convergio.graphflow.success_metrics import METRIC_ROOTS, RUN_FIELDS, template_metrics
 from convergio.graphflow.template import StepSpec, Template
 
 
@@ -63,7 +64,26 @@ class _Checker:
                 self._check_references(index, step)
         if not self.problems:
             self._check_gate_outcomes()
+        self._check_metrics(set(ids))
         return self.problems
+
+    def _check_metrics(self, ids: set[str]) -> None:
+        """Checks are measured when the run ends: they may read any step, input or run field."""
+        for path, _, metric in template_metrics(self.template):
+            if metric.check is None:
+                continue
+            try:
+                expression = compile_expression(metric.check, METRIC_ROOTS)
+            except ExpressionError as exc:
+                self.add(f"{path}.check", f"bad expression: {exc}")
+                continue
+            for root, key in expression.references():
+                if root == "inputs" and key not in self.template.inputs:
+                    self.add(f"{path}.check", f"unknown input '{key}'; declare it under inputs")
+                elif root == "steps" and key not in ids:
+                    self.add(f"{path}.check", f"unknown step '{key}'")
+                elif root == "run" and key not in RUN_FIELDS:
+                    self.add(f"{path}.check", f"unknown run field '{key}'; use one of {', '.join(RUN_FIELDS)}")
 
     def _check_step(self, index: int, step: StepSpec, ids: set[str]) -> None:
         where = f"steps[{index}]"

@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from convergio.graphflow.placeholders import render_text, render_value
     from convergio.graphflow.quality import output_problems, review_instruction, review_score
     from convergio.graphflow.report import render_markdown
+    from convergio.graphflow.success_metrics import measure as measure_success_metrics
     from convergio.graphflow.run_models import (
         TERMINAL,
         ApprovalDecision,
@@ -920,6 +921,13 @@ class GraphFlowWorkflow:
         completion = sum(r.completion_tokens for r in reports)
         workflow_id = workflow.info().workflow_id
         status = "failed" if self._state == "failed" else "completed"
+        cost_usd = round(sum(r.cost_usd for r in reports), 8)
+        finished_at = workflow.now()
+        metrics = measure_success_metrics(template, {
+            **self._context(),
+            "run": {"status": status, "cost_usd": cost_usd, "duration_s": (finished_at - started_at).total_seconds(),
+                    "prompt_tokens": prompt, "completion_tokens": completion},
+        })
         return GraphFlowResult(
             workflow_id=workflow_id,
             template=template.name,
@@ -931,15 +939,16 @@ class GraphFlowWorkflow:
             audit=self._audit,
             prompt_tokens=prompt,
             completion_tokens=completion,
-            cost_usd=round(sum(r.cost_usd for r in reports), 8),
+            cost_usd=cost_usd,
             security=self._findings,
+            success_metrics=metrics,
             started_at=started_at,
-            finished_at=workflow.now(),
+            finished_at=finished_at,
             markdown=render_markdown(
                 title=template.description.split(".")[0] or template.name,
                 workflow_id=workflow_id, status=status, steps=reports, audit=self._audit,
                 prompt_tokens=prompt, completion_tokens=completion,
-                cost_usd=sum(r.cost_usd for r in reports), turns=self._turns,
+                cost_usd=sum(r.cost_usd for r in reports), turns=self._turns, metrics=metrics,
             ),
         )
 
