@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from convergio.graphflow.selector import ConversationState, select_speaker
 from convergio.settings import Settings
-from convergio.workers.worker import WorkerResources, build_worker
+from convergio.workers.worker import WORKFLOWS, WorkerResources, build_worker
 from convergio.workflows.graphflow import (
     COST_KEY,
     COST_REFRESH,
@@ -334,3 +336,135 @@ async def test_cost_attribute_goes_with_gate_and_status_updates_not_every_turn(
     for (previous, _), (written, alone) in zip(cost_writes, cost_writes[1:]):
         if alone:
             assert written - previous >= COST_REFRESH
+
+
+# --- how a team chat ends, and what happens when a step keeps failing ----------------------
+
+
+def _team_template(**step: object) -> dict:
+    return {
+        "name": "team-ends",
+        "version": 1,
+        "steps": [
+            {"id": "debate", "kind": "team", "participants": ["cfo", "strategic", "market_analyst"],
+             "phase": "analysis", "max_turns": 4,
+             "instruction": f"Debate the outlook. {LONG_BRIEF} Cover: Summary, Risks.", **step},
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("step", "turns"),
+    [
+        ({}, 4),  # no marker, no quality check: the chat runs to max_turns
+        ({"completion_marker": "## Summary"}, 1),  # the first answer carries the marker
+        ({"quality": {"required_sections": ["Summary", "Risks"]}}, 2),  # passes once two have spoken
+    ],
+    ids=["max_turns", "completion_marker", "quality_passes"],
+)
+async def test_a_team_chat_ends_on_max_turns_marker_or_passing_quality(
+    dev_client: Client, settings: Settings, resources: WorkerResources, step: dict, turns: int
+) -> None:
+    template = custom_template(_team_template(**step))
+    async with build_worker(dev_client, settings, resources):
+        result = await (await start(dev_client, settings, template, {}, search_attributes=False)).result()
+    assert [turn.purpose for turn in result.turns] == ["chat"] * turns
+    debate = result.steps[0]
+    assert debate.status == "completed"
+    if "completion_marker" in step:
+        assert "## Summary" not in (debate.output or "")  # the marker is not part of the answer
+
+
+async def test_team_answer_is_reviewed_and_passes(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    quality = {"required_sections": ["Summary", "Risks"], "reviewer": {"agent": "reviewer", "threshold": 8}}
+    template = custom_template(_team_template(quality=quality))
+    async with build_worker(dev_client, settings, resources):
+        result = await (await start(dev_client, settings, template, {}, search_attributes=False)).result()
+    debate = result.steps[0]
+    assert [turn.purpose for turn in result.turns] == ["chat", "chat", "review"]
+    assert debate.status == "completed" and debate.score == 10 and debate.revisions == 0
+
+
+async def test_team_answer_below_the_reviewer_threshold_is_revised_then_fails(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    quality = {"required_sections": ["Summary", "Risks"], "max_revisions": 1,
+               "reviewer": {"agent": "reviewer", "threshold": 9}}
+    data = _team_template(quality=quality, max_turns=2)
+    data["steps"][0]["instruction"] = "Be brief. Cover: Summary, Risks."
+    template = custom_template(data)
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template, {}, search_attributes=False)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        history = await handle.fetch_history()
+    replay = await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)
+    assert replay.replay_failure is None  # the review and revision path is deterministic
+    report = failure.value.cause.details[0]
+    assert [turn["purpose"] for turn in report["turns"]] == ["chat", "chat", "review", "chat", "chat", "review"]
+    assert [turn["content"].splitlines()[0] for turn in report["turns"] if turn["purpose"] == "review"] == [
+        "SCORE: 7", "SCORE: 7",  # too short both times (the offline model adds nothing the 2nd time)
+    ]
+    assert report["steps"][0]["revisions"] == 1
+    assert "team did not reach the quality bar: reviewer score 7 below 9" in str(failure.value.cause)
+    # The second chat was told what to fix.
+    prompts = [e.activity_task_scheduled_event_attributes.input.payloads[0].data for e in history.events
+               if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+               and e.activity_task_scheduled_event_attributes.activity_type.name == "run_agent_turn"]
+    assert sum(b"Revise the team's answer. Fix: reviewer score 7 below 9" in prompt for prompt in prompts) == 2
+    markers = [e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data for e in history.events
+               if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    assert any(b"team-quality-v1" in marker for marker in markers)
+
+
+async def test_retry_policy_runs_the_whole_step_again_then_fails(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    template = custom_template({
+        "name": "retried", "version": 1,
+        "steps": [{"id": "memo", "agent": "strategic", "instruction": f"Write the memo. {LONG_BRIEF} Cover: Summary.",
+                   "quality": {"required_sections": ["Appendix"], "max_revisions": 0},
+                   "on_failure": {"action": "retry", "max_attempts": 2}}],
+    })
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template, {}, search_attributes=False)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    report = failure.value.cause.details[0]
+    assert [t["purpose"] for t in report["turns"]] == ["answer"] * 3  # the first attempt and 2 retries
+    retries = [e["outcome"] for e in report["audit"] if e["kind"] == "failure_handling"]
+    assert len(retries) == 2 and all(r.startswith("retrying the step after: quality check failed") for r in retries)
+    assert "missing section 'Appendix'" in str(failure.value.cause)
+
+
+@pytest.mark.parametrize("outcome", ["approve", "deny"])
+async def test_escalation_asks_a_person_who_lets_the_run_go_on_or_fails_it(
+    dev_client: Client, settings: Settings, resources: WorkerResources, outcome: str
+) -> None:
+    template = custom_template({
+        "name": "escalated", "version": 1,
+        "steps": [
+            {"id": "memo", "agent": "strategic", "instruction": f"Write the memo. {LONG_BRIEF} Cover: Summary.",
+             "quality": {"required_sections": ["Appendix"], "max_revisions": 0},
+             "approvers": ["operator"], "on_failure": {"action": "escalate"}},
+            {"id": "next", "agent": "chief_of_staff", "depends_on": ["memo"], "instruction": "Go on. Cover: Plan."},
+        ],
+    })
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template, {}, search_attributes=False)
+        gate = await wait_for_gate(handle, "memo__escalation")
+        assert "Step 'Memo' failed: quality check failed: missing section 'Appendix'" in gate.under_review
+        signal = GraphFlowWorkflow.approve if outcome == "approve" else GraphFlowWorkflow.deny
+        await handle.signal(signal, decision("memo__escalation", role="operator"))
+        if outcome == "deny":
+            with pytest.raises(WorkflowFailureError) as failure:
+                await handle.result()
+            assert "(escalation denied)" in str(failure.value.cause)
+            return
+        result = await handle.result()
+    steps = {step.id: step for step in result.steps}
+    assert steps["memo"].status == "completed" and "missing section 'Appendix'" in (steps["memo"].error or "")
+    assert steps["next"].status == "completed"
+    assert any(e.kind == "failure_handling" and e.outcome.startswith("escalated to a person") for e in result.audit)

@@ -102,6 +102,9 @@ COST_REFRESH_PATCH = "cost-attribute-refresh-v1"
 # Every upsert is a visibility write on the server (and a billed action on Temporal Cloud); the
 # exact live cost is in the ``status`` query and the run's cost_update events.
 COST_REFRESH = timedelta(seconds=10)
+# Team steps before their answer was reviewed (quality.reviewer) and revised (max_revisions) like
+# an agent step's; only runs that reach such a review or revision record this marker.
+TEAM_QUALITY_PATCH = "team-quality-v1"
 # Runs started on code that has every change above record this one marker instead of one marker
 # per change; each marker also costs a TemporalChangeVersion search-attribute write.
 ALL_CHANGES_V1 = "graphflow-all-changes-v1"
@@ -380,13 +383,34 @@ class GraphFlowWorkflow:
         return []
 
     async def _team_step(self, step: StepSpec, extra: str = "") -> None:
-        """A durable group chat: the composite-score selector picks each next speaker."""
-        assert self._run is not None
+        """A team chat whose final answer must pass the step's quality checks: its required
+        sections and length, then its reviewer's score; a failing answer sends the team back to
+        chat again with the fixes, up to ``max_revisions`` times."""
         state = self._steps[step.id]
         instruction = render_text(step.instruction, self._context()) + (f"\n\n{extra}" if extra else "")
         # What every speaker sees before the instruction: the inputs to the chat, then the chat.
-        transcript = self._dependency_context(step)
-        instruction, transcript = await self._with_knowledge(step, instruction, transcript)
+        context = self._dependency_context(step)
+        instruction, context = await self._with_knowledge(step, instruction, context)
+        feedback = ""
+        for revision in range(_max_revisions(step) + 1):
+            await self._team_chat(step, f"{instruction}\n\n{feedback}" if feedback else instruction, list(context))
+            problems = output_problems(state.output or "", step.quality)
+            if not problems and _reviewed(step) and workflow.patched(TEAM_QUALITY_PATCH):
+                problems = await self._review(step, state.output or "", answer_turn=self._turns[-1].turn)
+            state.quality_notes = problems
+            if not problems or step.quality is None:
+                return
+            if revision < _max_revisions(step) and workflow.patched(TEAM_QUALITY_PATCH):
+                state.revisions += 1
+                feedback = "Revise the team's answer. Fix: " + "; ".join(problems)
+                continue
+            break
+        raise StepFailed("team did not reach the quality bar: " + "; ".join(state.quality_notes))
+
+    async def _team_chat(self, step: StepSpec, instruction: str, transcript: list[TranscriptMessage]) -> None:
+        """A durable group chat: the composite-score selector picks each next speaker."""
+        assert self._run is not None
+        state = self._steps[step.id]
         members = [self._run.agents[name] for name in step.participants]
         speakers: list[str] = []
         for _ in range(step.max_turns):
@@ -411,10 +435,6 @@ class GraphFlowWorkflow:
                 break
             if step.quality and not output_problems(output.content, step.quality) and len(speakers) >= 2:
                 break
-        problems = output_problems(state.output or "", step.quality)
-        state.quality_notes = problems
-        if problems and step.quality is not None:
-            raise StepFailed("team did not reach the quality bar: " + "; ".join(problems))
 
     async def _tool_step(self, step: StepSpec) -> None:
         state = self._steps[step.id]
@@ -987,6 +1007,10 @@ def _holds(expression: str, context: dict[str, Any], where: str) -> bool:
 
 def _max_revisions(step: StepSpec) -> int:
     return step.quality.max_revisions if step.quality else 0
+
+
+def _reviewed(step: StepSpec) -> bool:
+    return step.quality is not None and step.quality.reviewer is not None
 
 
 def _retry_policy(step: StepSpec) -> RetryPolicy:
