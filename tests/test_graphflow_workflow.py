@@ -468,3 +468,22 @@ async def test_escalation_asks_a_person_who_lets_the_run_go_on_or_fails_it(
     assert steps["memo"].status == "completed" and "missing section 'Appendix'" in (steps["memo"].error or "")
     assert steps["next"].status == "completed"
     assert any(e.kind == "failure_handling" and e.outcome.startswith("escalated to a person") for e in result.audit)
+
+
+async def test_a_urgent_team_step_prefers_the_fast_responding_agent(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    """The performance agent answers fast (profile ``fast_response``); with the step's urgency
+    at 1 it opens the chat that operations opens otherwise."""
+    firsts = {}
+    async with build_worker(dev_client, settings, resources):
+        for urgency in (0.0, 1.0):
+            template = custom_template({
+                "name": f"urgent-{int(urgency)}", "version": 1,
+                "steps": [{"id": "plan", "kind": "team", "participants": ["operations", "performance"],
+                           "phase": "analysis", "max_turns": 2, "urgency": urgency,
+                           "instruction": "Plan the next quarter. Cover: Plan."}],
+            })
+            result = await (await start(dev_client, settings, template, {}, search_attributes=False)).result()
+            firsts[urgency] = result.turns[0].agent
+    assert firsts == {0.0: "operations", 1.0: "performance"}

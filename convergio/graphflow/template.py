@@ -199,6 +199,10 @@ class StepSpec(TemplateModel):
     instruction: str = ""
     phase: MissionPhase | None = None
     complexity: int = Field(default=3, ge=1, le=5)
+    urgency: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Team steps: how urgent the chat is, 0-1; favours fast-response agents (selector weight 0.05).",
+    )
     depends_on: list[str] = Field(default_factory=list)
     join: Literal["all", "any"] = Field(
         default="all", description="Run when all dependencies completed, or when any did."

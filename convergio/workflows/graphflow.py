@@ -420,6 +420,7 @@ class GraphFlowWorkflow:
                     topic=instruction,
                     phase=step.phase,
                     complexity=step.complexity,
+                    urgency=step.urgency,
                     speakers=speakers,
                     last_message=transcript[-1].content if transcript else instruction,
                 ),
