@@ -89,6 +89,30 @@ class SecurityFinding(Contract):
     reasons: list[str]
 
 
+class ToolCallRequest(Contract):
+    """A registered tool an agent's model asked to run; the workflow runs it as an activity."""
+
+    id: str = Field(min_length=1, max_length=200)
+    name: str
+    arguments: str = Field(description="The arguments as the model wrote them: a JSON object.")
+
+
+class ToolCallResult(Contract):
+    """What a requested tool returned (or why it could not run), for the agent's next model call."""
+
+    call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+
+
+class ToolRound(Contract):
+    """The calls one model call asked for and their results, in the order asked."""
+
+    calls: list[ToolCallRequest]
+    results: list[ToolCallResult]
+
+
 class AgentTurnInput(Contract):
     """What the activity needs to run (or find already run) one turn.
 
@@ -106,6 +130,11 @@ class AgentTurnInput(Contract):
     security_approved: bool = Field(default=False, description="A person let a flagged instruction through.")
     run_cost_usd: float = Field(default=0.0, ge=0, description="What the run spent before this turn.")
     handoff_from: str | None = Field(default=None, description="The agent that spoke before, in a group chat.")
+    tools: list[str] = Field(default_factory=list, description="Registered tools the agent may ask to run.")
+    tool_rounds: list[ToolRound] = Field(
+        default_factory=list,
+        description="Tools this turn's earlier model calls asked for, with their results.",
+    )
 
 
 class AgentTurnOutput(Contract):
@@ -127,4 +156,8 @@ class AgentTurnOutput(Contract):
     replayed_from_ledger: bool = Field(
         default=False,
         description="True when a retried activity found the turn already recorded and did not call the model again.",
+    )
+    tool_calls: list[ToolCallRequest] = Field(
+        default_factory=list,
+        description="The model asked for these tools instead of answering (content is empty).",
     )

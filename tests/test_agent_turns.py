@@ -141,6 +141,32 @@ async def test_retried_turn_is_served_from_the_ledger_without_a_model_call(
     assert counted[0] == 1 and float(counted[1]) == first.cost_usd == second.cost_usd  # counted once
 
 
+async def test_a_retried_tool_calling_turn_returns_its_recorded_calls(
+    settings: Settings, resources: WorkerResources
+) -> None:
+    """A turn whose model asked for a tool is recorded with its calls: a retry after a crash
+    hands the same calls back instead of calling the model again."""
+    activities = AgentTurnActivities(settings, resources.pool, resources.events, resources.meter(settings))
+    task = ("Run financial_model with initial_investment: 500000, cash_flows: [200000, 200000, 200000] "
+            "and discount_rate: 0.08. Cover: Returns.")
+    turn = AgentTurnInput(
+        workflow_id=f"wf-{uuid.uuid4()}", step_id="answer", turn=1,
+        request=AgentTurnRequest(task=task, agent=CFO), tools=["financial_model"],
+    )
+    env = ActivityEnvironment()
+    first = await env.run(activities.run_agent_turn, turn)
+    env.info = dataclasses.replace(env.info, attempt=2)
+    second = await env.run(activities.run_agent_turn, turn)
+    assert [call.name for call in first.tool_calls] == ["financial_model"] and first.content == ""
+    assert first.finish_reason == "function_calls" and first.prompt_tokens > 0
+    assert second.replayed_from_ledger is True and second.tool_calls == first.tool_calls
+    # Offered no tools, the same task gets a plain answer.
+    plain = await ActivityEnvironment().run(
+        activities.run_agent_turn, turn.model_copy(update={"tools": [], "workflow_id": f"wf-{uuid.uuid4()}"})
+    )
+    assert plain.tool_calls == [] and "## Returns" in plain.content
+
+
 async def test_misconfigured_model_fails_the_run_naming_the_setting(
     dev_client: Client, settings: Settings, resources: WorkerResources
 ) -> None:

@@ -487,3 +487,65 @@ async def test_a_urgent_team_step_prefers_the_fast_responding_agent(
             result = await (await start(dev_client, settings, template, {}, search_attributes=False)).result()
             firsts[urgency] = result.turns[0].agent
     assert firsts == {0.0: "operations", 1.0: "performance"}
+
+
+# --- agents calling their tools ------------------------------------------------------------
+
+RETURNS_TASK = (
+    "Run financial_model with initial_investment: 1000000, cash flows = [300000, 400000, 500000, 600000] "
+    "and a discount_rate of {rate}. Assess the returns. Cover: Returns."
+)
+
+
+def _scheduled(history: object) -> list[tuple[str, bytes]]:
+    return [
+        (e.activity_task_scheduled_event_attributes.activity_type.name,
+         e.activity_task_scheduled_event_attributes.input.payloads[0].data)
+        for e in history.events  # type: ignore[attr-defined]
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+async def test_an_agent_calls_its_tool_as_an_activity_then_answers_from_the_result(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    template = custom_template({"name": "tooled", "version": 1, "steps": [
+        {"id": "returns", "agent": "cfo", "instruction": RETURNS_TASK.format(rate=0.1)},
+    ]})
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template, {}, search_attributes=False)
+        result = await handle.result()
+        history = await handle.fetch_history()
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    assert (await replayer.replay_workflow(history)).replay_failure is None
+
+    first, second = result.turns
+    assert [call.name for call in first.tool_calls] == ["financial_model"] and first.content == ""
+    assert not first.tool_results[0].is_error and "npv" in first.tool_results[0].content
+    assert second.tool_calls == [] and "## Returns" in second.content
+    step = result.steps[0]
+    assert step.status == "completed" and step.agents == ["cfo"]
+    assert step.data is not None and step.data["financial_model"]["npv"] > 0
+    # Model call, tool, model call: each its own activity; the second call saw the tool's result.
+    scheduled = _scheduled(history)
+    assert [name for name, _ in scheduled] == ["run_agent_turn", "run_tool_step", "run_agent_turn"]
+    assert b'"tool_rounds":[]' in scheduled[0][1]
+    assert b'"tools":["financial_model","break_even"]' in scheduled[0][1]
+    assert b'"is_error":false' in scheduled[2][1] and b"npv" in scheduled[2][1]
+    assert "**Tools used**" in result.markdown and "- `financial_model`: " in result.markdown
+
+
+async def test_a_tool_call_with_bad_arguments_comes_back_to_the_agent_as_an_error(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    template = custom_template({"name": "tooled-bad", "version": 1, "steps": [
+        {"id": "returns", "agent": "cfo", "instruction": RETURNS_TASK.format(rate=5.0)},  # rate out of range
+    ]})
+    async with build_worker(dev_client, settings, resources):
+        result = await (await start(dev_client, settings, template, {}, search_attributes=False)).result()
+    first, second = result.turns
+    error = first.tool_results[0]
+    assert error.is_error and error.content.startswith("error: ") and "discount_rate" in error.content
+    assert second.content and result.steps[0].status == "completed"  # the agent answered anyway
+    assert result.steps[0].data is None
+    assert "- `financial_model` (error): error: " in result.markdown

@@ -299,7 +299,7 @@ async def test_json_output_and_structured_output() -> None:
         await client.create(board_messages(), json_output=Verdict)
 
 
-async def test_tools_are_ignored_and_other_message_kinds_are_material() -> None:
+async def test_tool_results_and_other_message_kinds_are_material() -> None:
     def lookup(query: str) -> str:
         return query
 
@@ -327,8 +327,50 @@ async def test_tools_are_ignored_and_other_message_kinds_are_material() -> None:
     hiring = sections_of(result.content)["Hiring"]
     assert "The hiring plan adds ten engineers in 2025. [source: hr-plan]" in hiring
     assert "hiring plan for 2025" in hiring
-    with pytest.raises(ValueError, match="never calls tools"):
+    with pytest.raises(ValueError, match="calls a tool only when the task names it"):
         await OfflineChatCompletionClient().create(messages, tools=[tool], tool_choice="required")
+
+
+FINANCIAL_TASK = (
+    "Run financial_model with initial_investment: 1000000, cash flows = [300000, 400000, 500000, 600000] "
+    "and a discount_rate of 0.1. Cover: Returns."
+)
+
+
+async def test_a_tool_is_called_when_the_task_names_it_with_its_arguments() -> None:
+    from convergio.tools.registry import as_autogen_tool
+
+    tool = as_autogen_tool("financial_model")
+    client = OfflineChatCompletionClient()
+    result = await client.create([UserMessage(content=FINANCIAL_TASK, source="user")], tools=[tool])
+    assert result.finish_reason == "function_calls"
+    arguments = {"initial_investment": 1000000, "cash_flows": [300000, 400000, 500000, 600000],
+                 "discount_rate": 0.1}
+    called = [(call.name, json.loads(call.arguments)) for call in result.content]
+    assert called == [("financial_model", arguments)]
+    assert result.usage.completion_tokens > 0
+    # Streaming gives the same calls, whole, in the result (no text chunks).
+    request = [UserMessage(content=FINANCIAL_TASK, source="user")]
+    streamed = [item async for item in client.create_stream(request, tools=[tool])]
+    assert len(streamed) == 1 and streamed[0].content == result.content
+    # Not named, a required argument missing, tool_choice 'none', or the tool already answered: no call.
+    without_rate = FINANCIAL_TASK.replace("discount_rate of 0.1", "sensible rate")
+    answered = [
+        UserMessage(content=FINANCIAL_TASK, source="user"),
+        AssistantMessage(content=list(result.content), source="cfo"),
+        FunctionExecutionResultMessage(content=[FunctionExecutionResult(
+            content="NPV 362,000 at 10%; IRR 25.3%; payback 2.5 years", name="financial_model",
+            call_id="call_1",
+        )]),
+    ]
+    for messages, choice in [
+        ([UserMessage(content="Assess the returns. Cover: Returns.", source="user")], "auto"),
+        ([UserMessage(content=without_rate, source="user")], "auto"),
+        ([UserMessage(content=FINANCIAL_TASK, source="user")], "none"),
+        (answered, "auto"),
+    ]:
+        answer = await client.create(messages, tools=[tool], tool_choice=choice)
+        assert answer.finish_reason == "stop" and isinstance(answer.content, str), messages
 
 
 def test_component_round_trip() -> None:
@@ -339,7 +381,7 @@ def test_component_round_trip() -> None:
     loaded = ChatCompletionClient.load_component(dumped)
     assert isinstance(loaded, OfflineChatCompletionClient)
     assert loaded.dump_component().config == dumped.config
-    assert loaded.model_info["function_calling"] is False and loaded.model_info["json_output"] is True
+    assert loaded.model_info["function_calling"] is True and loaded.model_info["json_output"] is True
 
 
 # --- AssistantAgent -----------------------------------------------------------------------

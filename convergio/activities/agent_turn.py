@@ -10,10 +10,25 @@ import asyncio
 import functools
 import logging
 import time
+from contextlib import aclosing
 
 from autogen_agentchat.agents import AssistantAgent
-from autogen_agentchat.messages import BaseChatMessage, ModelClientStreamingChunkEvent, TextMessage
 from autogen_agentchat.base import TaskResult
+from autogen_agentchat.messages import (
+    BaseChatMessage,
+    ModelClientStreamingChunkEvent,
+    TextMessage,
+    ToolCallRequestEvent,
+)
+from autogen_core import FunctionCall
+from autogen_core.model_context import UnboundedChatCompletionContext
+from autogen_core.models import (
+    AssistantMessage,
+    ChatCompletionClient,
+    FunctionExecutionResult,
+    FunctionExecutionResultMessage,
+    LLMMessage,
+)
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -24,7 +39,7 @@ from temporalio.exceptions import ApplicationError
 from convergio.agents.metered_client import MeteredChatCompletionClient
 from convergio.agents.models import ModelConfigError, build_model_client, parse_model_setting
 from convergio.agents.tokens import count_tokens
-from convergio.contracts import AgentTurnInput, AgentTurnOutput, SecurityFinding
+from convergio.contracts import AgentTurnInput, AgentTurnOutput, SecurityFinding, ToolCallRequest
 from convergio.costs.budget import ReservationResult
 from convergio.costs.metering import BudgetBusy, TurnMeter
 from convergio.costs import ledger
@@ -158,25 +173,29 @@ class AgentTurnActivities:
         # decided what may be shown (a blocked secret must never reach the event stream).
         screens_output = turn.security is not None and "output" in turn.security.surfaces
         held_chunks: list[str] = []
-        agent = AssistantAgent(
-            request.agent.name,
-            model_client=client,
-            system_message=request.agent.system_message,
-            model_client_stream=True,
-        )
+        agent = _assistant(turn, client)
         result: TaskResult | None = None
+        requested: list[FunctionCall] = []
         heartbeat = asyncio.create_task(_heartbeat_while_running())
         try:
             # A model client's notices (e.g. a trimmed prompt) go on this turn's stream too.
             with listening_to_turn(lambda kind, data: events.add(event(kind, **data))):
-                async for item in agent.run_stream(task=_task_messages(turn)):
-                    if isinstance(item, ModelClientStreamingChunkEvent):
-                        if screens_output:
-                            held_chunks.append(item.content)
-                        else:
-                            events.add(event("text_chunk", text=item.content))
-                    elif isinstance(item, TaskResult):
-                        result = item
+                # After tool rounds the agent's context already ends with the tools' results.
+                task = None if turn.tool_rounds else _task_messages(turn)
+                async with aclosing(agent.run_stream(task=task)) as stream:
+                    async for item in stream:
+                        if isinstance(item, ModelClientStreamingChunkEvent):
+                            if screens_output:
+                                held_chunks.append(item.content)
+                            else:
+                                events.add(event("text_chunk", text=item.content))
+                        elif isinstance(item, ToolCallRequestEvent):
+                            # Stop before AutoGen runs the tools: the workflow runs each one as its
+                            # own activity, then calls the model again (one model call per activity).
+                            requested = list(item.content)
+                            break
+                        elif isinstance(item, TaskResult):
+                            result = item
         except BaseException:
             await events.close()
             try:  # the verdicts given so far are logged even when the turn fails
@@ -189,7 +208,7 @@ class AgentTurnActivities:
             await client.close()
 
         try:
-            answer = _final_answer(result, request.agent.name)
+            answer = "" if requested else _final_answer(result, request.agent.name)
         except ApplicationError:
             await self._record(verdicts)  # the prompt's verdicts stand even without an answer
             raise
@@ -201,8 +220,9 @@ class AgentTurnActivities:
             prompt_tokens=sum(call.usage.prompt_tokens for call in calls),
             completion_tokens=sum(call.usage.completion_tokens for call in calls),
             finish_reason=str(calls[-1].finish_reason) if calls else "unknown",
+            tool_calls=[ToolCallRequest(id=c.id, name=c.name, arguments=c.arguments) for c in requested],
         )
-        if turn.security is not None:
+        if turn.security is not None and not requested:
             screened = await self._screen(turn, "output", answer, findings, verdicts)
             output.output_action = screened.action
             if screened.action in ("redact", "block"):
@@ -291,6 +311,7 @@ class AgentTurnActivities:
         async with self._pool.connection() as conn:
             cursor = await conn.cursor(row_factory=dict_row).execute(
                 "SELECT t.agent, t.model, t.content, t.prompt_tokens, t.completion_tokens, t.finish_reason,"
+                " coalesce(t.tool_calls, '[]'::jsonb) AS tool_calls,"
                 " coalesce(c.cost_usd, 0)::float AS cost_usd"
                 " FROM agent_turns t LEFT JOIN cost_ledger c USING (workflow_id, step_id, turn)"
                 " WHERE t.workflow_id = %s AND t.step_id = %s AND t.turn = %s",
@@ -320,6 +341,7 @@ class AgentTurnActivities:
                 turn.workflow_id, turn.step_id, turn.turn, output.agent, output.model, output.prompt_tokens,
                 output.completion_tokens, output.finish_reason, output.content,
                 None if response_s is None else response_s * 1000,
+                Jsonb([call.model_dump() for call in output.tool_calls]) if output.tool_calls else None,
             ))
         if cost is not None:
             params.extend(ledger.insert_params(cost))
@@ -340,8 +362,8 @@ def _record_statement(with_verdicts: bool, with_turn: bool, with_cost: bool) -> 
     if with_turn:
         parts.append(sql.SQL(
             "turn AS (INSERT INTO agent_turns (workflow_id, step_id, turn, agent, model, prompt_tokens,"
-            " completion_tokens, finish_reason, content, response_ms)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " completion_tokens, finish_reason, content, response_ms, tool_calls)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (workflow_id, step_id, turn) DO NOTHING)"
         ))
     if with_cost:
@@ -353,7 +375,42 @@ def _record_statement(with_verdicts: bool, with_turn: bool, with_cost: bool) -> 
 def _prompt_tokens(turn: AgentTurnInput) -> int:
     """What the prompt will cost, counted before the call (tiktoken; 4 tokens per message framing)."""
     texts = [turn.request.agent.system_message, *(m.content for m in turn.context), turn.request.task]
+    for tool_round in turn.tool_rounds:
+        texts += [call.name + call.arguments for call in tool_round.calls]
+        texts += [result.content for result in tool_round.results]
     return sum(count_tokens(text) + 4 for text in texts)
+
+
+def _assistant(turn: AgentTurnInput, client: ChatCompletionClient) -> AssistantAgent:
+    """The turn's agent. Its tools are offered to the model but never run here (see the caller);
+    a model without function calling gets none. After tool rounds its context holds the
+    transcript, the task, and each round's calls and results."""
+    from convergio.tools.registry import as_autogen_tool
+
+    offered = turn.tools if client.model_info["function_calling"] else []
+    tools = [as_autogen_tool(name) for name in offered] or None
+    context = None
+    if turn.tool_rounds:
+        messages: list[LLMMessage] = [message.to_model_message() for message in _task_messages(turn)]
+        for tool_round in turn.tool_rounds:
+            messages.append(AssistantMessage(
+                content=[FunctionCall(id=c.id, name=c.name, arguments=c.arguments) for c in tool_round.calls],
+                source=turn.request.agent.name,
+            ))
+            messages.append(FunctionExecutionResultMessage(content=[
+                FunctionExecutionResult(call_id=result.call_id, name=result.name, content=result.content,
+                                        is_error=result.is_error)
+                for result in tool_round.results
+            ]))
+        context = UnboundedChatCompletionContext(initial_messages=messages)
+    return AssistantAgent(
+        turn.request.agent.name,
+        model_client=client,
+        system_message=turn.request.agent.system_message,
+        model_client_stream=True,
+        tools=tools,
+        model_context=context,
+    )
 
 
 def _refusal(reservation: ReservationResult) -> str:

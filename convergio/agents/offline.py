@@ -3,7 +3,9 @@
 It is NOT a language model. It answers by quoting its prompt: the system message gives
 the role, the last user message is the task, and everything else (earlier messages,
 tool calls and tool results) is material from which ``offline_writer`` picks the
-sentences most relevant to each section. It never calls tools and never invents text.
+sentences most relevant to each section. It never invents text. It calls an offered tool
+only when the task names it and gives its arguments, and only before any tool answered
+(see ``offline_tools``).
 
 Token counts are real cl100k_base counts (via ``convergio.agents.tokens``), so context
 limits, truncation and usage accounting behave like a hosted model's, without network.
@@ -38,6 +40,7 @@ from pydantic import BaseModel, Field
 from typing_extensions import Self
 
 from convergio.agents import tokens
+from convergio.agents.offline_tools import plan_tool_calls
 from convergio.agents.offline_writer import is_review_request, write_grounded_answer, write_review
 
 event_logger = logging.getLogger(EVENT_LOGGER_NAME)
@@ -117,7 +120,7 @@ class OfflineChatCompletionClient(ChatCompletionClient, Component[OfflineClientC
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
-        """Write the answer in one piece. Tools are accepted but never called."""
+        """Write the answer in one piece (or the tool calls the task asks for)."""
         _raise_if_cancelled(cancellation_token)
         await self._simulate_latency()
         result = self._complete(messages, tools, tool_choice, json_output, extra_create_args)
@@ -150,8 +153,10 @@ class OfflineChatCompletionClient(ChatCompletionClient, Component[OfflineClientC
         _raise_if_cancelled(cancellation_token)
         await self._simulate_latency()
         result = self._complete(messages, tools, tool_choice, json_output, extra_create_args)
-        assert isinstance(result.content, str)
-        for chunk in tokens.chunk_text_by_tokens(result.content, self._config.chunk_size_tokens):
+        chunks = tokens.chunk_text_by_tokens(result.content, self._config.chunk_size_tokens) if isinstance(
+            result.content, str
+        ) else []  # tool calls come whole, in the result
+        for chunk in chunks:
             _raise_if_cancelled(cancellation_token)
             yield chunk
             await asyncio.sleep(0)  # let other tasks (and cancellation) run between chunks
@@ -193,14 +198,14 @@ class OfflineChatCompletionClient(ChatCompletionClient, Component[OfflineClientC
     def capabilities(self) -> ModelCapabilities:  # type: ignore[override]
         warnings.warn("capabilities is deprecated, use model_info instead", DeprecationWarning, stacklevel=2)
         return ModelCapabilities(  # type: ignore[typeddict-item]
-            vision=False, function_calling=False, json_output=True
+            vision=False, function_calling=True, json_output=True
         )
 
     @property
     def model_info(self) -> ModelInfo:
         return ModelInfo(
             vision=False,
-            function_calling=False,
+            function_calling=True,
             json_output=True,
             family="unknown",
             structured_output=False,
@@ -236,6 +241,19 @@ class OfflineChatCompletionClient(ChatCompletionClient, Component[OfflineClientC
         prompt_tokens = self.count_tokens(messages, tools=tools)
         self._ensure_fits_context(prompt_tokens)
         prompt = split_prompt(messages)
+        answered = any(isinstance(message, FunctionExecutionResultMessage) for message in messages)
+        may_call = tools and tool_choice != "none" and not answered
+        calls = plan_tool_calls(prompt.task, tools) if may_call else []
+        if calls:
+            return CreateResult(
+                finish_reason="function_calls",
+                content=calls,
+                usage=RequestUsage(
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=sum(tokens.count_tokens(call.name + call.arguments) for call in calls),
+                ),
+                cached=False,
+            )
         if is_review_request(prompt.task):
             answer = write_review(prompt.task)
         else:
@@ -357,11 +375,11 @@ def _reject_structured_output(json_output: bool | type[BaseModel] | None) -> Non
 
 
 def _reject_forced_tool_call(tool_choice: ToolChoice) -> None:
-    """Tools are ignored, but a request that demands a tool call cannot be honoured."""
+    """A tool is called only when the task asks for it, so a request that demands one cannot be honoured."""
     if tool_choice not in ("auto", "none"):
         raise ValueError(
-            "the offline client never calls tools, so tool_choice must be 'auto' or 'none', "
-            f"got {tool_choice!r}"
+            "the offline client calls a tool only when the task names it with its arguments, so "
+            f"tool_choice must be 'auto' or 'none', got {tool_choice!r}"
         )
 
 

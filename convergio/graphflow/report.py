@@ -58,6 +58,13 @@ def render_markdown(
         lines += ["", f"## {step.title}", "", f"*{step.status}{by}{on}*", ""]
         if step.output:
             lines.append(_demote_headings(step.output))
+        tools_used = [
+            f"- `{result.name}`{' (error)' if result.is_error else ''}: {result.content.splitlines()[0]}"
+            for record in turns if record.step_id == step.id
+            for result in record.tool_results if result.content
+        ]
+        if tools_used:
+            lines += ["", "**Tools used**", "", *tools_used]
         if step.sources:
             lines += ["", "**Sources**", ""]
             lines += [

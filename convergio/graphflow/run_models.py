@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from convergio.agents.definition import AgentDefinition
 from convergio.costs.budget import BudgetLimits
-from convergio.contracts import SecurityFinding, TranscriptMessage
+from convergio.contracts import SecurityFinding, ToolCallRequest, ToolCallResult, TranscriptMessage
 from convergio.graphflow.template import Template
 from convergio.rag.models import SourceRef
 
@@ -42,6 +42,8 @@ class TurnRecord(RunModel):
     completion_tokens: int
     cost_usd: float = 0.0
     purpose: Literal["answer", "review", "chat"] = "answer"
+    tool_calls: list[ToolCallRequest] = Field(default_factory=list, description="Tools the model asked for.")
+    tool_results: list[ToolCallResult] = Field(default_factory=list, description="What those tools returned.")
 
 
 class StepState(RunModel):

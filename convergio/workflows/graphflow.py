@@ -8,6 +8,7 @@ Everything in this module is deterministic: no I/O, clocks or randomness.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from datetime import datetime, timedelta
@@ -37,6 +38,9 @@ with workflow.unsafe.imports_passed_through():
         AgentTurnOutput,
         AgentTurnRequest,
         SecurityFinding,
+        ToolCallRequest,
+        ToolCallResult,
+        ToolRound,
         TranscriptMessage,
         TurnBudget,
     )
@@ -102,6 +106,8 @@ COST_REFRESH_PATCH = "cost-attribute-refresh-v1"
 # Every upsert is a visibility write on the server (and a billed action on Temporal Cloud); the
 # exact live cost is in the ``status`` query and the run's cost_update events.
 COST_REFRESH = timedelta(seconds=10)
+# An agent's answer may take this many rounds of tool calls; one more round fails the step.
+MAX_TOOL_ROUNDS = 4
 # Team steps before their answer was reviewed (quality.reviewer) and revised (max_revisions) like
 # an agent step's; only runs that reach such a review or revision record this marker.
 TEAM_QUALITY_PATCH = "team-quality-v1"
@@ -519,18 +525,76 @@ class GraphFlowWorkflow:
     async def _turn(
         self, step: StepSpec, agent_name: str, task: str, context: list[TranscriptMessage], purpose: str
     ) -> AgentTurnOutput:
+        """An agent's answer: one model call, and one more after each round of tools it asks for.
+        Every model call and every tool run is its own activity."""
+        rounds: list[ToolRound] = []
+        output = await self._model_turn(step, agent_name, task, context, purpose, rounds)
+        while output.tool_calls:
+            if len(rounds) == MAX_TOOL_ROUNDS:
+                raise StepFailed(f"{agent_name} still asked for tools after {MAX_TOOL_ROUNDS} rounds")
+            results = await self._run_tools(step, agent_name, output.tool_calls)
+            self._turns[-1].tool_results = results
+            rounds.append(ToolRound(calls=output.tool_calls, results=results))
+            output = await self._model_turn(step, agent_name, task, context, purpose, rounds)
+        return output
+
+    async def _run_tools(
+        self, step: StepSpec, agent_name: str, calls: list[ToolCallRequest]
+    ) -> list[ToolCallResult]:
+        """The tools one model call asked for, run at once, each as its own activity. A call that
+        cannot run comes back to the model as an error result (it may correct itself)."""
+        assert self._run is not None
+        allowed = self._run.agents[agent_name].tools
+        return list(await asyncio.gather(*(self._run_tool(step, call, allowed) for call in calls)))
+
+    async def _run_tool(self, step: StepSpec, call: ToolCallRequest, allowed: list[str]) -> ToolCallResult:
+        def error(message: str) -> ToolCallResult:
+            return ToolCallResult(call_id=call.id, name=call.name, content=f"error: {message}", is_error=True)
+
+        if call.name not in allowed:
+            return error(f"'{call.name}' is not one of this agent's tools ({', '.join(allowed) or 'none'})")
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except ValueError as exc:
+            return error(f"the arguments are not JSON: {exc}")
+        if not isinstance(arguments, dict):
+            return error("the arguments must be a JSON object")
+        try:
+            output = await workflow.execute_activity_method(
+                ToolStepActivities.run_tool_step,
+                ToolStepInput(workflow_id=workflow.info().workflow_id, step_id=step.id, tool=call.name,
+                              arguments=arguments),
+                summary=f"tool {call.name} · {step.label}",
+                start_to_close_timeout=step.timeout,
+                retry_policy=_retry_policy(step),
+            )
+        except ActivityError as exc:
+            return error(root_cause(exc))
+        state = self._steps[step.id]
+        state.data = {**(state.data or {}), call.name: output.data}
+        return ToolCallResult(
+            call_id=call.id, name=call.name,
+            content=f"{output.summary}\n{json.dumps(output.data, sort_keys=True, default=str)}",
+        )
+
+    async def _model_turn(
+        self, step: StepSpec, agent_name: str, task: str, context: list[TranscriptMessage], purpose: str,
+        rounds: list[ToolRound],
+    ) -> AgentTurnOutput:
         """One model call; a budget refusal is handled by the template's breach policy."""
         assert self._run is not None
         agent = self._run.agents[agent_name]
         model = agent.model or self._run.model
-        output = await self._call_model(step, agent_name, task, context, purpose, model=model)
-        output = await self._security_review(step, output, agent_name, task, context, purpose, model)
+        output = await self._call_model(step, agent_name, task, context, purpose, model=model, rounds=rounds)
+        output = await self._security_review(step, output, agent_name, task, context, purpose, model, rounds)
         if output.budget_refused is None:
             return output
         policy = self._run.template.budget
         if policy.on_breach == "downgrade" and policy.downgrade_model:
             self._record_failure_handling(step, f"{output.budget_refused}; retrying on {policy.downgrade_model}")
-            output = await self._call_model(step, agent_name, task, context, purpose, model=policy.downgrade_model)
+            output = await self._call_model(
+                step, agent_name, task, context, purpose, model=policy.downgrade_model, rounds=rounds
+            )
         elif policy.on_breach == "approval":
             gate_step = step.model_copy(update={"approvers": policy.approvers, "sla": None})
             decision = await self._gate(
@@ -540,7 +604,8 @@ class GraphFlowWorkflow:
             )
             if decision.outcome == "approve":
                 output = await self._call_model(
-                    step, agent_name, task, context, purpose, model=model, approved_overrun=True
+                    step, agent_name, task, context, purpose, model=model, approved_overrun=True,
+                    rounds=rounds,
                 )
         if output.budget_refused is not None:
             raise StepFailed(output.budget_refused)
@@ -548,7 +613,7 @@ class GraphFlowWorkflow:
 
     async def _security_review(
         self, step: StepSpec, output: AgentTurnOutput, agent_name: str, task: str,
-        context: list[TranscriptMessage], purpose: str, model: str | None,
+        context: list[TranscriptMessage], purpose: str, model: str | None, rounds: list[ToolRound],
     ) -> AgentTurnOutput:
         """Apply the template's security policy to what screening found in the turn."""
         assert self._run is not None
@@ -564,7 +629,7 @@ class GraphFlowWorkflow:
             if decision.outcome != "approve":
                 raise StepFailed(f"security: instruction not approved ({reasons})")
             output = await self._call_model(
-                step, agent_name, task, context, purpose, model=model, security_approved=True
+                step, agent_name, task, context, purpose, model=model, security_approved=True, rounds=rounds
             )
         if output.output_action == "approval":
             decision = await self._gate(
@@ -621,6 +686,7 @@ class GraphFlowWorkflow:
         model: str | None,
         approved_overrun: bool = False,
         security_approved: bool = False,
+        rounds: list[ToolRound],
     ) -> AgentTurnOutput:
         assert self._run is not None
         agent = self._run.agents[agent_name]
@@ -651,6 +717,8 @@ class GraphFlowWorkflow:
                     security_approved=security_approved,
                     run_cost_usd=round(sum(s.cost_usd for s in self._steps.values()), 8),
                     handoff_from=_previous_speaker(context, agent_name, self._run.agents) if purpose == "chat" else None,
+                    tools=agent.tools,
+                    tool_rounds=rounds,
                 ),
                 summary=f"{agent.role} · {step.label}" + (" · review" if purpose == "review" else ""),
                 start_to_close_timeout=step.timeout,
@@ -672,6 +740,7 @@ class GraphFlowWorkflow:
                 content=output.content, prompt_tokens=output.prompt_tokens,
                 completion_tokens=output.completion_tokens, cost_usd=output.cost_usd,
                 purpose=purpose,  # type: ignore[arg-type]
+                tool_calls=output.tool_calls,
             )
         )
         self._set_search_cost()
