@@ -11,6 +11,7 @@ import functools
 import logging
 import time
 from contextlib import aclosing
+from typing import Any
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.base import TaskResult
@@ -22,6 +23,7 @@ from autogen_agentchat.messages import (
 )
 from autogen_core import FunctionCall
 from autogen_core.model_context import UnboundedChatCompletionContext
+from autogen_core.tools import BaseTool
 from autogen_core.models import (
     AssistantMessage,
     ChatCompletionClient,
@@ -381,14 +383,21 @@ def _prompt_tokens(turn: AgentTurnInput) -> int:
     return sum(count_tokens(text) + 4 for text in texts)
 
 
+@functools.cache
+def _autogen_tool(name: str) -> BaseTool[Any, Any]:
+    """One AutoGen tool per registered tool and worker: it holds no state, and building one
+    (and its schema) on every turn cost about half a millisecond."""
+    from convergio.tools.registry import as_autogen_tool
+
+    return as_autogen_tool(name)
+
+
 def _assistant(turn: AgentTurnInput, client: ChatCompletionClient) -> AssistantAgent:
     """The turn's agent. Its tools are offered to the model but never run here (see the caller);
     a model without function calling gets none. After tool rounds its context holds the
     transcript, the task, and each round's calls and results."""
-    from convergio.tools.registry import as_autogen_tool
-
     offered = turn.tools if client.model_info["function_calling"] else []
-    tools = [as_autogen_tool(name) for name in offered] or None
+    tools = [_autogen_tool(name) for name in offered] or None
     context = None
     if turn.tool_rounds:
         messages: list[LLMMessage] = [message.to_model_message() for message in _task_messages(turn)]

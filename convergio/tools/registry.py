@@ -20,6 +20,7 @@ modules import this one, so it must not import them at module level).
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import json
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from autogen_core import CancellationToken
-from autogen_core.tools import FunctionTool
+from autogen_core.tools import FunctionTool, ToolSchema
 from pydantic import BaseModel, ValidationError
 
 __all__ = [
@@ -285,6 +286,11 @@ class RegisteredFunctionTool(FunctionTool):
         task = asyncio.ensure_future(run_tool(self.name, args.model_dump()))
         cancellation_token.link_future(task)
         return await task
+
+    @functools.cached_property
+    def schema(self) -> ToolSchema:  # type: ignore[override]
+        """Built once: the input model never changes, and every model call sends the schema."""
+        return super().schema
 
     def return_value_as_string(self, value: Any) -> str:
         if isinstance(value, dict):
