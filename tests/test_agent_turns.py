@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import uuid
 
 import pytest
@@ -165,6 +166,18 @@ async def test_a_retried_tool_calling_turn_returns_its_recorded_calls(
         activities.run_agent_turn, turn.model_copy(update={"tools": [], "workflow_id": f"wf-{uuid.uuid4()}"})
     )
     assert plain.tool_calls == [] and "## Returns" in plain.content
+
+
+def test_the_budget_estimate_counts_the_offered_tools_schemas() -> None:
+    """A model is sent each offered tool's schema with every call: the reservation must count it."""
+    from convergio.activities.agent_turn import _prompt_tokens
+    from convergio.agents.tokens import count_tokens
+    from convergio.tools.registry import as_autogen_tool
+
+    request = AgentTurnRequest(task=TASK, agent=CFO)
+    turn = AgentTurnInput(workflow_id="wf", step_id="s", turn=1, request=request, tools=["financial_model"])
+    schema = json.dumps(as_autogen_tool("financial_model").schema, sort_keys=True)
+    assert _prompt_tokens(turn, ["financial_model"]) - _prompt_tokens(turn, []) == count_tokens(schema) + 4
 
 
 async def test_misconfigured_model_fails_the_run_naming_the_setting(

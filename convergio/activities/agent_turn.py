@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
 from contextlib import aclosing
@@ -132,9 +133,12 @@ class AgentTurnActivities:
         except ModelConfigError as exc:
             raise ApplicationError(str(exc), type="ModelConfigError", non_retryable=True) from exc
 
+        offered = turn.tools if client.model_info["function_calling"] else []  # tools the model may ask for
         findings: list[SecurityFinding] = []
         verdicts: list[VerdictRecord] = []  # written with the turn, in one transaction
-        if turn.security is not None and not turn.security_approved:
+        # The prompt is screened on an answer's first model call; later rounds only add tool
+        # calls and their results (from registered functions) to the same prompt.
+        if turn.security is not None and not turn.security_approved and not turn.tool_rounds:
             hold = await self._screen_prompt(turn, findings, verdicts)
             if hold is not None:
                 await self._record(verdicts)
@@ -145,7 +149,7 @@ class AgentTurnActivities:
 
         with span("budget.reserve", model=label, tenant=request.tenant) as reserve_span:
             try:
-                reservation = await self._meter.reserve(turn, label, _prompt_tokens(turn))
+                reservation = await self._meter.reserve(turn, label, _prompt_tokens(turn, offered))
             except BudgetBusy as exc:
                 reserve_span.set_attribute("granted", False)
                 await self._record(verdicts)
@@ -175,7 +179,7 @@ class AgentTurnActivities:
         # decided what may be shown (a blocked secret must never reach the event stream).
         screens_output = turn.security is not None and "output" in turn.security.surfaces
         held_chunks: list[str] = []
-        agent = _assistant(turn, client)
+        agent = _assistant(turn, client, offered)
         result: TaskResult | None = None
         requested: list[FunctionCall] = []
         heartbeat = asyncio.create_task(_heartbeat_while_running())
@@ -224,13 +228,17 @@ class AgentTurnActivities:
             finish_reason=str(calls[-1].finish_reason) if calls else "unknown",
             tool_calls=[ToolCallRequest(id=c.id, name=c.name, arguments=c.arguments) for c in requested],
         )
-        if turn.security is not None and not requested:
+        if turn.security is not None and requested:
+            # The arguments are the model's output here; a tool never gets a redacted call.
+            screened = await self._screen(turn, "output", _calls_text(output.tool_calls), findings, verdicts)
+            output.output_action = "block" if screened.action in ("redact", "block") else screened.action
+        elif turn.security is not None:
             screened = await self._screen(turn, "output", answer, findings, verdicts)
             output.output_action = screened.action
             if screened.action in ("redact", "block"):
                 output.content = screened.text_after or WITHHELD
         output.findings = findings
-        if screens_output:
+        if screens_output and not requested:  # text a model wrote before its tool calls is not the answer
             if output.output_action in ("redact", "block"):
                 held_chunks = [output.content]  # only the screened text is ever shown
             for chunk in held_chunks:
@@ -374,9 +382,11 @@ def _record_statement(with_verdicts: bool, with_turn: bool, with_cost: bool) -> 
     return sql.SQL("WITH {} {}").format(sql.SQL(", ").join(parts), final).as_bytes()
 
 
-def _prompt_tokens(turn: AgentTurnInput) -> int:
-    """What the prompt will cost, counted before the call (tiktoken; 4 tokens per message framing)."""
+def _prompt_tokens(turn: AgentTurnInput, offered: list[str]) -> int:
+    """What the prompt will cost, counted before the call (tiktoken; 4 tokens per message framing;
+    each offered tool's schema is sent too)."""
     texts = [turn.request.agent.system_message, *(m.content for m in turn.context), turn.request.task]
+    texts += [json.dumps(_autogen_tool(name).schema, sort_keys=True) for name in offered]
     for tool_round in turn.tool_rounds:
         texts += [call.name + call.arguments for call in tool_round.calls]
         texts += [result.content for result in tool_round.results]
@@ -392,11 +402,14 @@ def _autogen_tool(name: str) -> BaseTool[Any, Any]:
     return as_autogen_tool(name)
 
 
-def _assistant(turn: AgentTurnInput, client: ChatCompletionClient) -> AssistantAgent:
-    """The turn's agent. Its tools are offered to the model but never run here (see the caller);
-    a model without function calling gets none. After tool rounds its context holds the
-    transcript, the task, and each round's calls and results."""
-    offered = turn.tools if client.model_info["function_calling"] else []
+def _calls_text(calls: list[ToolCallRequest]) -> str:
+    return "\n".join(f"{call.name}({call.arguments})" for call in calls)
+
+
+def _assistant(turn: AgentTurnInput, client: ChatCompletionClient, offered: list[str]) -> AssistantAgent:
+    """The turn's agent. Its ``offered`` tools are shown to the model but never run here (see
+    the caller). After tool rounds its context holds the transcript, the task, and each round's
+    calls and results."""
     tools = [_autogen_tool(name) for name in offered] or None
     context = None
     if turn.tool_rounds:

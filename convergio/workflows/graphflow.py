@@ -108,17 +108,18 @@ COST_REFRESH_PATCH = "cost-attribute-refresh-v1"
 COST_REFRESH = timedelta(seconds=10)
 # An agent's answer may take this many rounds of tool calls; one more round fails the step.
 MAX_TOOL_ROUNDS = 4
-# Team steps before their answer was reviewed (quality.reviewer) and revised (max_revisions) like
-# an agent step's; only runs that reach such a review or revision record this marker.
-TEAM_QUALITY_PATCH = "team-quality-v1"
 # Runs started on code that has every change above record this one marker instead of one marker
 # per change; each marker also costs a TemporalChangeVersion search-attribute write.
 ALL_CHANGES_V1 = "graphflow-all-changes-v1"
+# Changes after ALL_CHANGES_V1 stand alone (check them with workflow.patched, never _patched):
+# team steps before their answer was reviewed (quality.reviewer) and revised (max_revisions)
+# like an agent step's. Only runs that reach such a review or revision record this marker.
+TEAM_QUALITY_PATCH = "team-quality-v1"
 
 
 def _patched(change: str) -> bool:
-    """Is ``change`` in effect for this run: it started with all of the changes above
-    (ALL_CHANGES_V1), or it recorded this one (runs started before ALL_CHANGES_V1 existed)."""
+    """Is ``change`` (one of those before ALL_CHANGES_V1) in effect for this run: it started with
+    all of them (ALL_CHANGES_V1), or it recorded this one (runs started before ALL_CHANGES_V1)."""
     return workflow.patched(ALL_CHANGES_V1) or workflow.patched(change)
 
 
@@ -353,11 +354,13 @@ class GraphFlowWorkflow:
         feedback = ""
         for revision in range(_max_revisions(step) + 1):
             task = instruction if not feedback else f"{instruction}\n\nRevise your previous answer. {feedback}"
-            output = await self._turn(step, agent_name, task, context, purpose="answer")
+            # A revision sees the answer it revises, as the agent's own earlier reply.
+            revised = [TranscriptMessage(source=agent_name, content=state.output or "")] if feedback else []
+            output = await self._turn(step, agent_name, task, [*context, *revised], purpose="answer")
             state.output = output.content
             state.agents.append(agent_name)
             problems = output_problems(output.content, step.quality)
-            problems += await self._review(step, output.content, answer_turn=self._turns[-1].turn)
+            problems += await self._review(step, output.content, answer_turn=self._last_record(step.id).turn)
             state.quality_notes = problems
             if not problems:
                 return
@@ -399,10 +402,16 @@ class GraphFlowWorkflow:
         instruction, context = await self._with_knowledge(step, instruction, context)
         feedback = ""
         for revision in range(_max_revisions(step) + 1):
-            await self._team_chat(step, f"{instruction}\n\n{feedback}" if feedback else instruction, list(context))
+            # A revision starts from the answer it revises, as the message of the agent who wrote it.
+            author = state.agents[-1] if state.agents else "user"
+            revised = [TranscriptMessage(source=author, content=state.output or "")] if feedback else []
+            await self._team_chat(
+                step, f"{instruction}\n\n{feedback}" if feedback else instruction, [*context, *revised]
+            )
             problems = output_problems(state.output or "", step.quality)
             if not problems and _reviewed(step) and workflow.patched(TEAM_QUALITY_PATCH):
-                problems = await self._review(step, state.output or "", answer_turn=self._turns[-1].turn)
+                answer_turn = self._last_record(step.id).turn
+                problems = await self._review(step, state.output or "", answer_turn=answer_turn)
             state.quality_notes = problems
             if not problems or step.quality is None:
                 return
@@ -533,7 +542,7 @@ class GraphFlowWorkflow:
             if len(rounds) == MAX_TOOL_ROUNDS:
                 raise StepFailed(f"{agent_name} still asked for tools after {MAX_TOOL_ROUNDS} rounds")
             results = await self._run_tools(step, agent_name, output.tool_calls)
-            self._turns[-1].tool_results = results
+            self._last_record(step.id).tool_results = results
             rounds.append(ToolRound(calls=output.tool_calls, results=results))
             output = await self._model_turn(step, agent_name, task, context, purpose, rounds)
         return output
@@ -634,7 +643,8 @@ class GraphFlowWorkflow:
         if output.output_action == "approval":
             decision = await self._gate(
                 step, gate_id=f"security_{self._turn_counter}", roles=spec.approvers,
-                under_review=f"The guardian flagged the answer of '{step.label}': {reasons}\n\n{output.content}",
+                under_review=f"The guardian flagged the answer of '{step.label}': {reasons}\n\n"
+                + (output.content or "\n".join(f"{c.name}({c.arguments})" for c in output.tool_calls)),
             )
             if decision.outcome != "approve":
                 raise StepFailed(f"security: answer not approved ({reasons})")
@@ -942,6 +952,11 @@ class GraphFlowWorkflow:
         return list(self._pending.values())
 
     # ------------------------------------------------------------------ helpers
+    def _last_record(self, step_id: str) -> TurnRecord:
+        """The latest model turn of a step. Steps run concurrently, so the run's latest turn
+        may be another step's; within a step, turns are sequential."""
+        return next(record for record in reversed(self._turns) if record.step_id == step_id)
+
     def _context(self) -> dict[str, Any]:
         assert self._run is not None
         return {
