@@ -251,7 +251,8 @@ def run(
 
     async def main() -> None:
         client = await _connect_or_exit(settings)
-        started = await start_template_run(client, settings, run_input)
+        run = await _with_performance_records(settings, run_input)
+        started = await start_template_run(client, settings, run)
         if not wait:
             console.print(started.model_dump_json(indent=2) if as_json else f"started {started.workflow_id}")
             return
@@ -575,6 +576,23 @@ async def _connect_or_exit(settings: Settings) -> Any:
             f"cannot reach Temporal at {settings.effective_temporal_address} ({exc}); "
             "start the stack with `convergio up` or set CONVERGIO_TEMPORAL_ADDRESS"
         ) from None
+
+
+async def _with_performance_records(settings: Settings, run: Any) -> Any:
+    """The run with its agents' scored records (the API does the same); without a reachable
+    database the run starts on the agents' profiles, with a warning."""
+    import psycopg
+
+    from convergio.graphflow.runs import with_performance_records
+
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            settings.effective_database_url, connect_timeout=5, autocommit=True
+        ) as conn:
+            return await with_performance_records(run, conn)
+    except psycopg.Error as exc:
+        err_console.print(f"[yellow]agents' performance records not read ({exc}); using their profiles[/]")
+        return run
 
 
 _STATUS_STYLE = {"completed": "green", "failed": "red", "skipped": "dim", "denied": "red", "running": "cyan",

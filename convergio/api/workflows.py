@@ -46,6 +46,7 @@ from convergio.graphflow.runs import (
     build_run_input,
     read_template_run,
     start_template_run,
+    with_performance_records,
 )
 from convergio.workflows.graphflow import COST_KEY, PENDING_GATES_KEY, TEMPLATE_KEY, TENANT_KEY
 
@@ -237,6 +238,8 @@ async def start_workflow(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc.args[0])) from exc
     except InputError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    async with db.connection() as conn:
+        run = await with_performance_records(run, conn)
     return await start_template_run(temporal, settings, run, idempotency_key=idempotency_key)
 
 

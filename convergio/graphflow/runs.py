@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Literal
 
+from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -15,6 +16,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from convergio.agents.catalog import AgentCatalog
+from convergio.agents.performance import with_records
 from convergio.costs.budget import BudgetLimits, resolve_limits
 from convergio.failures import root_cause
 from convergio.graphflow.loader import resolve_inputs
@@ -97,6 +99,12 @@ def template_workflow_id(template: Template, idempotency_key: str | None, tenant
         digest = hashlib.sha256(f"{tenant}\x00{idempotency_key}".encode()).hexdigest()[:20]
         return f"{template.name}-{digest}"
     return f"{template.name}-{uuid.uuid4().hex[:20]}"
+
+
+async def with_performance_records(run: GraphFlowInput, conn: AsyncConnection) -> GraphFlowInput:
+    """The run with each agent's performance blended with its record of reviewer scores
+    (``convergio.agents.performance``); pinned with the run, like the agents themselves."""
+    return run.model_copy(update={"agents": await with_records(conn, run.tenant, run.agents)})
 
 
 async def start_template_run(
