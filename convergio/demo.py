@@ -13,7 +13,7 @@ from typing import Any
 from convergio.agents.catalog import default_catalog
 from convergio.graphflow.loader import default_registry
 from convergio.graphflow.run_models import ApprovalDecision, GraphFlowResult, PendingApproval, StepState
-from convergio.graphflow.runs import build_run_input, start_template_run
+from convergio.graphflow.runs import build_run_input, start_template_run, with_performance_records
 from convergio.settings import Settings
 from convergio.stack.embedded import EmbeddedStack, ProgressCallback
 from convergio.temporal_client import connect_temporal
@@ -65,6 +65,8 @@ async def run_demo(
             progress("knowledge base")
             await ingest_sample_knowledge(settings, resources, run.tenant)
             progress("worker")
+            async with resources.pool.connection() as conn:
+                run = await with_performance_records(run, conn)
             async with build_worker(client, settings, resources):
                 started = await start_template_run(client, settings, run)
                 progress(f"workflow {started.workflow_id}")

@@ -168,6 +168,29 @@ async def test_a_retried_tool_calling_turn_returns_its_recorded_calls(
     assert plain.tool_calls == [] and "## Returns" in plain.content
 
 
+async def test_a_retried_blocked_tool_call_stays_blocked(
+    settings: Settings, resources: WorkerResources
+) -> None:
+    """Screening blocked the call (a secret in an argument); a retry after a crash between the
+    record and the activity's completion must hand back the block, not a runnable call."""
+    from convergio.security.policy import SecurityPolicy
+
+    activities = AgentTurnActivities(settings, resources.pool, resources.events, resources.meter(settings))
+    task = ('Run financial_model with initial_investment: 500000, cash_flows: [200000, 200000, 200000], '
+            'discount_rate: 0.08 and currency: "AKIAIOSFODNN7EXAMPLE". Cover: Returns.')
+    turn = AgentTurnInput(
+        workflow_id=f"wf-{uuid.uuid4()}", step_id="answer", turn=1,
+        request=AgentTurnRequest(task=task, agent=CFO), tools=["financial_model"],
+        security=SecurityPolicy(on_flag="block", on_block="block", surfaces=["output"]),
+    )
+    env = ActivityEnvironment()
+    first = await env.run(activities.run_agent_turn, turn)
+    env.info = dataclasses.replace(env.info, attempt=2)
+    second = await env.run(activities.run_agent_turn, turn)
+    assert first.tool_calls and first.output_action == "block"
+    assert second.replayed_from_ledger and second.output_action == "block"
+
+
 def test_the_budget_estimate_counts_the_offered_tools_schemas() -> None:
     """A model is sent each offered tool's schema with every call: the reservation must count it."""
     from convergio.activities.agent_turn import _prompt_tokens

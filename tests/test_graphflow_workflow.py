@@ -204,8 +204,9 @@ async def test_quality_failure_fails_the_run_with_a_clear_reason(
             "name": "strict",
             "version": 1,
             "steps": [
+                # No revision can reach 5,000 words from this material.
                 {"id": "memo", "agent": "strategic", "instruction": "Write a memo. Cover: Summary.",
-                 "quality": {"required_sections": ["Appendix"], "max_revisions": 1}},
+                 "quality": {"required_sections": ["Summary"], "min_length": 5000, "max_revisions": 1}},
             ],
         }
     )
@@ -214,7 +215,7 @@ async def test_quality_failure_fails_the_run_with_a_clear_reason(
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
     cause = failure.value.cause
-    assert "missing section 'Appendix'" in str(cause)
+    assert "quality check failed: too short: " in str(cause) and "at least 5000 needed" in str(cause)
     # The failure carries the report of what did run.
     report = cause.details[0]
     memo = report["steps"][0]
@@ -312,13 +313,13 @@ async def test_quality_failure_falls_back_to_another_agent_then_fails(
     dev_client: Client, settings: Settings, resources: WorkerResources
 ) -> None:
     data = _reviewed_template(LONG_BRIEF, threshold=5)
-    data["steps"][0]["quality"]["required_sections"] = ["Summary", "Appendix"]
+    data["steps"][0]["quality"]["min_length"] = 5000  # no revision gets there
     template = custom_template(data)
     async with build_worker(dev_client, settings, resources):
         handle = await start(dev_client, settings, template, {}, search_attributes=False)
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
-    assert "missing section 'Appendix'" in str(failure.value.cause)
+    assert "at least 5000 needed" in str(failure.value.cause)
     report = failure.value.cause.details[0]
     authors = [t["agent"] for t in report["turns"] if t["purpose"] == "answer"]
     assert authors == ["strategic", "strategic", "chief_of_staff", "chief_of_staff"]
@@ -613,3 +614,56 @@ async def test_an_approved_instruction_is_not_screened_again_after_its_tool_call
     assert [entry.gate_id for entry in result.audit if entry.kind == "decision"] == ["security_1"]
     assert [call.name for turn in result.turns for call in turn.tool_calls] == ["financial_model"]
     assert result.steps[0].status == "completed"
+
+
+# --- revisions that fix the answer ---------------------------------------------------------
+
+
+def _missing_risks_step(kind: str) -> dict:
+    """The instruction asks for Summary only; the quality check also wants Risks, so the first
+    answer fails and the revision (told what is missing) adds it."""
+    step: dict = {"id": "memo", "title": "Memo",
+                  "instruction": f"Write the memo. {LONG_BRIEF} Cover: Summary.",
+                  "quality": {"required_sections": ["Summary", "Risks"], "max_revisions": 1,
+                              "reviewer": {"agent": "reviewer", "threshold": 8}}}
+    if kind == "team":
+        step.update(kind="team", participants=["strategic", "cfo"], max_turns=2)
+    else:
+        step.update(agent="strategic")
+    return {"name": f"revised-{kind}", "version": 1, "steps": [step]}
+
+
+@pytest.mark.parametrize("kind", ["agent", "team"])
+async def test_a_revision_told_what_is_missing_passes_the_quality_check(
+    dev_client: Client, settings: Settings, resources: WorkerResources, kind: str
+) -> None:
+    template = custom_template(_missing_risks_step(kind))
+    async with build_worker(dev_client, settings, resources):
+        result = await (await start(dev_client, settings, template, {}, search_attributes=False)).result()
+    memo = result.steps[0]
+    assert memo.status == "completed" and memo.revisions == 1 and memo.quality_notes == []
+    assert "## Risks" in (memo.output or "") and memo.score == 10
+    # An agent step's every draft is reviewed; a team's answer only once it has its sections.
+    expected = ["chat"] * 4 + ["review"] if kind == "team" else ["answer", "review"] * 2
+    assert [turn.purpose for turn in result.turns] == expected
+
+
+async def test_a_redacted_instruction_stays_redacted_after_tool_calls(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    """The workflow sends the instruction as written on every model call of an answer; the
+    redaction the first call made must hold for the call after the tools answered."""
+    secret = "AKIAIOSFODNN7EXAMPLE"
+    template = custom_template({
+        "name": "tooled-redacted", "version": 1,
+        "security": {"on_flag": "redact", "on_block": "redact", "surfaces": ["instruction"]},
+        "steps": [{"id": "returns", "agent": "cfo",
+                   "instruction": f"Key {secret} is in the vault. {RETURNS_TASK.format(rate=0.1)}"}],
+    })
+    async with build_worker(dev_client, settings, resources):
+        result = await (await start(dev_client, settings, template, {}, search_attributes=False)).result()
+    first, second = result.turns
+    assert [call.name for call in first.tool_calls] == ["financial_model"]
+    # The offline model's answer opens with the task's first sentence: what it was given.
+    opening = second.content.splitlines()[0]
+    assert "Key [REDACTED" in opening and secret not in second.content

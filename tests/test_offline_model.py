@@ -425,3 +425,14 @@ def test_offline_review_scores_form_deterministically() -> None:
     assert review_score(partial_review) == 5
     assert "Add a section 'Risks'" in partial_review
     assert write_review(task_partial) == partial_review
+
+
+def test_a_revision_adds_the_sections_a_check_found_missing() -> None:
+    from convergio.agents.offline_writer import write_grounded_answer
+
+    task = "Write the memo. Cover: Summary."
+    material = "Revenue grew 40%. Two competitors discount aggressively."
+    assert "## Risks" not in write_grounded_answer("cfo", task, material)
+    for fix in ("Fix: missing section 'Risks'", "Fix: reviewer score 5 below 8: 1. Add a section 'Risks'."):
+        revised = write_grounded_answer("cfo", f"{task}\n\nRevise your previous answer. {fix}", material)
+        assert sections_of(revised).keys() == {"Summary", "Risks"}

@@ -136,9 +136,12 @@ class AgentTurnActivities:
         offered = turn.tools if client.model_info["function_calling"] else []  # tools the model may ask for
         findings: list[SecurityFinding] = []
         verdicts: list[VerdictRecord] = []  # written with the turn, in one transaction
-        # The prompt is screened on an answer's first model call; later rounds only add tool
-        # calls and their results (from registered functions) to the same prompt.
-        if turn.security is not None and not turn.security_approved and not turn.tool_rounds:
+        if turn.security is not None and turn.tool_rounds and not turn.security_approved:
+            # Later rounds of an answer: its first model call recorded the prompt's verdicts and
+            # any hold stopped it there. Screen again only to redact what that call redacted (the
+            # workflow sends the prompt as written); the verdicts are not recorded twice.
+            await self._screen_prompt(turn, [], [])
+        elif turn.security is not None and not turn.security_approved:
             hold = await self._screen_prompt(turn, findings, verdicts)
             if hold is not None:
                 await self._record(verdicts)
@@ -322,6 +325,7 @@ class AgentTurnActivities:
             cursor = await conn.cursor(row_factory=dict_row).execute(
                 "SELECT t.agent, t.model, t.content, t.prompt_tokens, t.completion_tokens, t.finish_reason,"
                 " coalesce(t.tool_calls, '[]'::jsonb) AS tool_calls,"
+                " coalesce(t.output_action, 'allow') AS output_action,"
                 " coalesce(c.cost_usd, 0)::float AS cost_usd"
                 " FROM agent_turns t LEFT JOIN cost_ledger c USING (workflow_id, step_id, turn)"
                 " WHERE t.workflow_id = %s AND t.step_id = %s AND t.turn = %s",
@@ -352,6 +356,7 @@ class AgentTurnActivities:
                 output.completion_tokens, output.finish_reason, output.content,
                 None if response_s is None else response_s * 1000,
                 Jsonb([call.model_dump() for call in output.tool_calls]) if output.tool_calls else None,
+                output.output_action,
             ))
         if cost is not None:
             params.extend(ledger.insert_params(cost))
@@ -372,8 +377,8 @@ def _record_statement(with_verdicts: bool, with_turn: bool, with_cost: bool) -> 
     if with_turn:
         parts.append(sql.SQL(
             "turn AS (INSERT INTO agent_turns (workflow_id, step_id, turn, agent, model, prompt_tokens,"
-            " completion_tokens, finish_reason, content, response_ms, tool_calls)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " completion_tokens, finish_reason, content, response_ms, tool_calls, output_action)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (workflow_id, step_id, turn) DO NOTHING)"
         ))
     if with_cost:

@@ -510,6 +510,19 @@ def _deal_out(items: list[_Scored], sections: list[list[_Scored]]) -> None:
 # --- the answer --------------------------------------------------------------------------
 
 
+# A revision request names the sections a check found missing ("Fix: missing section 'Risks'",
+# a reviewer's "Add a section 'Risks'."): the revised answer adds them.
+_MISSING_SECTION = re.compile(r"(?:missing section|add a section) '([^'\n]+)'", re.IGNORECASE)
+
+
+def _sections_to_write(task: str) -> list[str]:
+    sections = extract_requested_sections(task) or list(DEFAULT_SECTIONS)
+    for name in _MISSING_SECTION.findall(task):
+        if name.casefold() not in {section.casefold() for section in sections}:
+            sections.append(name)
+    return sections
+
+
 def write_grounded_answer(role: str, task: str, material: str) -> str:
     """The Markdown answer: a role line, then the requested (or default) sections.
 
@@ -517,7 +530,7 @@ def write_grounded_answer(role: str, task: str, material: str) -> str:
     ``material``; with no material the task's own sentences are restated under a note
     that says so.
     """
-    sections = extract_requested_sections(task) or list(DEFAULT_SECTIONS)
+    sections = _sections_to_write(task)
     material_sentences = extract_sentences(material)
     grounded = bool(material_sentences)
     candidates = material_sentences if grounded else extract_sentences(task_without_section_request(task))

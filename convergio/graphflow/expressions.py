@@ -395,11 +395,12 @@ def _depth_problem(tree: ast.Expression) -> ast.expr | None:
 
 
 class _Checker:
-    """Whitelist validation; also collects the (root, first key) references."""
+    """Whitelist validation; also collects the (root, first key) references and the full paths."""
 
     def __init__(self, roots: tuple[str, ...]) -> None:
         self.roots = roots
         self.references: set[tuple[str, str]] = set()
+        self.paths: set[tuple[str | int, ...]] = set()
 
     def check(self, node: ast.expr) -> None:
         if isinstance(node, ast.Constant):
@@ -471,10 +472,10 @@ class _Checker:
             else:
                 _subscript_key(part)  # validates; raises _Located
         if isinstance(node, ast.Name) and node.id in self.roots:
-            first = chain[-1]
-            key = first.attr if isinstance(first, ast.Attribute) else _subscript_key(first)
-            if isinstance(key, str):
-                self.references.add((node.id, key))
+            keys = [p.attr if isinstance(p, ast.Attribute) else _subscript_key(p) for p in reversed(chain)]
+            if isinstance(keys[0], str):
+                self.references.add((node.id, keys[0]))
+            self.paths.add((node.id, *keys))
             return
         if isinstance(node, ast.Name) and node.id not in _LITERAL_NAMES:
             self._check_name(node)  # unknown name or a bare function name
@@ -653,6 +654,7 @@ class Expression:
     roots: tuple[str, ...] = DEFAULT_ROOTS
     _program: _Program = field(init=False, repr=False, compare=False, hash=False)
     _references: frozenset[tuple[str, str]] = field(init=False, repr=False, compare=False, hash=False)
+    _paths: frozenset[tuple[str | int, ...]] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str):
@@ -683,6 +685,7 @@ class Expression:
             raise located.to_error(locator) from None
         object.__setattr__(self, "_program", _Program(tree, roots, locator))
         object.__setattr__(self, "_references", frozenset(checker.references))
+        object.__setattr__(self, "_paths", frozenset(checker.paths))
 
     def evaluate(self, context: Mapping[str, Any]) -> Any:
         """The raw value of the expression; ``context`` maps each root to its data."""
@@ -706,6 +709,11 @@ class Expression:
         (``steps["market-analysis"]``); a bare root or an integer index adds nothing.
         """
         return set(self._references)
+
+    def paths(self) -> set[tuple[str | int, ...]]:
+        """Every path the expression reads, root first: ``steps.review.score`` gives
+        ``("steps", "review", "score")`` (string and integer indexes included)."""
+        return set(self._paths)
 
 
 def compile_expression(source: str, roots: Collection[str] = DEFAULT_ROOTS) -> Expression:

@@ -13,9 +13,11 @@ from typing import Any
 PLACEHOLDER = re.compile(r"(?<!\{)\{(inputs|steps)\.([a-z_][a-z0-9_]*)((?:\.[a-z_][a-z0-9_]*)*)\}(?!\})")
 
 
-# Single-brace dotted names: what a placeholder with a typo looks like ({input.company},
-# {inputs.Company}); without this check such a typo would reach the agent as literal text.
-_LOOKALIKE = re.compile(r"(?<!\{)\{[A-Za-z_][\w-]*(?:\.[\w-]+)+\}(?!\})")
+# A name in single braces is what a placeholder with a typo looks like ({input.company},
+# {inputs.Company}, {company}, { inputs.company }), and so is one left open ({inputs.company);
+# without this check the typo would reach the agent as literal text.
+_LOOKALIKE = re.compile(r"(?<!\{)\{\s*[A-Za-z_][\w-]*(?:\s*\.\s*[\w-]+)*\s*\}(?!\})")
+_UNCLOSED = re.compile(r"(?<!\{)\{\s*(?:inputs|steps)\.[\w.-]+(?!\s*\})(?=[^\w.\-]|$)")
 
 
 def placeholder_paths(text: str) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -28,7 +30,9 @@ def placeholder_paths(text: str) -> list[tuple[str, str, tuple[str, ...]]]:
 
 def malformed_placeholders(text: str) -> list[str]:
     """Texts like ``{input.company}`` that look like a placeholder but are not one."""
-    return [match.group(0) for match in _LOOKALIKE.finditer(text) if not PLACEHOLDER.fullmatch(match.group(0))]
+    lookalikes = [match.group(0) for match in _LOOKALIKE.finditer(text)]
+    unclosed = [match.group(0) for match in _UNCLOSED.finditer(text)]
+    return [found for found in lookalikes if not PLACEHOLDER.fullmatch(found)] + unclosed
 
 
 def _lookup(context: Mapping[str, Any], root: str, key: str, rest: str) -> Any:

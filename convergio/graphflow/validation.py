@@ -77,6 +77,7 @@ class _Checker:
             except ExpressionError as exc:
                 self.add(f"{path}.check", f"bad expression: {exc}")
                 continue
+            self._check_step_fields(f"{path}.check", expression)
             for root, key in expression.references():
                 if root == "inputs" and key not in self.template.inputs:
                     self.add(f"{path}.check", f"unknown input '{key}'; declare it under inputs")
@@ -97,6 +98,8 @@ class _Checker:
                 self.add(path, f"unknown agent '{name}'; known agents: {', '.join(sorted(self.agents))}")
         if step.kind == "tool" and step.tool not in self.tools:
             self.add(f"{where}.tool", f"unknown tool '{step.tool}'; known tools: {', '.join(sorted(self.tools))}")
+        elif step.kind == "tool" and step.tool:
+            self._check_tool_arguments(where, step.tool, step.arguments)
         if step.kind == "team" and len(set(step.participants)) != len(step.participants):
             self.add(f"{where}.participants", "a participant is listed twice")
         if step.loop and step.loop.back_to not in ids:
@@ -112,6 +115,22 @@ class _Checker:
                 self.add(f"{where}.on_denied[{position}]", f"unknown step '{target}'")
             elif step.id not in self.template.step(target).depends_on:
                 self.add(f"{where}.on_denied[{position}]", f"'{target}' must list '{step.id}' in depends_on")
+
+    def _check_tool_arguments(self, where: str, tool: str, arguments: Mapping[str, Any]) -> None:
+        """Argument names against the tool's input model (values may be placeholders, checked at run time)."""
+        from convergio.tools.registry import UnknownToolError, get_tool
+
+        try:
+            fields = get_tool(tool).input_model.model_fields
+        except UnknownToolError:
+            return  # a tool the caller knows but this process has not registered: nothing to check against
+        for name in arguments:
+            if name not in fields:
+                self.add(f"{where}.arguments.{name}", f"'{tool}' has no argument '{name}'; its arguments: "
+                                                      f"{', '.join(fields)}")
+        for name, info in fields.items():
+            if info.is_required() and name not in arguments:
+                self.add(f"{where}.arguments", f"'{tool}' needs the argument '{name}'")
 
     def _check_cycles(self) -> None:
         """depends_on must be acyclic; bounded repetition is written with ``loop``."""
@@ -174,11 +193,19 @@ class _Checker:
             loop_scope = upstream | {step.id} if path.endswith("loop.while") else upstream
             for root, key in expression.references():
                 self._check_reference(path, root, key, step, loop_scope)
+            self._check_step_fields(path, expression)
             if _always_false(expression):
                 if path.endswith("loop.while"):
                     self.add(path, f"the loop never repeats: its condition is always false ({source})")
                 else:
                     self.add(path, f"step '{step.id}' is unreachable: its condition is always false ({source})")
+
+    def _check_step_fields(self, path: str, expression: Expression) -> None:
+        """``steps.<id>.<field>``: a misspelt field would read null and quietly change the outcome."""
+        for read in sorted(expression.paths(), key=str):
+            if read[0] == "steps" and len(read) > 2 and read[2] not in STEP_CONTEXT_FIELDS:
+                self.add(path, f"steps.{read[1]}.{read[2]}: a step has no field '{read[2]}'; "
+                               f"use one of {', '.join(sorted(STEP_CONTEXT_FIELDS))}")
 
     def _check_reference(self, path: str, root: str, key: str, step: StepSpec, upstream: set[str]) -> None:
         if root == "inputs" and key not in self.template.inputs:
