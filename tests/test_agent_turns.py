@@ -6,13 +6,20 @@ import asyncio
 import dataclasses
 import json
 import uuid
+from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from convergio.activities.agent_turn import AgentTurnActivities
-from convergio.contracts import AgentProfile, AgentTurnInput, AgentTurnRequest, TranscriptMessage
+from convergio.contracts import (
+    AgentProfile,
+    AgentTurnInput,
+    AgentTurnOutput,
+    AgentTurnRequest,
+    TranscriptMessage,
+)
 from convergio.events import COALESCED_CHUNK_CHARS, AgentEvent, EventPublisher
 from convergio.graphflow.runs import read_template_run
 from convergio.settings import Settings
@@ -142,22 +149,35 @@ async def test_retried_turn_is_served_from_the_ledger_without_a_model_call(
     assert counted[0] == 1 and float(counted[1]) == first.cost_usd == second.cost_usd  # counted once
 
 
+TOOL_TASK = ("Run financial_model with initial_investment: 500000, cash_flows: [200000, 200000, 200000] "
+             "and discount_rate: 0.08{extra}. Cover: Returns.")
+
+
+async def run_then_retry(
+    activities: AgentTurnActivities, turn: AgentTurnInput
+) -> tuple[AgentTurnOutput, AgentTurnOutput]:
+    """The turn's first attempt, then the attempt Temporal makes after a crash."""
+    env = ActivityEnvironment()
+    first = await env.run(activities.run_agent_turn, turn)
+    env.info = dataclasses.replace(env.info, attempt=2)
+    return first, await env.run(activities.run_agent_turn, turn)
+
+
+def tool_turn(task: str, **fields: Any) -> AgentTurnInput:
+    return AgentTurnInput(
+        workflow_id=f"wf-{uuid.uuid4()}", step_id="answer", turn=1,
+        request=AgentTurnRequest(task=task, agent=CFO), tools=["financial_model"], **fields,
+    )
+
+
 async def test_a_retried_tool_calling_turn_returns_its_recorded_calls(
     settings: Settings, resources: WorkerResources
 ) -> None:
     """A turn whose model asked for a tool is recorded with its calls: a retry after a crash
     hands the same calls back instead of calling the model again."""
     activities = AgentTurnActivities(settings, resources.pool, resources.events, resources.meter(settings))
-    task = ("Run financial_model with initial_investment: 500000, cash_flows: [200000, 200000, 200000] "
-            "and discount_rate: 0.08. Cover: Returns.")
-    turn = AgentTurnInput(
-        workflow_id=f"wf-{uuid.uuid4()}", step_id="answer", turn=1,
-        request=AgentTurnRequest(task=task, agent=CFO), tools=["financial_model"],
-    )
-    env = ActivityEnvironment()
-    first = await env.run(activities.run_agent_turn, turn)
-    env.info = dataclasses.replace(env.info, attempt=2)
-    second = await env.run(activities.run_agent_turn, turn)
+    turn = tool_turn(TOOL_TASK.format(extra=""))
+    first, second = await run_then_retry(activities, turn)
     assert [call.name for call in first.tool_calls] == ["financial_model"] and first.content == ""
     assert first.finish_reason == "function_calls" and first.prompt_tokens > 0
     assert second.replayed_from_ledger is True and second.tool_calls == first.tool_calls
@@ -176,17 +196,11 @@ async def test_a_retried_blocked_tool_call_stays_blocked(
     from convergio.security.policy import SecurityPolicy
 
     activities = AgentTurnActivities(settings, resources.pool, resources.events, resources.meter(settings))
-    task = ('Run financial_model with initial_investment: 500000, cash_flows: [200000, 200000, 200000], '
-            'discount_rate: 0.08 and currency: "AKIAIOSFODNN7EXAMPLE". Cover: Returns.')
-    turn = AgentTurnInput(
-        workflow_id=f"wf-{uuid.uuid4()}", step_id="answer", turn=1,
-        request=AgentTurnRequest(task=task, agent=CFO), tools=["financial_model"],
+    turn = tool_turn(
+        TOOL_TASK.format(extra=' and currency: "AKIAIOSFODNN7EXAMPLE"'),
         security=SecurityPolicy(on_flag="block", on_block="block", surfaces=["output"]),
     )
-    env = ActivityEnvironment()
-    first = await env.run(activities.run_agent_turn, turn)
-    env.info = dataclasses.replace(env.info, attempt=2)
-    second = await env.run(activities.run_agent_turn, turn)
+    first, second = await run_then_retry(activities, turn)
     assert first.tool_calls and first.output_action == "block"
     assert second.replayed_from_ledger and second.output_action == "block"
 
