@@ -590,8 +590,11 @@ async def _with_performance_records(settings: Settings, run: Any) -> Any:
             settings.effective_database_url, connect_timeout=5, autocommit=True
         ) as conn:
             return await with_performance_records(run, conn)
-    except psycopg.Error as exc:
-        err_console.print(f"[yellow]agents' performance records not read ({exc}); using their profiles[/]")
+    except psycopg.Error as exc:  # the class only: psycopg's message can quote the URL, password included
+        err_console.print(
+            f"[yellow]agents' performance records not read ({type(exc).__name__}: check "
+            "CONVERGIO_DATABASE_URL); using their profiles[/]"
+        )
         return run
 
 

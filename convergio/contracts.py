@@ -7,6 +7,7 @@ so what a client sends is exactly what the workflow receives.
 from __future__ import annotations
 
 import re
+from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from convergio.costs.budget import BudgetLimits
@@ -89,6 +90,9 @@ class SecurityFinding(Contract):
     reasons: list[str]
 
 
+PromptPart = Literal["instruction", "context"]
+
+
 class ToolCallRequest(Contract):
     """A registered tool an agent's model asked to run; the workflow runs it as an activity."""
 
@@ -135,6 +139,10 @@ class AgentTurnInput(Contract):
         default_factory=list,
         description="Tools this turn's earlier model calls asked for, with their results.",
     )
+    prompt_redactions: list[PromptPart] = Field(
+        default_factory=list,
+        description="After tool rounds: what the answer's first model call redacted, to redact again.",
+    )
 
 
 class AgentTurnOutput(Contract):
@@ -160,4 +168,7 @@ class AgentTurnOutput(Contract):
     tool_calls: list[ToolCallRequest] = Field(
         default_factory=list,
         description="The model asked for these tools instead of answering (content is empty).",
+    )
+    prompt_redactions: list[PromptPart] = Field(
+        default_factory=list, description="What screening redacted in the prompt before the model saw it."
     )

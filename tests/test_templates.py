@@ -159,7 +159,10 @@ def test_what_the_stricter_checks_still_accept(tmp_path: Path) -> None:
     """Literal braces, JSON in an instruction, a data field path, a condition that reads data,
     and a step joining the two paths of a gate with 'any'."""
     data = with_denial_path(copy.deepcopy(VALID), "any")
-    data["steps"][0]["instruction"] = 'Research {inputs.company}; answer as {{"market": "..."}} or {"a": 1}.'
+    data["steps"][0]["instruction"] = (
+        'Research {inputs.company}; answer as {{"market": "..."}} or {"a": 1}; '
+        "mark gaps {TBD}; see /api/{id}."
+    )
     data["steps"][2]["instruction"] = "Plan from {steps.research.output} and {steps.model.data.break_even_units}."
     data["steps"][2]["when"] = "inputs.budget > 1 or true"
     template = load(write(tmp_path, data))

@@ -42,7 +42,7 @@ from temporalio.exceptions import ApplicationError
 from convergio.agents.metered_client import MeteredChatCompletionClient
 from convergio.agents.models import ModelConfigError, build_model_client, parse_model_setting
 from convergio.agents.tokens import count_tokens
-from convergio.contracts import AgentTurnInput, AgentTurnOutput, SecurityFinding, ToolCallRequest
+from convergio.contracts import AgentTurnInput, AgentTurnOutput, PromptPart, SecurityFinding, ToolCallRequest
 from convergio.costs.budget import ReservationResult
 from convergio.costs.metering import BudgetBusy, TurnMeter
 from convergio.costs import ledger
@@ -50,7 +50,7 @@ from convergio.costs.pricing import TurnCost, emit
 from convergio.security import store
 from convergio.security.activity import ScreenInput, ScreenOutput, screen_input
 from convergio.security.classifier import build_classifier
-from convergio.security.guardian import Surface, redact
+from convergio.security.guardian import DEFAULT_THRESHOLDS, ScreenRequest, Surface, redact, screen
 from convergio.security.store import VerdictRecord
 from convergio.events import EventBuffer, EventFactory, EventPublisher, listening_to_turn
 from convergio.observability.logging import log_context
@@ -136,13 +136,14 @@ class AgentTurnActivities:
         offered = turn.tools if client.model_info["function_calling"] else []  # tools the model may ask for
         findings: list[SecurityFinding] = []
         verdicts: list[VerdictRecord] = []  # written with the turn, in one transaction
-        if turn.security is not None and turn.tool_rounds and not turn.security_approved:
-            # Later rounds of an answer: its first model call recorded the prompt's verdicts and
-            # any hold stopped it there. Screen again only to redact what that call redacted (the
-            # workflow sends the prompt as written); the verdicts are not recorded twice.
-            await self._screen_prompt(turn, [], [])
+        redactions: list[PromptPart] = []
+        if turn.tool_rounds:
+            # Later rounds of an answer: its first model call screened the prompt, recorded the
+            # verdicts, and a hold stopped it there. The workflow sends the prompt as written, so
+            # what that call redacted is redacted again, with the same rules (no second verdict).
+            redactions = _redact_again(turn)
         elif turn.security is not None and not turn.security_approved:
-            hold = await self._screen_prompt(turn, findings, verdicts)
+            hold, redactions = await self._screen_prompt(turn, findings, verdicts)
             if hold is not None:
                 await self._record(verdicts)
                 return AgentTurnOutput(
@@ -230,6 +231,7 @@ class AgentTurnActivities:
             completion_tokens=sum(call.usage.completion_tokens for call in calls),
             finish_reason=str(calls[-1].finish_reason) if calls else "unknown",
             tool_calls=[ToolCallRequest(id=c.id, name=c.name, arguments=c.arguments) for c in requested],
+            prompt_redactions=redactions,
         )
         if turn.security is not None and requested:
             # The arguments are the model's output here; a tool never gets a redacted call.
@@ -301,24 +303,26 @@ class AgentTurnActivities:
 
     async def _screen_prompt(
         self, turn: AgentTurnInput, findings: list[SecurityFinding], verdicts: list[VerdictRecord]
-    ) -> str | None:
-        """Screen the instruction and the context it brings; the action that holds the turn, if any.
-
-        A redacted instruction or context is passed on redacted."""
+    ) -> tuple[str | None, list[PromptPart]]:
+        """Screen the instruction and the context it brings: the action that holds the turn, if
+        any, and what was redacted (a redacted instruction or context is passed on redacted)."""
+        redacted: list[PromptPart] = []
         screened = await self._screen(turn, "instruction", turn.request.task, findings, verdicts)
         if screened.action in ("approval", "block"):
-            return screened.action
+            return screened.action, redacted
         if screened.action == "redact" and screened.text_after is not None:
             turn.request.task = screened.text_after
+            redacted.append("instruction")
         if turn.context:
             parts = [message.content for message in turn.context]
             screened = await self._screen(turn, "context", "\n\n".join(parts), findings, verdicts, parts=parts)
             if screened.action in ("approval", "block"):
-                return screened.action
+                return screened.action, redacted
             if screened.action == "redact":
                 for message in turn.context:
                     message.content = redact(message.content)
-        return None
+                redacted.append("context")
+        return None, redacted
 
     async def _recorded_turn(self, turn: AgentTurnInput) -> AgentTurnOutput | None:
         async with self._pool.connection() as conn:
@@ -405,6 +409,19 @@ def _autogen_tool(name: str) -> BaseTool[Any, Any]:
     from convergio.tools.registry import as_autogen_tool
 
     return as_autogen_tool(name)
+
+
+def _redact_again(turn: AgentTurnInput) -> list[PromptPart]:
+    """Redact what the answer's first model call redacted, as it did: the instruction with the
+    guardian's rules (the verdict's redacted text), the context message by message."""
+    if "instruction" in turn.prompt_redactions:
+        request = ScreenRequest(text=turn.request.task, surface="instruction", tenant=turn.request.tenant)
+        thresholds = turn.security.thresholds if turn.security else DEFAULT_THRESHOLDS
+        turn.request.task = screen(request, thresholds).redacted or redact(turn.request.task)
+    if "context" in turn.prompt_redactions:
+        for message in turn.context:
+            message.content = redact(message.content)
+    return list(turn.prompt_redactions)
 
 
 def _calls_text(calls: list[ToolCallRequest]) -> str:

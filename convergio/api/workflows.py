@@ -8,12 +8,14 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
+import psycopg
 import redis.asyncio as aioredis
 from fastapi import (
     APIRouter,
@@ -27,6 +29,7 @@ from fastapi import (
     WebSocketDisconnect,
     status,
 )
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
@@ -51,6 +54,7 @@ from convergio.graphflow.runs import (
 from convergio.workflows.graphflow import COST_KEY, PENDING_GATES_KEY, TEMPLATE_KEY, TENANT_KEY
 
 router = APIRouter(tags=["workflows"])
+logger = logging.getLogger(__name__)
 
 WORKFLOW_TYPE = "GraphFlow"
 WORKFLOW_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
@@ -238,8 +242,12 @@ async def start_workflow(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc.args[0])) from exc
     except InputError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
-    async with db.connection() as conn:
-        run = await with_performance_records(run, conn)
+    try:
+        async with db.connection(timeout=5) as conn:
+            run = await with_performance_records(run, conn)
+    except (psycopg.Error, PoolTimeout) as exc:  # the run still starts, on the agents' profiles
+        logger.warning("agents' performance records not read (%s); starting on their profiles",
+                       type(exc).__name__)
     return await start_template_run(temporal, settings, run, idempotency_key=idempotency_key)
 
 

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 PLACEHOLDER = re.compile(r"(?<!\{)\{(inputs|steps)\.([a-z_][a-z0-9_]*)((?:\.[a-z_][a-z0-9_]*)*)\}(?!\})")
 
 
-# A name in single braces is what a placeholder with a typo looks like ({input.company},
-# {inputs.Company}, {company}, { inputs.company }), and so is one left open ({inputs.company);
-# without this check the typo would reach the agent as literal text.
-_LOOKALIKE = re.compile(r"(?<!\{)\{\s*[A-Za-z_][\w-]*(?:\s*\.\s*[\w-]+)*\s*\}(?!\})")
+# What a placeholder with a typo looks like: a name in single braces ({input.company},
+# {inputs.Company}, { inputs.company }, {company} for an input), or one left open
+# ({inputs.company). Without this check the typo would reach the agent as literal text. Other
+# braced words ({TBD}, /api/{id}, ${VAR}) are left alone: they are text.
+_LOOKALIKE = re.compile(r"(?<!\{)\{\s*(?P<first>[A-Za-z_][\w-]*)(?P<rest>(?:\s*\.\s*[\w-]+)*)\s*\}(?!\})")
+_ROOT_SPELLINGS = frozenset({"inputs", "input", "steps", "step"})
 _UNCLOSED = re.compile(r"(?<!\{)\{\s*(?:inputs|steps)\.[\w.-]+(?!\s*\})(?=[^\w.\-]|$)")
 
 
@@ -28,11 +30,18 @@ def placeholder_paths(text: str) -> list[tuple[str, str, tuple[str, ...]]]:
     ]
 
 
-def malformed_placeholders(text: str) -> list[str]:
-    """Texts like ``{input.company}`` that look like a placeholder but are not one."""
-    lookalikes = [match.group(0) for match in _LOOKALIKE.finditer(text)]
-    unclosed = [match.group(0) for match in _UNCLOSED.finditer(text)]
-    return [found for found in lookalikes if not PLACEHOLDER.fullmatch(found)] + unclosed
+def malformed_placeholders(text: str, names: Collection[str] = ()) -> list[str]:
+    """Texts like ``{input.company}`` that look like a placeholder but are not one; ``names``
+    (the template's inputs and step ids) make a bare ``{company}`` one of them."""
+    known = {name.casefold() for name in names}
+    found = [
+        match.group(0)
+        for match in _LOOKALIKE.finditer(text)
+        if not PLACEHOLDER.fullmatch(match.group(0))
+        and (match.group("first").casefold() in _ROOT_SPELLINGS if match.group("rest")
+             else match.group("first").casefold() in known)
+    ]
+    return found + [match.group(0) for match in _UNCLOSED.finditer(text)]
 
 
 def _lookup(context: Mapping[str, Any], root: str, key: str, rest: str) -> Any:

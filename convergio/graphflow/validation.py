@@ -161,6 +161,10 @@ class _Checker:
             if step.id not in state and visit(step.id):
                 return
 
+    @property
+    def _step_ids(self) -> list[str]:
+        return [step.id for step in self.template.steps]
+
     def _check_references(self, index: int, step: StepSpec) -> None:
         where = f"steps[{index}]"
         upstream = ancestors(self.template, step.id)
@@ -174,7 +178,7 @@ class _Checker:
                 if root == "steps" and (not rest or rest[0] not in STEP_CONTEXT_FIELDS):
                     self.add(path, f"{{steps.{key}{''.join('.' + part for part in rest)}}} names no field of a step; "
                                    f"use one of {', '.join(sorted(STEP_CONTEXT_FIELDS))}")
-            for text_found in malformed_placeholders(text):
+            for text_found in malformed_placeholders(text, [*self.template.inputs, *self._step_ids]):
                 self.add(path, f"'{text_found}' is not a placeholder: write {{inputs.<name>}} or "
                                "{steps.<id>.output} in lower case, or double the braces for literal text")
         expressions = {f"{where}.when": step.when}

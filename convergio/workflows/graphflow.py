@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         AgentTurnInput,
         AgentTurnOutput,
         AgentTurnRequest,
+        PromptPart,
         SecurityFinding,
         ToolCallRequest,
         ToolCallResult,
@@ -538,13 +539,14 @@ class GraphFlowWorkflow:
         Every model call and every tool run is its own activity."""
         rounds: list[ToolRound] = []
         output = await self._model_turn(step, agent_name, task, context, purpose, rounds)
+        redactions = output.prompt_redactions  # the later calls of this answer redact the same
         while output.tool_calls:
             if len(rounds) == MAX_TOOL_ROUNDS:
                 raise StepFailed(f"{agent_name} still asked for tools after {MAX_TOOL_ROUNDS} rounds")
             results = await self._run_tools(step, agent_name, output.tool_calls)
             self._last_record(step.id).tool_results = results
             rounds.append(ToolRound(calls=output.tool_calls, results=results))
-            output = await self._model_turn(step, agent_name, task, context, purpose, rounds)
+            output = await self._model_turn(step, agent_name, task, context, purpose, rounds, redactions)
         return output
 
     async def _run_tools(
@@ -588,13 +590,16 @@ class GraphFlowWorkflow:
 
     async def _model_turn(
         self, step: StepSpec, agent_name: str, task: str, context: list[TranscriptMessage], purpose: str,
-        rounds: list[ToolRound],
+        rounds: list[ToolRound], redactions: list[PromptPart] | None = None,
     ) -> AgentTurnOutput:
         """One model call; a budget refusal is handled by the template's breach policy."""
         assert self._run is not None
         agent = self._run.agents[agent_name]
         model = agent.model or self._run.model
-        output = await self._call_model(step, agent_name, task, context, purpose, model=model, rounds=rounds)
+        redactions = redactions or []
+        output = await self._call_model(
+            step, agent_name, task, context, purpose, model=model, rounds=rounds, redactions=redactions
+        )
         output = await self._security_review(step, output, agent_name, task, context, purpose, model, rounds)
         if output.budget_refused is None:
             return output
@@ -602,7 +607,8 @@ class GraphFlowWorkflow:
         if policy.on_breach == "downgrade" and policy.downgrade_model:
             self._record_failure_handling(step, f"{output.budget_refused}; retrying on {policy.downgrade_model}")
             output = await self._call_model(
-                step, agent_name, task, context, purpose, model=policy.downgrade_model, rounds=rounds
+                step, agent_name, task, context, purpose, model=policy.downgrade_model, rounds=rounds,
+                redactions=redactions,
             )
         elif policy.on_breach == "approval":
             gate_step = step.model_copy(update={"approvers": policy.approvers, "sla": None})
@@ -614,7 +620,7 @@ class GraphFlowWorkflow:
             if decision.outcome == "approve":
                 output = await self._call_model(
                     step, agent_name, task, context, purpose, model=model, approved_overrun=True,
-                    rounds=rounds,
+                    rounds=rounds, redactions=redactions,
                 )
         if output.budget_refused is not None:
             raise StepFailed(output.budget_refused)
@@ -697,6 +703,7 @@ class GraphFlowWorkflow:
         approved_overrun: bool = False,
         security_approved: bool = False,
         rounds: list[ToolRound],
+        redactions: list[PromptPart] | None = None,
     ) -> AgentTurnOutput:
         assert self._run is not None
         agent = self._run.agents[agent_name]
@@ -729,6 +736,7 @@ class GraphFlowWorkflow:
                     handoff_from=_previous_speaker(context, agent_name, self._run.agents) if purpose == "chat" else None,
                     tools=agent.tools,
                     tool_rounds=rounds,
+                    prompt_redactions=redactions or [],
                 ),
                 summary=f"{agent.role} · {step.label}" + (" · review" if purpose == "review" else ""),
                 start_to_close_timeout=step.timeout,
