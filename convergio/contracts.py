@@ -100,6 +100,10 @@ class ToolCallRequest(Contract):
     name: str
     arguments: str = Field(description="The arguments as the model wrote them: a JSON object.")
 
+    def shown(self) -> str:
+        """How screening and a reviewing person see the call: ``name({...})``."""
+        return f"{self.name}({self.arguments})"
+
 
 class ToolCallResult(Contract):
     """What a requested tool returned (or why it could not run), for the agent's next model call."""

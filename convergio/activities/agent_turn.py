@@ -235,7 +235,8 @@ class AgentTurnActivities:
         )
         if turn.security is not None and requested:
             # The arguments are the model's output here; a tool never gets a redacted call.
-            screened = await self._screen(turn, "output", _calls_text(output.tool_calls), findings, verdicts)
+            calls_text = "\n".join(call.shown() for call in output.tool_calls)
+            screened = await self._screen(turn, "output", calls_text, findings, verdicts)
             output.output_action = "block" if screened.action in ("redact", "block") else screened.action
         elif turn.security is not None:
             screened = await self._screen(turn, "output", answer, findings, verdicts)
@@ -422,10 +423,6 @@ def _redact_again(turn: AgentTurnInput) -> list[PromptPart]:
         for message in turn.context:
             message.content = redact(message.content)
     return list(turn.prompt_redactions)
-
-
-def _calls_text(calls: list[ToolCallRequest]) -> str:
-    return "\n".join(f"{call.name}({call.arguments})" for call in calls)
 
 
 def _assistant(turn: AgentTurnInput, client: ChatCompletionClient, offered: list[str]) -> AssistantAgent:

@@ -596,7 +596,6 @@ class GraphFlowWorkflow:
         assert self._run is not None
         agent = self._run.agents[agent_name]
         model = agent.model or self._run.model
-        redactions = redactions or []
         output = await self._call_model(
             step, agent_name, task, context, purpose, model=model, rounds=rounds, redactions=redactions
         )
@@ -650,7 +649,7 @@ class GraphFlowWorkflow:
             decision = await self._gate(
                 step, gate_id=f"security_{self._turn_counter}", roles=spec.approvers,
                 under_review=f"The guardian flagged the answer of '{step.label}': {reasons}\n\n"
-                + (output.content or "\n".join(f"{c.name}({c.arguments})" for c in output.tool_calls)),
+                + (output.content or "\n".join(call.shown() for call in output.tool_calls)),
             )
             if decision.outcome != "approve":
                 raise StepFailed(f"security: answer not approved ({reasons})")
