@@ -20,6 +20,11 @@ PLACEHOLDER = re.compile(r"(?<!\{)\{(inputs|steps)\.([a-z_][a-z0-9_]*)((?:\.[a-z
 _LOOKALIKE = re.compile(r"(?<!\{)\{\s*(?P<first>[A-Za-z_][\w-]*)(?P<rest>(?:\s*\.\s*[\w-]+)*)\s*\}(?!\})")
 _ROOT_SPELLINGS = frozenset({"inputs", "input", "steps", "step"})
 _UNCLOSED = re.compile(r"(?<!\{)\{\s*(?:inputs|steps)\.[\w.-]+(?!\s*\})(?=[^\w.\-]|$)")
+# ... or cut short ({inputs.}, {inputs.company.}) or closed twice ({inputs.company}}).
+_BROKEN = re.compile(
+    r"(?<!\{)\{\s*(?:inputs|steps)\.(?:[\w-]+\.)*\s*\}"  # cut short
+    r"|(?<!\{)\{(?:inputs|steps)\.[\w.-]+\}\}(?!\})"  # closed twice
+)
 
 
 def placeholder_paths(text: str) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -41,7 +46,7 @@ def malformed_placeholders(text: str, names: Collection[str] = ()) -> list[str]:
         and (match.group("first").casefold() in _ROOT_SPELLINGS if match.group("rest")
              else match.group("first").casefold() in known)
     ]
-    return found + [match.group(0) for match in _UNCLOSED.finditer(text)]
+    return found + [match.group(0) for pattern in (_UNCLOSED, _BROKEN) for match in pattern.finditer(text)]
 
 
 def _lookup(context: Mapping[str, Any], root: str, key: str, rest: str) -> Any:
