@@ -42,8 +42,13 @@ async def live_api(client: Client, settings: Settings, resources: WorkerResource
     the worker stop when the block ends."""
     app = create_app(with_keys(settings))
     port = free_port()
+    # Keep-alive longer than any pause in a test: with uvicorn's 5 s, a client's request sent
+    # just as the server closed the idle connection failed with httpx.ReadError (seen once, in
+    # test_inbox_e2e, whose browser part takes about 5 s between two requests).
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_keep_alive=120
+        )
     )
     async with build_worker(client, settings, resources):
         task = asyncio.create_task(server.serve())
