@@ -166,7 +166,7 @@ async def run_then_retry(
 def tool_turn(task: str, **fields: Any) -> AgentTurnInput:
     return AgentTurnInput(
         workflow_id=f"wf-{uuid.uuid4()}", step_id="answer", turn=1,
-        request=AgentTurnRequest(task=task, agent=CFO), tools=["financial_model"], **fields,
+        request=AgentTurnRequest(task=task, agent=CFO), **{"tools": ["financial_model"], **fields},
     )
 
 
@@ -203,6 +203,44 @@ async def test_a_retried_blocked_tool_call_stays_blocked(
     first, second = await run_then_retry(activities, turn)
     assert first.tool_calls and first.output_action == "block"
     assert second.replayed_from_ledger and second.output_action == "block"
+
+
+async def forget_output_action(pool: Any, workflow_id: str) -> None:
+    """The turn as code from before migration 0008 recorded it: without what screening did."""
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE agent_turns SET output_action = NULL WHERE workflow_id = %s", (workflow_id,))
+
+
+async def test_a_turn_recorded_before_output_actions_keeps_its_verdict_on_retry(
+    settings: Settings, resources: WorkerResources
+) -> None:
+    """A turn recorded before migration 0008 has no output_action. If its activity is retried
+    after the upgrade, the recorded answer is screened again: a flagged answer still goes to a
+    person, a blocked tool call stays blocked, a withheld answer stays withheld."""
+    from convergio.activities.agent_turn import WITHHELD
+    from convergio.security.policy import SecurityPolicy
+
+    activities = AgentTurnActivities(settings, resources.pool, resources.events, resources.meter(settings))
+    key = "AKIAIOSFODNN7EXAMPLE"
+    cases = [
+        (SecurityPolicy(on_block="approval", surfaces=["output"]), tool_turn(f"{TASK} Our AWS key is {key}.", tools=[])),
+        (SecurityPolicy(on_block="block", surfaces=["output"]), tool_turn(f"{TASK} Our AWS key is {key}.", tools=[])),
+        (SecurityPolicy(on_block="block", surfaces=["output"]),
+         tool_turn(TOOL_TASK.format(extra=f' and currency: "{key}"'))),
+    ]
+    for policy, turn in cases:
+        turn.security = policy
+        env = ActivityEnvironment()
+        first = await env.run(activities.run_agent_turn, turn)
+        await forget_output_action(resources.pool, turn.workflow_id)
+        env.info = dataclasses.replace(env.info, attempt=2)
+        second = await env.run(activities.run_agent_turn, turn)
+        assert second.replayed_from_ledger
+        assert first.output_action == second.output_action == policy.on_block
+        assert second.content == first.content and second.tool_calls == first.tool_calls
+    withheld = await env.run(activities.run_agent_turn, cases[1][1])
+    assert withheld.content == WITHHELD and withheld.output_action == "block"
+    assert first.tool_calls  # the last case is a tool call
 
 
 def test_the_budget_estimate_counts_the_offered_tools_schemas() -> None:

@@ -233,16 +233,7 @@ class AgentTurnActivities:
             tool_calls=[ToolCallRequest(id=c.id, name=c.name, arguments=c.arguments) for c in requested],
             prompt_redactions=redactions,
         )
-        if turn.security is not None and requested:
-            # The arguments are the model's output here; a tool never gets a redacted call.
-            calls_text = "\n".join(call.shown() for call in output.tool_calls)
-            screened = await self._screen(turn, "output", calls_text, findings, verdicts)
-            output.output_action = "block" if screened.action in ("redact", "block") else screened.action
-        elif turn.security is not None:
-            screened = await self._screen(turn, "output", answer, findings, verdicts)
-            output.output_action = screened.action
-            if screened.action in ("redact", "block"):
-                output.content = screened.text_after or WITHHELD
+        await self._screen_answer(turn, output, findings, verdicts)
         output.findings = findings
         if screens_output and not requested:  # text a model wrote before its tool calls is not the answer
             if output.output_action in ("redact", "block"):
@@ -302,6 +293,28 @@ class AgentTurnActivities:
             findings.append(screened.finding(surface, turn.step_id))
         return screened
 
+    async def _screen_answer(
+        self,
+        turn: AgentTurnInput,
+        output: AgentTurnOutput,
+        findings: list[SecurityFinding],
+        verdicts: list[VerdictRecord],
+    ) -> None:
+        """Screen the answer, or the tool calls it asks for, and set ``output_action``; a redacted
+        or blocked answer's content is replaced."""
+        if turn.security is None:
+            return
+        if output.tool_calls:
+            # The arguments are the model's output here; a tool never gets a redacted call.
+            calls_text = "\n".join(call.shown() for call in output.tool_calls)
+            screened = await self._screen(turn, "output", calls_text, findings, verdicts)
+            output.output_action = "block" if screened.action in ("redact", "block") else screened.action
+            return
+        screened = await self._screen(turn, "output", output.content, findings, verdicts)
+        output.output_action = screened.action
+        if screened.action in ("redact", "block"):
+            output.content = screened.text_after or WITHHELD
+
     async def _screen_prompt(
         self, turn: AgentTurnInput, findings: list[SecurityFinding], verdicts: list[VerdictRecord]
     ) -> tuple[str | None, list[PromptPart]]:
@@ -330,14 +343,27 @@ class AgentTurnActivities:
             cursor = await conn.cursor(row_factory=dict_row).execute(
                 "SELECT t.agent, t.model, t.content, t.prompt_tokens, t.completion_tokens, t.finish_reason,"
                 " coalesce(t.tool_calls, '[]'::jsonb) AS tool_calls,"
-                " coalesce(t.output_action, 'allow') AS output_action,"
+                " t.output_action,"
                 " coalesce(c.cost_usd, 0)::float AS cost_usd"
                 " FROM agent_turns t LEFT JOIN cost_ledger c USING (workflow_id, step_id, turn)"
                 " WHERE t.workflow_id = %s AND t.step_id = %s AND t.turn = %s",
                 (turn.workflow_id, turn.step_id, turn.turn),
             )
             row = await cursor.fetchone()
-        return AgentTurnOutput(**row, replayed_from_ledger=True) if row else None
+        if row is None:
+            return None
+        action = row.pop("output_action")
+        recorded = AgentTurnOutput(**row, replayed_from_ledger=True)
+        if action is not None:
+            recorded.output_action = action
+        elif recorded.content == WITHHELD:
+            recorded.output_action = "block"
+        else:
+            # Recorded before migration 0008 kept what screening did: screen the recorded answer
+            # again (its verdict was logged the first time), so a flagged answer still goes to a
+            # person. A redacted answer was recorded redacted.
+            await self._screen_answer(turn, recorded, [], [])
+        return recorded
 
     async def _record(
         self,
