@@ -152,10 +152,10 @@ async def test_efficiency_is_quality_per_dollar(db_pool: AsyncConnectionPool) ->
     cto = by_key[("cto", "m:small")]
     assert cto.avg_quality is None and cto.quality_per_dollar is None
 
-    assert await ledger.set_quality(db_pool, "no-such-workflow", "analysis", 0, 1.0) is False
+    assert await ledger.set_quality(db_pool, "no-such-workflow", "analysis", [0], 1.0) == 0
     wf = _id()
     await ledger.record(db_pool, _turn(tenant, workflow_id=wf, agent="cto", model="m:small", cost=D("0.002")))
-    assert await ledger.set_quality(db_pool, wf, "analysis", 0, 7.0)
+    assert await ledger.set_quality(db_pool, wf, "analysis", [0, 5], 7.0) == 1  # turn 5 was never recorded
     again = await ledger.report(db_pool, tenant=tenant)
     cto = {(e.agent, e.model): e for e in again.efficiency}[("cto", "m:small")]
     assert cto.avg_quality == 7.0 and cto.quality_per_dollar is not None

@@ -401,10 +401,19 @@ async def test_team_answer_is_reviewed_and_passes(
     quality = {"required_sections": ["Summary", "Risks"], "reviewer": {"agent": "reviewer", "threshold": 8}}
     template = custom_template(_team_template(quality=quality))
     async with build_worker(dev_client, settings, resources):
-        result = await (await start(dev_client, settings, template, {}, search_attributes=False)).result()
+        handle = await start(dev_client, settings, template, {}, search_attributes=False)
+        result = await handle.result()
     debate = result.steps[0]
     assert [turn.purpose for turn in result.turns] == ["chat", "chat", "review"]
     assert debate.status == "completed" and debate.score == 10 and debate.revisions == 0
+    # The score is every speaker's: it goes on each one's turn in the ledger (their records).
+    async with resources.pool.connection() as conn:
+        scored = await (await conn.execute(
+            "SELECT agent, quality_score FROM cost_ledger WHERE workflow_id = %s ORDER BY turn", (handle.id,)
+        )).fetchall()
+    speakers = [turn.agent for turn in result.turns[:2]]
+    assert len(set(speakers)) == 2
+    assert scored == [(speakers[0], 10.0), (speakers[1], 10.0), ("reviewer", None)]
 
 
 async def test_team_answer_below_the_reviewer_threshold_is_revised_then_fails(

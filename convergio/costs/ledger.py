@@ -67,15 +67,15 @@ def insert_params(turn_cost: TurnCost) -> tuple[Any, ...]:
 
 
 async def set_quality(
-    pool: AsyncConnectionPool, workflow_id: str, step_id: str, turn: int, score: float
-) -> bool:
-    """Attach a judged quality score to a recorded turn; ``False`` if there is no such row."""
+    pool: AsyncConnectionPool, workflow_id: str, step_id: str, turns: list[int], score: float
+) -> int:
+    """Attach a judged quality score to recorded turns; how many of them were found."""
     async with pool.connection() as conn:
         cursor = await conn.execute(
-            "UPDATE cost_ledger SET quality_score = %s WHERE workflow_id = %s AND step_id = %s AND turn = %s",
-            (score, workflow_id, step_id, turn),
+            "UPDATE cost_ledger SET quality_score = %s WHERE workflow_id = %s AND step_id = %s AND turn = ANY(%s)",
+            (score, workflow_id, step_id, turns),
         )
-        return cursor.rowcount == 1
+        return cursor.rowcount
 
 
 # --------------------------------------------------------------------------- the report

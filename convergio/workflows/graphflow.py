@@ -361,7 +361,7 @@ class GraphFlowWorkflow:
             state.output = output.content
             state.agents.append(agent_name)
             problems = output_problems(output.content, step.quality)
-            problems += await self._review(step, output.content, answer_turn=self._last_record(step.id).turn)
+            problems += await self._review(step, output.content, answer_turns=[self._last_record(step.id).turn])
             state.quality_notes = problems
             if not problems:
                 return
@@ -370,7 +370,10 @@ class GraphFlowWorkflow:
                 feedback = "Fix: " + "; ".join(problems)
         raise StepFailed("quality check failed: " + "; ".join(state.quality_notes))
 
-    async def _review(self, step: StepSpec, draft: str, *, answer_turn: int) -> list[str]:
+    async def _review(self, step: StepSpec, draft: str, *, answer_turns: list[int]) -> list[str]:
+        """The reviewer's verdict on a draft; its score goes on the ledger rows of the turns that
+        wrote it (``answer_turns``, the last one the answer itself), for quality per dollar and
+        the agents' records."""
         quality = step.quality
         if quality is None or quality.reviewer is None:
             return []
@@ -382,7 +385,8 @@ class GraphFlowWorkflow:
         if score is not None and _patched(QUALITY_PATCH):
             await workflow.execute_activity_method(
                 QualityActivities.record_quality,
-                QualityScore(workflow_id=workflow.info().workflow_id, step_id=step.id, turn=answer_turn, score=score),
+                QualityScore(workflow_id=workflow.info().workflow_id, step_id=step.id, turn=answer_turns[-1],
+                             also_turns=answer_turns[:-1], score=score),
                 summary=f"quality {score:g}/10 · {step.label}",
                 start_to_close_timeout=timedelta(seconds=30),
             )
@@ -406,13 +410,13 @@ class GraphFlowWorkflow:
             # A revision starts from the answer it revises, as the message of the agent who wrote it.
             author = state.agents[-1] if state.agents else "user"
             revised = [TranscriptMessage(source=author, content=state.output or "")] if feedback else []
-            await self._team_chat(
+            speakers = await self._team_chat(
                 step, f"{instruction}\n\n{feedback}" if feedback else instruction, [*context, *revised]
             )
             problems = output_problems(state.output or "", step.quality)
             if not problems and _reviewed(step) and workflow.patched(TEAM_QUALITY_PATCH):
-                answer_turn = self._last_record(step.id).turn
-                problems = await self._review(step, state.output or "", answer_turn=answer_turn)
+                # Every agent who spoke wrote the answer: each one's last turn gets the score.
+                problems = await self._review(step, state.output or "", answer_turns=list(speakers.values()))
             state.quality_notes = problems
             if not problems or step.quality is None:
                 return
@@ -423,12 +427,16 @@ class GraphFlowWorkflow:
             break
         raise StepFailed("team did not reach the quality bar: " + "; ".join(state.quality_notes))
 
-    async def _team_chat(self, step: StepSpec, instruction: str, transcript: list[TranscriptMessage]) -> None:
-        """A durable group chat: the composite-score selector picks each next speaker."""
+    async def _team_chat(
+        self, step: StepSpec, instruction: str, transcript: list[TranscriptMessage]
+    ) -> dict[str, int]:
+        """A durable group chat: the composite-score selector picks each next speaker. Returns
+        who spoke, each with their last turn, the last speaker last."""
         assert self._run is not None
         state = self._steps[step.id]
         members = [self._run.agents[name] for name in step.participants]
         speakers: list[str] = []
+        last_turns: dict[str, int] = {}
         for _ in range(step.max_turns):
             chosen = select_speaker(
                 members,
@@ -443,6 +451,8 @@ class GraphFlowWorkflow:
             )
             output = await self._turn(step, chosen.agent, instruction, transcript, purpose="chat")
             speakers.append(chosen.agent)
+            last_turns.pop(chosen.agent, None)
+            last_turns[chosen.agent] = self._last_record(step.id).turn
             state.agents.append(chosen.agent)
             transcript.append(TranscriptMessage(source=chosen.agent, content=output.content))
             state.transcript = [TranscriptMessage(source="user", content=instruction), *transcript]
@@ -452,6 +462,7 @@ class GraphFlowWorkflow:
                 break
             if step.quality and not output_problems(output.content, step.quality) and len(speakers) >= 2:
                 break
+        return last_turns
 
     async def _tool_step(self, step: StepSpec) -> None:
         state = self._steps[step.id]
