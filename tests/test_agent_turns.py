@@ -208,7 +208,9 @@ async def test_a_retried_blocked_tool_call_stays_blocked(
 async def forget_output_action(pool: Any, workflow_id: str) -> None:
     """The turn as code from before migration 0008 recorded it: without what screening did."""
     async with pool.connection() as conn:
-        await conn.execute("UPDATE agent_turns SET output_action = NULL WHERE workflow_id = %s", (workflow_id,))
+        await conn.execute(
+            "UPDATE agent_turns SET output_action = NULL WHERE workflow_id = %s", (workflow_id,)
+        )
 
 
 async def test_a_turn_recorded_before_output_actions_keeps_its_verdict_on_retry(
@@ -222,9 +224,10 @@ async def test_a_turn_recorded_before_output_actions_keeps_its_verdict_on_retry(
 
     activities = AgentTurnActivities(settings, resources.pool, resources.events, resources.meter(settings))
     key = "AKIAIOSFODNN7EXAMPLE"
+    leaky = f"{TASK} Our AWS key is {key}."
     cases = [
-        (SecurityPolicy(on_block="approval", surfaces=["output"]), tool_turn(f"{TASK} Our AWS key is {key}.", tools=[])),
-        (SecurityPolicy(on_block="block", surfaces=["output"]), tool_turn(f"{TASK} Our AWS key is {key}.", tools=[])),
+        (SecurityPolicy(on_block="approval", surfaces=["output"]), tool_turn(leaky, tools=[])),
+        (SecurityPolicy(on_block="block", surfaces=["output"]), tool_turn(leaky, tools=[])),
         (SecurityPolicy(on_block="block", surfaces=["output"]),
          tool_turn(TOOL_TASK.format(extra=f' and currency: "{key}"'))),
     ]

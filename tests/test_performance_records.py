@@ -87,3 +87,35 @@ async def test_the_cli_starts_on_the_profiles_when_the_database_is_down(
     run = build_run_input(template, STRATEGIC_INPUTS, default_catalog(), tenant="default", model=None)
     assert await _with_performance_records(down, run) == run
     assert "performance records not read" in capsys.readouterr().err
+
+
+async def test_the_api_starts_on_the_profiles_when_the_records_query_fails(
+    dev_client: Client, settings: Settings, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database without the ledger (the query fails for real): the run still starts, with the
+    agents' profile values, and the failure is logged."""
+    import psycopg
+    from psycopg import sql
+
+    from convergio.api.app import create_app
+    from tests.test_api import auth_settings, headers
+
+    empty = f"empty_{uuid.uuid4().hex[:8]}"
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(empty)))
+    app = create_app(auth_settings(settings, database_url=postgres_url.rsplit("/", 1)[0] + f"/{empty}"))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://convergio.test", headers=headers("admin")
+    ) as client:
+        response = await client.post(
+            "/workflows", json={"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS}
+        )
+    assert response.status_code == 202, response.text
+    assert "performance records not read (UndefinedTable)" in caplog.text
+    handle = dev_client.get_workflow_handle(response.json()["workflow_id"])
+    started = [event async for event in handle.fetch_history_events()][0]
+    payload = started.workflow_execution_started_event_attributes.input.payloads[0]
+    run = GraphFlowInput.model_validate_json(payload.data)
+    catalog = default_catalog()
+    assert all(agent.performance == catalog.get(name).performance for name, agent in run.agents.items())
+    await handle.terminate("test done")

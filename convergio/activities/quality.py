@@ -30,5 +30,7 @@ class QualityActivities:
     async def record_quality(self, quality: QualityScore) -> bool:
         """Were all those turns found in the ledger?"""
         turns = {quality.turn, *quality.also_turns}
-        found = await ledger.set_quality(self._pool, quality.workflow_id, quality.step_id, sorted(turns), quality.score)
+        found = await ledger.set_quality(
+            self._pool, quality.workflow_id, quality.step_id, sorted(turns), quality.score
+        )
         return found == len(turns)

@@ -72,7 +72,8 @@ async def set_quality(
     """Attach a judged quality score to recorded turns; how many of them were found."""
     async with pool.connection() as conn:
         cursor = await conn.execute(
-            "UPDATE cost_ledger SET quality_score = %s WHERE workflow_id = %s AND step_id = %s AND turn = ANY(%s)",
+            "UPDATE cost_ledger SET quality_score = %s"
+            " WHERE workflow_id = %s AND step_id = %s AND turn = ANY(%s)",
             (score, workflow_id, step_id, turns),
         )
         return cursor.rowcount

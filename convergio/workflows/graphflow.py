@@ -361,7 +361,8 @@ class GraphFlowWorkflow:
             state.output = output.content
             state.agents.append(agent_name)
             problems = output_problems(output.content, step.quality)
-            problems += await self._review(step, output.content, answer_turns=[self._last_record(step.id).turn])
+            answer_turns = [self._last_record(step.id).turn]
+            problems += await self._review(step, output.content, answer_turns=answer_turns)
             state.quality_notes = problems
             if not problems:
                 return
