@@ -135,7 +135,10 @@ class AgentTurnInput(Contract):
     context: list[TranscriptMessage] = Field(default_factory=list)
     budget: TurnBudget | None = Field(default=None, description="Unset: the turn is not metered (tests only).")
     security: SecurityPolicy | None = Field(default=None, description="Unset: the turn is not screened.")
-    security_approved: bool = Field(default=False, description="A person let a flagged instruction through.")
+    security_approved: bool = Field(
+        default=False,
+        description="A person let a held prompt through (not screened again; redacted as before).",
+    )
     run_cost_usd: float = Field(default=0.0, ge=0, description="What the run spent before this turn.")
     handoff_from: str | None = Field(default=None, description="The agent that spoke before, in a group chat.")
     tools: list[str] = Field(default_factory=list, description="Registered tools the agent may ask to run.")
@@ -145,7 +148,8 @@ class AgentTurnInput(Contract):
     )
     prompt_redactions: list[PromptPart] = Field(
         default_factory=list,
-        description="After tool rounds: what the answer's first model call redacted, to redact again.",
+        description="After tool rounds or an approved hold: what the answer's first model call redacted "
+        "(or would have), to redact again.",
     )
 
 

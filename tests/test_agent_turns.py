@@ -163,10 +163,10 @@ async def run_then_retry(
     return first, await env.run(activities.run_agent_turn, turn)
 
 
-def tool_turn(task: str, **fields: Any) -> AgentTurnInput:
+def tool_turn(task: str, tools: tuple[str, ...] = ("financial_model",), **fields: Any) -> AgentTurnInput:
     return AgentTurnInput(
         workflow_id=f"wf-{uuid.uuid4()}", step_id="answer", turn=1,
-        request=AgentTurnRequest(task=task, agent=CFO), **{"tools": ["financial_model"], **fields},
+        request=AgentTurnRequest(task=task, agent=CFO), tools=list(tools), **fields,
     )
 
 
@@ -226,11 +226,12 @@ async def test_a_turn_recorded_before_output_actions_keeps_its_verdict_on_retry(
     key = "AKIAIOSFODNN7EXAMPLE"
     leaky = f"{TASK} Our AWS key is {key}."
     cases = [
-        (SecurityPolicy(on_block="approval", surfaces=["output"]), tool_turn(leaky, tools=[])),
-        (SecurityPolicy(on_block="block", surfaces=["output"]), tool_turn(leaky, tools=[])),
+        (SecurityPolicy(on_block="approval", surfaces=["output"]), tool_turn(leaky, tools=())),
+        (SecurityPolicy(on_block="block", surfaces=["output"]), tool_turn(leaky, tools=())),
         (SecurityPolicy(on_block="block", surfaces=["output"]),
          tool_turn(TOOL_TASK.format(extra=f' and currency: "{key}"'))),
     ]
+    retried = []
     for policy, turn in cases:
         turn.security = policy
         env = ActivityEnvironment()
@@ -241,9 +242,12 @@ async def test_a_turn_recorded_before_output_actions_keeps_its_verdict_on_retry(
         assert second.replayed_from_ledger
         assert first.output_action == second.output_action == policy.on_block
         assert second.content == first.content and second.tool_calls == first.tool_calls
-    withheld = await env.run(activities.run_agent_turn, cases[1][1])
-    assert withheld.content == WITHHELD and withheld.output_action == "block"
-    assert first.tool_calls  # the last case is a tool call
+        retried.append(second)
+    assert key in retried[0].content  # flagged, shown to the person who decides
+    assert retried[1].content == WITHHELD  # known blocked without screening again
+    assert retried[2].tool_calls and retried[2].content == ""
+    # Screened again, the answer brings its finding for the person reviewing it.
+    assert [[f.surface for f in r.findings] for r in retried] == [["output"], [], ["output"]]
 
 
 def test_the_budget_estimate_counts_the_offered_tools_schemas() -> None:

@@ -104,18 +104,24 @@ async def test_the_api_starts_on_the_profiles_when_the_records_query_fails(
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
         await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(empty)))
     app = create_app(auth_settings(settings, database_url=postgres_url.rsplit("/", 1)[0] + f"/{empty}"))
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://convergio.test", headers=headers("admin")
-    ) as client:
-        response = await client.post(
-            "/workflows", json={"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS}
-        )
+    try:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://convergio.test", headers=headers("admin")
+        ) as client:
+            response = await client.post(
+                "/workflows", json={"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS}
+            )
+    finally:
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+            await conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(empty)))
     assert response.status_code == 202, response.text
-    assert "performance records not read (UndefinedTable)" in caplog.text
     handle = dev_client.get_workflow_handle(response.json()["workflow_id"])
-    started = [event async for event in handle.fetch_history_events()][0]
-    payload = started.workflow_execution_started_event_attributes.input.payloads[0]
-    run = GraphFlowInput.model_validate_json(payload.data)
-    catalog = default_catalog()
-    assert all(agent.performance == catalog.get(name).performance for name, agent in run.agents.items())
-    await handle.terminate("test done")
+    try:
+        assert "performance records not read (UndefinedTable)" in caplog.text
+        started = [event async for event in handle.fetch_history_events()][0]
+        payload = started.workflow_execution_started_event_attributes.input.payloads[0]
+        run = GraphFlowInput.model_validate_json(payload.data)
+        catalog = default_catalog()
+        assert all(agent.performance == catalog.get(name).performance for name, agent in run.agents.items())
+    finally:
+        await handle.terminate("test done")

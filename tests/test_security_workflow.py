@@ -3,6 +3,7 @@ and every verdict is logged in PostgreSQL and shown in the run's result."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -78,3 +79,84 @@ async def test_a_secret_in_an_answer_is_redacted_and_reported(
             "SELECT surface, action FROM security_verdicts WHERE workflow_id = %s ORDER BY id", (handle.id,)
         )).fetchall()
     assert ("output", "redact") in surfaces
+
+
+SECRET = "AKIAIOSFODNN7EXAMPLE"
+IBAN_BRIEF = "Pay the supplier to IBAN DE89 3704 0044 0532 0130 00 by Friday."  # flagged, not blocked
+
+
+@pytest.fixture
+def note_tool(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A tool step whose output (unscreened, as every tool output) carries the secret into the
+    context of the step after it."""
+    from pydantic import BaseModel
+
+    from convergio.tools import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    class NoteInput(BaseModel):
+        text: str
+
+    class NoteOutput(BaseModel):
+        summary: str
+
+    @registry.register_tool("note_for_tests", "Return the note.")
+    def note(params: NoteInput) -> NoteOutput:
+        return NoteOutput(summary=params.text)
+
+    return "note_for_tests"
+
+
+def secret_in_context_template(on_block: str, tool: str) -> dict[str, Any]:
+    data = template({"on_flag": "approval", "on_block": on_block, "approvers": ["security_officer"],
+                     "surfaces": ["instruction", "context", "output"]})
+    data["steps"] = [
+        {"id": "note", "kind": "tool", "tool": tool, "title": "Note",
+         "arguments": {"text": f"Deployment notes: the deploy key is {SECRET}."}},
+        {**data["steps"][0], "depends_on": ["note"]},
+    ]
+    return data
+
+
+async def test_a_flagged_instruction_does_not_hide_a_blocked_context(
+    dev_client: Client, settings: Settings, resources: WorkerResources, note_tool: str
+) -> None:
+    """The instruction is only flagged, the context it brings has a secret: the whole prompt is
+    screened, so the turn is blocked at once instead of waiting for a person to approve the
+    instruction and then sending the context to the model unscreened."""
+    template_ = custom_template(secret_in_context_template("block", note_tool))
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template_, {"brief": IBAN_BRIEF})
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(handle.result(), 60)
+        assert await handle.query(GraphFlowWorkflow.pending_approvals) == []
+    assert "security: blocked" in str(failure.value.cause)
+
+
+async def test_the_approved_prompt_is_sent_redacted_as_screened(
+    dev_client: Client, settings: Settings, resources: WorkerResources, db_pool, note_tool: str
+) -> None:
+    """A person approves the flagged instruction; the context's secret, which the policy
+    redacts, stays redacted in the call they approved: the model never sees it."""
+    template_ = custom_template(secret_in_context_template("redact", note_tool))
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template_, {"brief": IBAN_BRIEF})
+        gate = await wait_for_gate(handle, "security_1")
+        assert "IBAN" in gate.under_review
+        await handle.signal(GraphFlowWorkflow.approve, decision("security_1", role="security_officer"))
+        result = await asyncio.wait_for(handle.result(), 60)
+    answer = result.steps[1].output or ""
+    assert "[REDACTED" in answer and SECRET not in answer
+    async with db_pool.connection() as conn:
+        verdicts = await (await conn.execute(
+            "SELECT surface, decision, action FROM security_verdicts"
+            " WHERE workflow_id = %s AND surface <> 'input' ORDER BY id", (handle.id,)
+        )).fetchall()
+    # The prompt was screened once (the approved call is not screened again) ...
+    assert [(surface, action) for surface, _, action in verdicts] == [
+        ("instruction", "approval"), ("context", "redact"), ("output", "redact")
+    ]
+    # ... and the answer the model wrote from it has the IBAN the person approved, not the key.
+    reasons = [r for f in result.security if f.surface == "output" for r in f.reasons]
+    assert any("ex.iban" in r for r in reasons) and not any("ex.aws_key" in r for r in reasons)

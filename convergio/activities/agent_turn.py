@@ -137,18 +137,20 @@ class AgentTurnActivities:
         findings: list[SecurityFinding] = []
         verdicts: list[VerdictRecord] = []  # written with the turn, in one transaction
         redactions: list[PromptPart] = []
-        if turn.tool_rounds:
-            # Later rounds of an answer: its first model call screened the prompt, recorded the
-            # verdicts, and a hold stopped it there. The workflow sends the prompt as written, so
-            # what that call redacted is redacted again, with the same rules (no second verdict).
+        if turn.tool_rounds or turn.security_approved:
+            # Later calls of an answer (tool rounds, or the call after a person approved a held
+            # prompt): the first call screened the prompt and recorded the verdicts. The workflow
+            # sends the prompt as written, so what that call redacted is redacted again, with the
+            # same rules (no second verdict).
             redactions = _redact_again(turn)
-        elif turn.security is not None and not turn.security_approved:
+        elif turn.security is not None:
             hold, redactions = await self._screen_prompt(turn, findings, verdicts)
             if hold is not None:
                 await self._record(verdicts)
                 return AgentTurnOutput(
                     agent=request.agent.name, model=label, content="", prompt_tokens=0, completion_tokens=0,
                     finish_reason="security", security_hold=hold, findings=findings,
+                    prompt_redactions=redactions,
                 )
 
         with span("budget.reserve", model=label, tenant=request.tenant) as reserve_span:
@@ -319,24 +321,32 @@ class AgentTurnActivities:
         self, turn: AgentTurnInput, findings: list[SecurityFinding], verdicts: list[VerdictRecord]
     ) -> tuple[str | None, list[PromptPart]]:
         """Screen the instruction and the context it brings: the action that holds the turn, if
-        any, and what was redacted (a redacted instruction or context is passed on redacted)."""
+        any, and what was redacted (a redacted instruction or context is passed on redacted).
+
+        A flagged instruction does not end the screening: the person approving the prompt must
+        see what the context holds too, and the call they approve redacts what was redacted."""
         redacted: list[PromptPart] = []
+        hold: str | None = None
         screened = await self._screen(turn, "instruction", turn.request.task, findings, verdicts)
-        if screened.action in ("approval", "block"):
-            return screened.action, redacted
-        if screened.action == "redact" and screened.text_after is not None:
+        if screened.action == "block":
+            return "block", redacted
+        if screened.action == "approval":
+            hold = "approval"
+        elif screened.action == "redact" and screened.text_after is not None:
             turn.request.task = screened.text_after
             redacted.append("instruction")
         if turn.context:
             parts = [message.content for message in turn.context]
             screened = await self._screen(turn, "context", "\n\n".join(parts), findings, verdicts, parts=parts)
-            if screened.action in ("approval", "block"):
-                return screened.action, redacted
-            if screened.action == "redact":
+            if screened.action == "block":
+                return "block", redacted
+            if screened.action == "approval":
+                hold = "approval"
+            elif screened.action == "redact":
                 for message in turn.context:
                     message.content = redact(message.content)
                 redacted.append("context")
-        return None, redacted
+        return hold, redacted
 
     async def _recorded_turn(self, turn: AgentTurnInput) -> AgentTurnOutput | None:
         async with self._pool.connection() as conn:
@@ -360,9 +370,9 @@ class AgentTurnActivities:
             recorded.output_action = "block"
         else:
             # Recorded before migration 0008 kept what screening did: screen the recorded answer
-            # again (its verdict was logged the first time), so a flagged answer still goes to a
-            # person. A redacted answer was recorded redacted.
-            await self._screen_answer(turn, recorded, [], [])
+            # again (its verdict was logged the first time, so it is not logged twice), so that a
+            # flagged answer still goes to a person. A redacted answer was recorded redacted.
+            await self._screen_answer(turn, recorded, recorded.findings, [])
         return recorded
 
     async def _record(

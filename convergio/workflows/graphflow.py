@@ -116,6 +116,14 @@ ALL_CHANGES_V1 = "graphflow-all-changes-v1"
 # team steps before their answer was reviewed (quality.reviewer) and revised (max_revisions)
 # like an agent step's. Only runs that reach such a review or revision record this marker.
 TEAM_QUALITY_PATCH = "team-quality-v1"
+# ... and before a blocked answer to a prompt a person approved failed the step (it went on).
+# Only runs whose approved call is blocked record this marker.
+APPROVED_PROMPT_BLOCK_PATCH = "approved-prompt-block-v1"
+
+
+def _reasons(output: AgentTurnOutput) -> str:
+    """What screening found in a turn, for a failure message or a person's review."""
+    return "; ".join(r for f in output.findings for r in f.reasons[:2]) or "flagged"
 
 
 def _patched(change: str) -> bool:
@@ -644,7 +652,7 @@ class GraphFlowWorkflow:
         """Apply the template's security policy to what screening found in the turn."""
         assert self._run is not None
         spec = self._run.template.security
-        reasons = "; ".join(r for f in output.findings for r in f.reasons[:2]) or "flagged"
+        reasons = _reasons(output)
         if output.security_hold == "block" or output.output_action == "block":
             raise StepFailed(f"security: blocked ({reasons})")
         if output.security_hold == "approval":
@@ -654,9 +662,13 @@ class GraphFlowWorkflow:
             )
             if decision.outcome != "approve":
                 raise StepFailed(f"security: instruction not approved ({reasons})")
+            # The approved call redacts what screening redacted in the held prompt.
             output = await self._call_model(
-                step, agent_name, task, context, purpose, model=model, security_approved=True, rounds=rounds
+                step, agent_name, task, context, purpose, model=model, security_approved=True, rounds=rounds,
+                redactions=output.prompt_redactions,
             )
+            if output.output_action == "block" and workflow.patched(APPROVED_PROMPT_BLOCK_PATCH):
+                raise StepFailed(f"security: blocked ({_reasons(output)})")
         if output.output_action == "approval":
             decision = await self._gate(
                 step, gate_id=f"security_{self._turn_counter}", roles=spec.approvers,
