@@ -160,3 +160,28 @@ async def test_the_approved_prompt_is_sent_redacted_as_screened(
     # ... and the answer the model wrote from it has the IBAN the person approved, not the key.
     reasons = [r for f in result.security if f.surface == "output" for r in f.reasons]
     assert any("ex.iban" in r for r in reasons) and not any("ex.aws_key" in r for r in reasons)
+
+
+async def test_a_blocked_answer_to_an_approved_prompt_fails_the_step(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    """The person approved a flagged instruction (one IBAN); the answer repeats the IBAN until
+    the guardian blocks it. The approval covered the prompt, not the answer: the step fails
+    instead of going on with a withheld answer. The decision replays."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.worker import Replayer
+
+    from convergio.workers.worker import WORKFLOWS
+
+    policy = {"on_flag": "approval", "on_block": "block", "approvers": ["security_officer"],
+              "surfaces": ["instruction", "output"]}
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, custom_template(template(policy)), {"brief": IBAN_BRIEF})
+        await wait_for_gate(handle, "security_1")
+        await handle.signal(GraphFlowWorkflow.approve, decision("security_1", role="security_officer"))
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(handle.result(), 60)
+        history = await handle.fetch_history()
+    assert "security: blocked" in str(failure.value.cause) and "ex.iban" in str(failure.value.cause)
+    replay = await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)
+    assert replay.replay_failure is None
