@@ -183,5 +183,5 @@ async def test_a_blocked_answer_to_an_approved_prompt_fails_the_step(
             await asyncio.wait_for(handle.result(), 60)
         history = await handle.fetch_history()
     assert "security: blocked" in str(failure.value.cause) and "ex.iban" in str(failure.value.cause)
-    replay = await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)
-    assert replay.replay_failure is None
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    assert (await replayer.replay_workflow(history)).replay_failure is None
