@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     local_threads: int | None = Field(
         default=None, ge=1, le=256, description="CPU threads of the local model. Unset: half the cores."
     )
+    run_models: list[str] = Field(
+        default_factory=lambda: ["offline"],
+        description="Models a run started through the API may ask for (the request's model, a stored "
+        "template's budget.downgrade_model) besides CONVERGIO_MODEL, as a JSON list. A model setting names "
+        "where prompts and the provider's API key go, so nothing else is accepted from callers.",
+    )
     offline_latency_ms: int = Field(
         default=0, ge=0, le=60_000, description="Simulated answer time of the offline model, in milliseconds."
     )

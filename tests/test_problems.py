@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest_asyncio
 from psycopg_pool import AsyncConnectionPool
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from convergio.api.app import create_app
@@ -124,6 +126,30 @@ async def test_oversized_payloads_get_413_and_nothing_is_started(
             await conn.execute("SELECT count(*) FROM custom_templates WHERE name = 'too-big'")
         ).fetchone()
     assert rows == (0,)
+
+
+async def test_a_run_may_only_ask_for_a_listed_model(
+    api: httpx.AsyncClient, settings: Settings, dev_client: Client
+) -> None:
+    """A model setting says where prompts and the server's API key go: callers pick only among
+    CONVERGIO_MODEL and CONVERGIO_RUN_MODELS, for a run and for a stored template's downgrade."""
+    before = await _runs(api, "default")
+    for model in ("openai-compatible:https://attacker.example/v1#x", "local:/etc/passwd", "openai:gpt-4o"):
+        run = {"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS, "model": model}
+        body = assert_problem(await api.post("/workflows", json=run), 422, "validation-error")
+        assert body["errors"][0]["loc"] == ["body", "model"] and "CONVERGIO_RUN_MODELS" in body["detail"]
+    assert await _runs(api, "default") == before
+    template = {
+        "name": f"downgrading-{uuid.uuid4().hex[:8]}", "version": 1,
+        "budget": {"on_breach": "downgrade", "downgrade_model": "openai-compatible:http://10.0.0.1/v1#x"},
+        "steps": [{"id": "a", "agent": "cfo", "instruction": "Assess."}],
+    }
+    body = assert_problem(await api.post("/templates", json=template), 422, "validation-error")
+    assert body["errors"][0]["loc"] == ["body", "budget", "downgrade_model"]
+    listed = {"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS, "model": settings.model}
+    started = await api.post("/workflows", json=listed)
+    assert started.status_code == 202, started.text
+    await dev_client.get_workflow_handle(started.json()["workflow_id"]).terminate("test done")
 
 
 async def test_oversized_fields_within_the_body_limit_are_422(api: httpx.AsyncClient) -> None:

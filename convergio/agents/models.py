@@ -77,6 +77,12 @@ def parse_model_setting(value: str) -> ModelSpec:
     return ModelSpec(provider=provider, model=rest.strip())  # type: ignore[arg-type]
 
 
+def run_model_allowed(settings: Settings, model: str) -> bool:
+    """May a caller of the API run on ``model``? Only CONVERGIO_MODEL and CONVERGIO_RUN_MODELS:
+    an ``openai-compatible:<url>`` would otherwise send prompts and the server's key anywhere."""
+    return model.strip() in {settings.model, *(choice.strip() for choice in settings.run_models)}
+
+
 def _require(value: str | None, setting: str, spec: ModelSpec) -> str:
     if not value:
         raise ModelConfigError(f"{setting} is not set; CONVERGIO_MODEL={spec.label} needs it")

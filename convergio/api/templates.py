@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field
 
 from convergio.api import template_store
 from convergio.api.auth import Operator, Viewer
-from convergio.api.deps import CatalogDep, DbDep, RegistryDep
+from convergio.api.deps import CatalogDep, DbDep, RegistryDep, SettingsDep
+from convergio.api.model_choice import refuse_unlisted_model
 from convergio.api.problems import ProblemError, problem_responses
 from convergio.graphflow.loader import parse_template
 from convergio.graphflow.template import InputSpec, Template
@@ -157,6 +158,7 @@ async def list_templates(principal: Viewer, registry: RegistryDep, db: DbDep) ->
 async def register_template(
     principal: Operator,
     response: Response,
+    settings: SettingsDep,
     db: DbDep,
     catalog: CatalogDep,
     registry: RegistryDep,
@@ -181,6 +183,7 @@ async def register_template(
             "; ".join(str(p) for p in exc.problems)[:2000],
             errors=errors,
         ) from None
+    refuse_unlisted_model(settings, template.budget.downgrade_model, ["body", "budget", "downgrade_model"])
     if template.name in registry.names():
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"'{template.name}' is a shipped template; choose another name"

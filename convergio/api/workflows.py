@@ -38,6 +38,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from convergio.api import template_store
 from convergio.api.auth import Operator, Principal, StreamViewer, Viewer, authenticate
 from convergio.api.deps import CatalogDep, DbDep, RegistryDep, SettingsDep, TemporalDep
+from convergio.api.model_choice import refuse_unlisted_model
 from convergio.api.problems import problem_responses
 from convergio.api.rate_limit import enforce_rate_limit
 from convergio.events import AgentEvent, stream_key
@@ -227,6 +228,7 @@ async def start_workflow(
     ] = None,
 ) -> TemplateRunStarted:
     tenant = _run_tenant(principal, request.tenant)
+    refuse_unlisted_model(settings, request.model, ["body", "model"])
     try:
         try:
             template = registry.get(request.template, request.version)
@@ -235,6 +237,10 @@ async def start_workflow(
                 template = await template_store.get(db, tenant, request.template, request.version)
             except KeyError as custom_error:
                 raise (custom_error if custom_error.args[0] != request.template else shipped_error) from None
+            # Stored before the operator narrowed CONVERGIO_RUN_MODELS, perhaps.
+            refuse_unlisted_model(
+                settings, template.budget.downgrade_model, ["body", "template", "budget", "downgrade_model"]
+            )
         run = build_run_input(
             template, request.inputs, catalog, tenant=tenant, model=request.model, settings=settings
         )
