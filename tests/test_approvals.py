@@ -130,6 +130,26 @@ async def test_workflow_sla_escalates_pending_gates(
     assert {s.id: s.status for s in result.steps}["publish"] == "completed"
 
 
+async def test_an_empty_escalation_chain_only_warns(
+    time_skipping_env: WorkflowEnvironment, ts_settings: Settings, resources: WorkerResources, redis_client
+) -> None:
+    """``escalation: []`` on a step and on the run: past the SLA nothing escalates (the step's
+    SLA still warns), and the gate waits for its person."""
+    client = time_skipping_env.client
+    data = gated_template({"sla": "1h", "escalation": []}, sla={"total": "2h", "escalation": []})
+    async with build_worker(client, ts_settings, resources):
+        handle = await _start(client, ts_settings, data)
+        await wait_for_gate(handle, "sign_off")
+        await time_skipping_env.sleep(timedelta(hours=3))
+        await wait_for_gate(handle, "sign_off")  # still waiting, the run alive
+        await handle.signal(GraphFlowWorkflow.approve, decision("sign_off", role="executive"))
+        result = await asyncio.wait_for(finish(time_skipping_env, handle), 60)
+    assert [entry for entry in result.audit if entry.kind == "escalation"] == []
+    assert {s.id: s.status for s in result.steps}["publish"] == "completed"
+    events = await EventPublisher(redis_client).read(handle.id)
+    assert [e.step_id for e in events if e.type == "sla_warning"] == ["sign_off"]
+
+
 async def test_decision_sent_while_the_worker_is_down_is_honoured(
     time_skipping_env: WorkflowEnvironment, ts_settings: Settings, resources: WorkerResources
 ) -> None:

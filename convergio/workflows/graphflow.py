@@ -121,6 +121,12 @@ TEAM_QUALITY_PATCH = "team-quality-v1"
 APPROVED_PROMPT_BLOCK_PATCH = "approved-prompt-block-v1"
 
 
+def _escalation_waits(sla: timedelta, chain: list[EscalationSpec]) -> list[timedelta]:
+    """How long before each link of an escalation chain runs, each after the one before it (the
+    first counted from the start, so past the SLA by its ``after``)."""
+    return [sla + chain[0].after, *(link.after for link in chain[1:])] if chain else []
+
+
 def _reasons(output: AgentTurnOutput) -> str:
     """What screening found in a turn, for a failure message or a person's review."""
     return "; ".join(r for f in output.findings for r in f.reasons[:2]) or "flagged"
@@ -879,12 +885,13 @@ class GraphFlowWorkflow:
 
     # ------------------------------------------------------------------ SLAs
     async def _within_sla(self, step: StepSpec, work: Any) -> None:
-        """Run ``work``; past the step's SLA, run its escalation chain link by link."""
+        """Run ``work``; past the step's SLA, run its escalation chain link by link (an empty
+        chain: the SLA only warns)."""
         task = asyncio.ensure_future(work)
         if step.sla is None or not _patched(SLA_PATCH):
             await task
             return
-        waits = [step.sla + step.escalation[0].after] + [link.after for link in step.escalation[1:]]
+        waits = _escalation_waits(step.sla, step.escalation)
         if _patched(EVENTS_PATCH):
             warn_after = step.sla * SLA_WARNING_AT
             await workflow.wait([task], timeout=warn_after.total_seconds())
@@ -895,7 +902,8 @@ class GraphFlowWorkflow:
                 "sla_warning", step.id, step=step.label, sla_s=step.sla.total_seconds(),
                 remaining_s=(step.sla - warn_after).total_seconds(),
             )
-            waits[0] -= warn_after
+            if waits:
+                waits[0] -= warn_after
         for link, wait in zip(step.escalation, waits):
             if wait.total_seconds() > 0:
                 await workflow.wait([task], timeout=wait.total_seconds())
@@ -923,8 +931,7 @@ class GraphFlowWorkflow:
         if sla.total is None or not _patched(SLA_PATCH):
             return
         chain = sla.escalation
-        waits = [sla.total + chain[0].after] + [link.after for link in chain[1:]]
-        for link, wait in zip(chain, waits):
+        for link, wait in zip(chain, _escalation_waits(sla.total, chain)):
             await workflow.sleep(wait)
             await self._escalate(link, f"SLA of {_human(sla.total)} for the whole run breached", None, None)
 
