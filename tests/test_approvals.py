@@ -248,3 +248,14 @@ async def wait_for_gate_round(handle: Any, gate_id: str, round_: int) -> Any:
         first = first or gates
         await asyncio.sleep(0.1)
     raise AssertionError("the gate never reopened")
+
+
+def test_every_gate_id_a_template_can_make_can_be_decided() -> None:
+    """Escalation and input-security gates are named after the longest step ids and input
+    names a template may have; a decision (signal and API) must be able to name them."""
+    from convergio.graphflow.run_models import ApprovalDecision
+    from convergio.graphflow.validation import MAX_INPUT_NAME
+
+    step_id = "s" * 64  # the longest the template's id pattern allows
+    for gate_id in (f"{step_id}__escalation", f"security_input_{'i' * MAX_INPUT_NAME}"):
+        assert ApprovalDecision(gate_id=gate_id, approver="ada", role="operator").gate_id == gate_id

@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest_asyncio
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+import redis.exceptions
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -32,6 +34,16 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     @app.get("/test-only/temporal-down", include_in_schema=False)
     async def temporal_down() -> None:
         raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
+
+    @app.get("/test-only/postgres-down/{how}", include_in_schema=False)
+    async def postgres_down(how: str) -> None:
+        if how == "pool":
+            raise PoolTimeout("couldn't get a connection after 30.00 sec")
+        raise psycopg.OperationalError('connection to server at "10.1.2.3", port 5432 failed')
+
+    @app.get("/test-only/redis-down", include_in_schema=False)
+    async def redis_down() -> None:
+        raise redis.exceptions.ConnectionError("Error 111 connecting to 10.1.2.3:6379")
 
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -91,6 +103,9 @@ async def test_unexpected_errors_leak_nothing(api: httpx.AsyncClient) -> None:
     assert "secret" not in str(body) and "/srv" not in str(body) and "RuntimeError" not in str(body)
     down = assert_problem(await api.get("/test-only/temporal-down"), 503, "service-unavailable")
     assert down["detail"] == "Temporal: connection refused"
+    for route in ("/test-only/postgres-down/pool", "/test-only/postgres-down/server", "/test-only/redis-down"):
+        down = assert_problem(await api.get(route), 503, "service-unavailable")
+        assert "unreachable" in down["detail"] and "10.1.2.3" not in str(down)
 
 
 async def test_oversized_payloads_get_413_and_nothing_is_started(

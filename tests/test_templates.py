@@ -98,6 +98,8 @@ def test_valid_template_loads(tmp_path: Path) -> None:
         (lambda d: d["steps"][0].update(kind="team", agent=None, participants=["cfo", "ghost"]),
          "steps[0].participants[1]", "unknown agent 'ghost'"),
         (lambda d: d["inputs"]["budget"].update(default="lots"), "inputs.budget.default", "expected number, got str"),
+        (lambda d: d["inputs"].update({"x" * 65: {"type": "string"}}), "inputs.xxxxx",
+         "an input name has at most 64 characters"),
         (lambda d: d["steps"][0].update(instruction="Research {input.company}."), "steps[0].instruction",
          "'{input.company}' is not a placeholder"),
         (lambda d: d["steps"][0].update(instruction="Research {inputs.Company}."), "steps[0].instruction",

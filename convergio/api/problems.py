@@ -14,9 +14,11 @@ from http import HTTPStatus
 from typing import Any
 
 import psycopg
+import redis.exceptions
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -162,6 +164,19 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(
             422, "the request holds text PostgreSQL cannot store (such as a NUL character)", request.url.path
         )
+
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def postgres_down(request: Request, exc: Exception) -> JSONResponse:
+        # psycopg's message names hosts and ports: logged, not returned.
+        log.warning("PostgreSQL unreachable: %s", exc)
+        return problem_response(503, "PostgreSQL unreachable; try again shortly", request.url.path)
+
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    @app.exception_handler(redis.exceptions.TimeoutError)
+    async def redis_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("Redis unreachable: %s", exc)
+        return problem_response(503, "Redis unreachable; try again shortly", request.url.path)
 
     @app.exception_handler(RPCError)
     async def temporal_problem(request: Request, exc: RPCError) -> JSONResponse:

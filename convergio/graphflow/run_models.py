@@ -85,7 +85,8 @@ STEP_CONTEXT_FIELDS: frozenset[str] = frozenset(StepState(id="x", kind="agent", 
 class ApprovalDecision(RunModel):
     """Payload of the ``approve``, ``deny`` and ``request_changes`` signals."""
 
-    gate_id: str = Field(min_length=1, max_length=64, examples=["executive_approval"])
+    # Gate ids: a step id (64 at most), <step>__escalation, security_input_<input>, security_<turn>.
+    gate_id: str = Field(min_length=1, max_length=128, examples=["executive_approval"])
     approver: str = Field(min_length=1, max_length=200, examples=["ada@example.com"])
     role: str = Field(min_length=1, max_length=100, examples=["executive"])
     comment: str = Field(default="", max_length=10_000)

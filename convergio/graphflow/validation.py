@@ -17,6 +17,9 @@ from convergio.graphflow.success_metrics import METRIC_ROOTS, RUN_FIELDS, templa
 from convergio.graphflow.template import StepSpec, Template
 
 
+MAX_INPUT_NAME = 64
+
+
 @dataclass(frozen=True)
 class Problem:
     path: str
@@ -53,6 +56,8 @@ class _Checker:
                 self.add(f"steps[{index}].id", f"duplicate step id '{step_id}'")
             seen.add(step_id)
         for name, spec in self.template.inputs.items():
+            if len(name) > MAX_INPUT_NAME:  # it names the input's security gate, security_input_<name>
+                self.add(f"inputs.{name[:20]}…", f"an input name has at most {MAX_INPUT_NAME} characters")
             if spec.default is not None and not spec.accepts(spec.default):
                 self.add(f"inputs.{name}.default", f"expected {spec.type}, got {type(spec.default).__name__}")
         for index, step in enumerate(self.template.steps):
