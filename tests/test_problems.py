@@ -103,8 +103,8 @@ async def test_unexpected_errors_leak_nothing(api: httpx.AsyncClient) -> None:
     assert "secret" not in str(body) and "/srv" not in str(body) and "RuntimeError" not in str(body)
     down = assert_problem(await api.get("/test-only/temporal-down"), 503, "service-unavailable")
     assert down["detail"] == "Temporal: connection refused"
-    for route in ("/test-only/postgres-down/pool", "/test-only/postgres-down/server", "/test-only/redis-down"):
-        down = assert_problem(await api.get(route), 503, "service-unavailable")
+    for route in ("postgres-down/pool", "postgres-down/server", "redis-down"):
+        down = assert_problem(await api.get(f"/test-only/{route}"), 503, "service-unavailable")
         assert "unreachable" in down["detail"] and "10.1.2.3" not in str(down)
 
 
