@@ -236,6 +236,31 @@ async def test_request_changes_reruns_the_step_with_the_comment_a_bounded_number
     assert {s.id: s.output for s in result.steps}["draft"] == "## Plan\nThe final, edited plan."
 
 
+async def test_changes_requested_on_a_working_step_go_back_to_its_agent(
+    time_skipping_env: WorkflowEnvironment, ts_settings: Settings, resources: WorkerResources
+) -> None:
+    """``requires_approval`` on an agent step: a change request sends the step back to its own
+    agent (before, to the approver, which failed every workflow task), and the approver is never
+    named as the output's author; the decision is in the audit trail."""
+    data = gated_template()
+    data["steps"][0].update(requires_approval=True, approvers=["executive"])
+    async with build_worker(time_skipping_env.client, ts_settings, resources):
+        handle = await _start(time_skipping_env.client, ts_settings, data)
+        await wait_for_gate(handle, "draft")
+        changes = decision("draft", comment="Add the Munich hiring plan.")
+        await handle.signal(GraphFlowWorkflow.request_changes, changes)
+        await wait_for_gate_round(handle, "draft", round_=2)
+        await handle.signal(GraphFlowWorkflow.approve, decision("draft"))
+        await wait_for_gate(handle, "sign_off")
+        await handle.signal(GraphFlowWorkflow.approve, decision("sign_off"))
+        result = await finish(time_skipping_env, handle)
+    steps = {s.id: s for s in result.steps}
+    assert steps["draft"].status == "completed" and steps["draft"].agents == ["strategic", "strategic"]
+    assert "Add the Munich hiring plan." in [t for t in result.turns if t.step_id == "draft"][1].content
+    assert steps["sign_off"].agents == ["Ada (executive)"]  # an approval step's output is the decision
+    assert [e.outcome for e in result.audit] == ["changes requested", "approved", "approved"]
+
+
 async def wait_for_gate_round(handle: Any, gate_id: str, round_: int) -> Any:
     """The gate opened again after a change request (its request time moved on)."""
     first = None

@@ -195,3 +195,23 @@ async def test_convergio_costs_prints_the_ledger(
     )
     _, bad_err = await bad.communicate()
     assert bad.returncode == 1 and "--since/--until" in bad_err.decode()
+
+
+async def test_a_turn_retried_past_the_budget_is_still_screened(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    """A person lets a turn overrun the budget; its answer is screened like any other: this one
+    repeats an IBAN until the guardian blocks it, so the step fails (before, the retried answer
+    skipped the security review and the step went on with a withheld answer)."""
+    data = one_step({"workflow_usd": 0.00001, "on_breach": "approval", "approvers": ["finance"]})
+    data["security"] = {"on_flag": "approval", "on_block": "block", "surfaces": ["output"]}
+    data["steps"][0]["instruction"] = (
+        "Summarise the brief: Pay the supplier to IBAN DE89 3704 0044 0532 0130 00 by Friday. Cover: Summary."
+    )
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, custom_template(data), {}, tenant=tenant())
+        await wait_for_gate(handle, "budget_1")
+        await handle.signal(GraphFlowWorkflow.approve, decision("budget_1", role="finance"))
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(handle.result(), 60)
+    assert "security: blocked" in str(failure.value.cause) and "ex.iban" in str(failure.value.cause)

@@ -142,6 +142,38 @@ async def test_bounded_loop_runs_its_body_max_iterations_times(
     assert steps["draft"].iterations == 3 and steps["critique"].iterations == 3
     assert steps["publish"].iterations == 1
     assert [turn.step_id for turn in result.turns] == ["draft", "critique"] * 3 + ["publish"]
+    # Every round's cost stays counted: the steps' and the run's totals are their turns'.
+    for step_id in ("draft", "critique"):
+        spent = sum(turn.cost_usd for turn in result.turns if turn.step_id == step_id)
+        assert steps[step_id].cost_usd == pytest.approx(spent) and spent > 0
+    assert result.cost_usd == pytest.approx(sum(turn.cost_usd for turn in result.turns), abs=1e-6)
+
+
+async def test_a_skip_reaches_a_step_listed_before_it(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    """Steps may be listed in any order: a skipped step still settles a dependent listed
+    earlier (before, it stayed pending and the run reported completed). The run replays."""
+    template = custom_template({
+        "name": "listed-backwards",
+        "version": 1,
+        "inputs": {"go": {"type": "boolean", "default": False}},
+        "steps": [
+            {"id": "publish", "agent": "chief_of_staff", "depends_on": ["draft"], "instruction": "Publish."},
+            {"id": "draft", "agent": "strategic", "when": "inputs.go == true", "instruction": "Draft."},
+            {"id": "announce", "agent": "operations", "depends_on": ["publish"], "join": "any",
+             "instruction": "Announce."},
+        ],
+    })
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template, {}, search_attributes=False)
+        result = await handle.result()
+        history = await handle.fetch_history()
+    assert {step.id: step.status for step in result.steps} == {
+        "publish": "skipped", "draft": "skipped", "announce": "skipped"
+    }
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    assert (await replayer.replay_workflow(history)).replay_failure is None
 
 
 async def test_team_step_follows_the_composite_selector(

@@ -185,3 +185,32 @@ async def test_a_blocked_answer_to_an_approved_prompt_fails_the_step(
     assert "security: blocked" in str(failure.value.cause) and "ex.iban" in str(failure.value.cause)
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
     assert (await replayer.replay_workflow(history)).replay_failure is None
+
+
+async def test_parallel_steps_held_at_once_get_a_gate_each(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    """Two steps running side by side, both held for a person: each gate is named after its own
+    turn (before, both took the run's latest turn number: one decision answered both, then the
+    run failed every workflow task)."""
+    policy = {"on_flag": "approval", "on_block": "block", "approvers": ["security_officer"],
+              "surfaces": ["instruction"]}
+    data = template(policy)
+    data["steps"] = [
+        {**data["steps"][0], "id": "first"},
+        {**data["steps"][0], "id": "second", "agent": "strategic"},
+    ]
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, custom_template(data), {"brief": IBAN_BRIEF})
+        for _ in range(100):
+            pending = await handle.query(GraphFlowWorkflow.pending_approvals)
+            if len(pending) == 2:
+                break
+            await asyncio.sleep(0.1)
+        gates = sorted((g.gate_id, g.step_id) for g in pending)
+        assert gates == [("security_1", "first"), ("security_2", "second")]
+        for gate in pending:
+            await handle.signal(GraphFlowWorkflow.approve, decision(gate.gate_id, role="security_officer"))
+        result = await asyncio.wait_for(handle.result(), 60)
+    assert [step.status for step in result.steps] == ["completed", "completed"]
+    assert [e.outcome for e in result.audit] == ["approved", "approved"]

@@ -119,6 +119,15 @@ TEAM_QUALITY_PATCH = "team-quality-v1"
 # ... and before a blocked answer to a prompt a person approved failed the step (it went on).
 # Only runs whose approved call is blocked record this marker.
 APPROVED_PROMPT_BLOCK_PATCH = "approved-prompt-block-v1"
+# ... and before a gate on a working step (requires_approval, security, budget, escalation) named
+# its approver among the step's agents. Only runs with such a gate record this marker.
+GATE_AUTHOR_PATCH = "gate-author-v1"
+# ... and before a turn retried after a budget refusal (downgrade, approved overrun) went through
+# the security review too. Only runs with such a retry record this marker.
+BUDGET_RETRY_SECURITY_PATCH = "budget-retry-security-v1"
+# ... and before a skipped step could make a step listed earlier in the template ready (it stayed
+# pending). Only runs where that happens record this marker.
+SKIP_CASCADE_PATCH = "skip-cascade-v1"
 
 
 def _escalation_waits(sla: timedelta, chain: list[EscalationSpec]) -> list[timedelta]:
@@ -179,18 +188,10 @@ class GraphFlowWorkflow:
         failure: ApplicationError | None = None
         sla_watch = asyncio.create_task(self._watch_workflow_sla())
         while True:
-            for step in template.steps:
-                state = self._steps[step.id]
-                if state.status != "pending" or step.id in running:
-                    continue
-                if not all(self._steps[d].status in TERMINAL for d in step.depends_on):
-                    continue
-                skip_reason = self._skip_reason(step)
-                if skip_reason:
-                    state.status, state.error = "skipped", skip_reason
-                    continue
-                state.status, state.started_at = "running", workflow.now()
-                running[step.id] = asyncio.create_task(self._execute(step))
+            self._start_ready_steps(running)
+            # A step skipped in that pass may have made a step listed before it ready.
+            while self._ready_steps(running) and workflow.patched(SKIP_CASCADE_PATCH):
+                self._start_ready_steps(running)
             if not running:
                 break
             watched = [*running.values(), *([] if sla_watch.done() else [sla_watch])]
@@ -219,6 +220,32 @@ class GraphFlowWorkflow:
                 f"{failure.message}", result.model_dump(mode="json"), type="StepFailed", non_retryable=True
             )
         return result
+
+    def _is_ready(self, step: StepSpec, running: dict[str, asyncio.Task[None]]) -> bool:
+        """Pending, and every dependency has finished."""
+        return (
+            self._steps[step.id].status == "pending" and step.id not in running
+            and all(self._steps[d].status in TERMINAL for d in step.depends_on)
+        )
+
+    def _ready_steps(self, running: dict[str, asyncio.Task[None]]) -> list[StepSpec]:
+        assert self._run is not None
+        return [step for step in self._run.template.steps if self._is_ready(step, running)]
+
+    def _start_ready_steps(self, running: dict[str, asyncio.Task[None]]) -> None:
+        """One pass in template order: each ready step is skipped (its condition or joins say so)
+        or started. A skip makes the steps after it that depend on it ready in the same pass."""
+        assert self._run is not None
+        for step in self._run.template.steps:
+            if not self._is_ready(step, running):
+                continue
+            state = self._steps[step.id]
+            skip_reason = self._skip_reason(step)
+            if skip_reason:
+                state.status, state.error = "skipped", skip_reason
+                continue
+            state.status, state.started_at = "running", workflow.now()
+            running[step.id] = asyncio.create_task(self._execute(step))
 
     def _skip_reason(self, step: StepSpec) -> str | None:
         gate_id = self._denial_paths().get(step.id)
@@ -265,6 +292,7 @@ class GraphFlowWorkflow:
                 iterations=previous.iterations,
                 prompt_tokens=previous.prompt_tokens,
                 completion_tokens=previous.completion_tokens,
+                cost_usd=previous.cost_usd,
                 transcript=previous.transcript,
                 output=previous.output,  # the previous round stays visible until replaced
             )
@@ -622,33 +650,44 @@ class GraphFlowWorkflow:
         assert self._run is not None
         agent = self._run.agents[agent_name]
         model = agent.model or self._run.model
-        output = await self._call_model(
+        first = await self._call_model(
             step, agent_name, task, context, purpose, model=model, rounds=rounds, redactions=redactions
         )
-        output = await self._security_review(step, output, agent_name, task, context, purpose, model, rounds)
+        output = await self._security_review(step, first, agent_name, task, context, purpose, model, rounds)
         if output.budget_refused is None:
             return output
+        # A retry sends the same prompt: if a person approved it, they approved it for the retry too.
+        approved = first.security_hold == "approval"
+        retry_redactions = first.prompt_redactions if approved else redactions
         policy = self._run.template.budget
+        retried = False
         if policy.on_breach == "downgrade" and policy.downgrade_model:
             self._record_failure_handling(step, f"{output.budget_refused}; retrying on {policy.downgrade_model}")
             output = await self._call_model(
                 step, agent_name, task, context, purpose, model=policy.downgrade_model, rounds=rounds,
-                redactions=redactions,
+                redactions=retry_redactions, security_approved=approved,
             )
+            retried = True
         elif policy.on_breach == "approval":
             gate_step = step.model_copy(update={"approvers": policy.approvers, "sla": None})
             decision = await self._gate(
-                gate_step, gate_id=f"budget_{self._turn_counter}", roles=policy.approvers,
+                gate_step, gate_id=f"budget_{self._turn_of(output)}", roles=policy.approvers,
                 under_review=f"High-cost operation: {output.budget_refused}. "
                 f"Approve to let {agent.role} run this turn of '{step.label}' anyway.",
             )
             if decision.outcome == "approve":
                 output = await self._call_model(
                     step, agent_name, task, context, purpose, model=model, approved_overrun=True,
-                    rounds=rounds, redactions=redactions,
+                    rounds=rounds, redactions=retry_redactions, security_approved=approved,
                 )
+                retried = True
         if output.budget_refused is not None:
             raise StepFailed(output.budget_refused)
+        if retried and workflow.patched(BUDGET_RETRY_SECURITY_PATCH):
+            # The retry's answer is screened like any other: blocked, flagged or held.
+            output = await self._security_review(
+                step, output, agent_name, task, context, purpose, model, rounds
+            )
         return output
 
     async def _security_review(
@@ -663,7 +702,7 @@ class GraphFlowWorkflow:
             raise StepFailed(f"security: blocked ({reasons})")
         if output.security_hold == "approval":
             decision = await self._gate(
-                step, gate_id=f"security_{self._turn_counter}", roles=spec.approvers,
+                step, gate_id=f"security_{self._turn_of(output)}", roles=spec.approvers,
                 under_review=f"The guardian flagged the instruction or context of '{step.label}': {reasons}\n\n{task}",
             )
             if decision.outcome != "approve":
@@ -677,7 +716,7 @@ class GraphFlowWorkflow:
                 raise StepFailed(f"security: blocked ({_reasons(output)})")
         if output.output_action == "approval":
             decision = await self._gate(
-                step, gate_id=f"security_{self._turn_counter}", roles=spec.approvers,
+                step, gate_id=f"security_{self._turn_of(output)}", roles=spec.approvers,
                 under_review=f"The guardian flagged the answer of '{step.label}': {reasons}\n\n"
                 + (output.content or "\n".join(call.shown() for call in output.tool_calls)),
             )
@@ -737,6 +776,7 @@ class GraphFlowWorkflow:
         assert self._run is not None
         agent = self._run.agents[agent_name]
         self._turn_counter += 1
+        turn = self._turn_counter  # steps run concurrently: the counter moves on while this call runs
         request = AgentTurnRequest(
             task=task,
             agent=AgentProfile(name=agent.name, role=agent.role, system_message=agent.system_message),
@@ -755,7 +795,7 @@ class GraphFlowWorkflow:
                 AgentTurnInput(
                     workflow_id=workflow.info().workflow_id,
                     step_id=step.id,
-                    turn=self._turn_counter,
+                    turn=turn,
                     request=request,
                     context=context,
                     budget=budget,
@@ -783,7 +823,7 @@ class GraphFlowWorkflow:
         state.cost_usd += output.cost_usd
         self._turns.append(
             TurnRecord(
-                turn=self._turn_counter, step_id=step.id, agent=agent_name, model=output.model,
+                turn=turn, step_id=step.id, agent=agent_name, model=output.model,
                 content=output.content, prompt_tokens=output.prompt_tokens,
                 completion_tokens=output.completion_tokens, cost_usd=output.cost_usd,
                 purpose=purpose,  # type: ignore[arg-type]
@@ -819,7 +859,7 @@ class GraphFlowWorkflow:
                 cost_usd_so_far=pending.cost_usd_so_far, change_requests_left=pending.change_requests_left,
             )
         await workflow.wait_condition(lambda: gate_id in self._decisions)
-        del self._pending[gate_id]
+        self._pending.pop(gate_id, None)
         self._set_pending_gates()
         state.status = previous_status
         decision = self._decisions[gate_id]
@@ -828,7 +868,10 @@ class GraphFlowWorkflow:
                 "approval_decided", step.id, gate_id=gate_id, outcome=decision.outcome,
                 approver=decision.approver, role=decision.role, comment=decision.comment,
             )
-        state.agents.append(f"{decision.approver} ({decision.role})")
+        # An approval step's output is the decision; any other step's output stays its agents'
+        # (the decision is in the audit trail).
+        if step.kind == "approval" or not workflow.patched(GATE_AUTHOR_PATCH):
+            state.agents.append(f"{decision.approver} ({decision.role})")
         if step.kind == "approval" and decision.outcome != "request_changes":
             verb = {"approve": "Approved", "deny": "Denied"}[decision.outcome]
             state.output = f"{verb} by {decision.approver} ({decision.role})" + (
@@ -990,6 +1033,11 @@ class GraphFlowWorkflow:
         return list(self._pending.values())
 
     # ------------------------------------------------------------------ helpers
+    def _turn_of(self, output: AgentTurnOutput) -> int:
+        """The turn a held or refused call was; results recorded by older workers do not say, and
+        their gates were named after the run's latest turn."""
+        return output.turn if output.turn is not None else self._turn_counter
+
     def _last_record(self, step_id: str) -> TurnRecord:
         """The latest model turn of a step. Steps run concurrently, so the run's latest turn
         may be another step's; within a step, turns are sequential."""
