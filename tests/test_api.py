@@ -248,3 +248,26 @@ async def test_live_events_over_websocket(
     kinds = [m["event"] for m in received]
     assert kinds[-1] == "end"
     assert kinds.count("turn_finished") == len(done["result"]["turns"])
+
+
+async def test_a_security_gate_takes_approve_or_deny_only(api: httpx.AsyncClient) -> None:
+    """A flagged input waits at a security gate: a person lets it through or stops the run;
+    a change request or edits have nothing to apply to there, so the API says so (before, a
+    change request was accepted and counted as a denial, and edits were dropped)."""
+    flagged = {**STRATEGIC_INPUTS, "question": "Should we pay IBAN DE89 3704 0044 0532 0130 00 today?"}
+    started = await api.post("/workflows", json={"template": "strategic-analysis", "inputs": flagged})
+    assert started.status_code == 202, started.text
+    workflow_id = started.json()["workflow_id"]
+    view = await _poll(api, workflow_id, lambda v: v["progress"] and v["progress"]["pending_approvals"])
+    gate = view["progress"]["pending_approvals"][0]
+    assert (gate["gate_id"], gate["kind"]) == ("security_input_question", "security")
+    assert gate["change_requests_left"] == 0
+    decide = f"/workflows/{workflow_id}/approvals/security_input_question"
+    changes = await api.post(decide, json={"decision": "request_changes", "role": "security", "comment": "x"})
+    assert changes.status_code == 409 and "a security gate takes no changes" in changes.json()["detail"]
+    edits = await api.post(decide, json={"decision": "approve", "role": "security", "edits": "clean text"})
+    assert edits.status_code == 422 and "is a security gate" in edits.json()["detail"]
+    denied = await api.post(decide, json={"decision": "deny", "role": "security"})
+    assert denied.status_code == 202, denied.text
+    view = await _poll(api, workflow_id, lambda v: v["status"] != "running")
+    assert view["status"] == "failed" and "not approved" in (view["error"] or "")

@@ -140,11 +140,17 @@ async def decide_gate(
             status.HTTP_403_FORBIDDEN, "you decide as yourself; only admins may name another approver"
         )
     if body.decision == "request_changes" and gate.change_requests_left <= 0:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, f"no change requests left for {gate_id!r}; approve or deny"
-        )
+        why = "no change requests left for"
+        if gate.kind != "review":
+            why = f"a {gate.kind} gate takes no changes:"
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{why} {gate_id!r}; approve or deny")
     if body.edits is not None and body.decision != "approve":
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "edits go with decision 'approve' only")
+    if body.edits is not None and gate.kind != "review":
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"edits replace an output under review; {gate_id!r} is a {gate.kind} gate (approve or deny)",
+        )
     decision = ApprovalDecision(
         gate_id=gate_id, approver=approver, role=body.role, comment=body.comment, edits=body.edits
     )

@@ -99,6 +99,9 @@ class RecordedDecision(ApprovalDecision):
     outcome: Literal["approve", "deny", "request_changes"]
 
 
+GateKind = Literal["review", "security", "budget", "escalation"]
+
+
 class PendingApproval(RunModel):
     gate_id: str
     step_id: str
@@ -111,6 +114,11 @@ class PendingApproval(RunModel):
     completion_tokens_so_far: int = 0
     cost_usd_so_far: float = 0.0
     change_requests_left: int = 0
+    kind: GateKind = Field(
+        default="review",
+        description="review: a person reviews outputs (approve, maybe with edits; deny; request changes); "
+        "security, budget, escalation: approve or deny.",
+    )
 
 
 class AuditEntry(RunModel):
@@ -135,6 +143,7 @@ class RunStatus(RunModel):
     completion_tokens: int
     cost_usd: float = 0.0
     started_at: datetime
+    audit: list[AuditEntry] = Field(default_factory=list, description="Decisions and escalations so far.")
 
 
 class StepReport(RunModel):

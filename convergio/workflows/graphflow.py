@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         TERMINAL,
         ApprovalDecision,
         AuditEntry,
+        GateKind,
         GraphFlowInput,
         GraphFlowResult,
         PendingApproval,
@@ -128,6 +129,10 @@ BUDGET_RETRY_SECURITY_PATCH = "budget-retry-security-v1"
 # ... and before a skipped step could make a step listed earlier in the template ready (it stayed
 # pending). Only runs where that happens record this marker.
 SKIP_CASCADE_PATCH = "skip-cascade-v1"
+# ... and before security, budget and escalation gates refused change requests (one counted as a
+# denial) and SLA escalations left security and budget gates to their people. Only runs with
+# such a gate record this marker.
+GATE_KIND_PATCH = "gate-kind-v1"
 
 
 def _escalation_waits(sla: timedelta, chain: list[EscalationSpec]) -> list[timedelta]:
@@ -335,6 +340,7 @@ class GraphFlowWorkflow:
             self._record_failure_handling(step, f"escalated to a person after: {last_error}")
             decision = await self._gate(
                 step, gate_id=f"{step.id}__escalation", roles=step.approvers or ["operator"],
+                kind="escalation",
                 under_review=f"Step '{step.label}' failed: {last_error}\n\n{state.output or ''}",
             )
             if decision.outcome != "approve":
@@ -671,7 +677,7 @@ class GraphFlowWorkflow:
         elif policy.on_breach == "approval":
             gate_step = step.model_copy(update={"approvers": policy.approvers, "sla": None})
             decision = await self._gate(
-                gate_step, gate_id=f"budget_{self._turn_of(output)}", roles=policy.approvers,
+                gate_step, gate_id=f"budget_{self._turn_of(output)}", roles=policy.approvers, kind="budget",
                 under_review=f"High-cost operation: {output.budget_refused}. "
                 f"Approve to let {agent.role} run this turn of '{step.label}' anyway.",
             )
@@ -702,7 +708,7 @@ class GraphFlowWorkflow:
             raise StepFailed(f"security: blocked ({reasons})")
         if output.security_hold == "approval":
             decision = await self._gate(
-                step, gate_id=f"security_{self._turn_of(output)}", roles=spec.approvers,
+                step, gate_id=f"security_{self._turn_of(output)}", roles=spec.approvers, kind="security",
                 under_review=f"The guardian flagged the instruction or context of '{step.label}': {reasons}\n\n{task}",
             )
             if decision.outcome != "approve":
@@ -712,11 +718,12 @@ class GraphFlowWorkflow:
                 step, agent_name, task, context, purpose, model=model, security_approved=True, rounds=rounds,
                 redactions=output.prompt_redactions,
             )
+            reasons = _reasons(output)  # from here on, what screening found in the answer
             if output.output_action == "block" and workflow.patched(APPROVED_PROMPT_BLOCK_PATCH):
-                raise StepFailed(f"security: blocked ({_reasons(output)})")
+                raise StepFailed(f"security: blocked ({reasons})")
         if output.output_action == "approval":
             decision = await self._gate(
-                step, gate_id=f"security_{self._turn_of(output)}", roles=spec.approvers,
+                step, gate_id=f"security_{self._turn_of(output)}", roles=spec.approvers, kind="security",
                 under_review=f"The guardian flagged the answer of '{step.label}': {reasons}\n\n"
                 + (output.content or "\n".join(call.shown() for call in output.tool_calls)),
             )
@@ -752,7 +759,7 @@ class GraphFlowWorkflow:
             if screened.action == "approval":
                 gate_step = self._run.template.steps[0].model_copy(update={"sla": None})
                 decision = await self._gate(
-                    gate_step, gate_id=f"security_input_{name}", roles=spec.approvers,
+                    gate_step, gate_id=f"security_input_{name}", roles=spec.approvers, kind="security",
                     under_review=f"The guardian flagged input '{name}': {reasons}\n\n{value}",
                 )
                 if decision.outcome != "approve":
@@ -834,9 +841,15 @@ class GraphFlowWorkflow:
         return output
 
     # ------------------------------------------------------------------ approvals
-    async def _gate(self, step: StepSpec, *, gate_id: str, roles: list[str], under_review: str) -> RecordedDecision:
-        """Wait for a person's decision on ``gate_id``; it may come back several times (changes)."""
+    async def _gate(
+        self, step: StepSpec, *, gate_id: str, roles: list[str], under_review: str, kind: GateKind = "review"
+    ) -> RecordedDecision:
+        """Wait for a person's decision on ``gate_id``; a review gate may come back several times
+        (changes requested). Other gates take approve or deny."""
         self._decisions.pop(gate_id, None)
+        changes_left = step.max_change_requests - self._change_requests.get(gate_id, 0)
+        if kind != "review" and changes_left > 0 and workflow.patched(GATE_KIND_PATCH):
+            changes_left = 0
         self._pending[gate_id] = PendingApproval(
             gate_id=gate_id, step_id=step.id, title=step.label, approvers=list(roles),
             under_review=under_review, requested_at=workflow.now(),
@@ -844,7 +857,7 @@ class GraphFlowWorkflow:
             prompt_tokens_so_far=sum(s.prompt_tokens for s in self._steps.values()),
             completion_tokens_so_far=sum(s.completion_tokens for s in self._steps.values()),
             cost_usd_so_far=round(sum(s.cost_usd for s in self._steps.values()), 8),
-            change_requests_left=step.max_change_requests - self._change_requests.get(gate_id, 0),
+            change_requests_left=changes_left, kind=kind,
         )
         state = self._steps[step.id]
         previous_status = state.status
@@ -980,6 +993,10 @@ class GraphFlowWorkflow:
 
     async def _escalate(self, link: EscalationSpec, reason: str, step_id: str | None, task: Any) -> None:
         gates = [g for g in self._pending.values() if step_id is None or g.step_id == step_id]
+        # A deadline never decides or reassigns what the guardian or the budget asks a person.
+        guarded = {g.gate_id for g in gates if g.kind in ("security", "budget")}
+        if link.action in ("reassign", "auto_decide") and guarded and workflow.patched(GATE_KIND_PATCH):
+            gates = [g for g in gates if g.gate_id not in guarded]
         if link.action == "notify":
             outcome = f"{reason}: notified"
             await workflow.execute_activity_method(
@@ -1026,6 +1043,7 @@ class GraphFlowWorkflow:
             completion_tokens=sum(s.completion_tokens for s in self._steps.values()),
             cost_usd=round(sum(s.cost_usd for s in self._steps.values()), 8),
             started_at=workflow.info().start_time,
+            audit=list(self._audit),
         )
 
     @workflow.query
