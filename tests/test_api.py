@@ -271,3 +271,23 @@ async def test_a_security_gate_takes_approve_or_deny_only(api: httpx.AsyncClient
     assert denied.status_code == 202, denied.text
     view = await _poll(api, workflow_id, lambda v: v["status"] != "running")
     assert view["status"] == "failed" and "not approved" in (view["error"] or "")
+
+
+async def test_a_cancelled_run_waits_for_nobody(api: httpx.AsyncClient, dev_client: Client) -> None:
+    """Cancelled at its gate: the run's attributes say canceled with no pending gate, the gate
+    filter no longer lists it, and a late decision gets 409 (before: ConvergioStatus stayed
+    "running", ?gate= still listed it, and the decision got 404)."""
+    from convergio.workflows.graphflow import PENDING_GATES_KEY, STATUS_KEY
+
+    run = {"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS}
+    workflow_id = (await api.post("/workflows", json=run)).json()["workflow_id"]
+    await _poll(api, workflow_id, lambda v: v["progress"] and v["progress"]["pending_approvals"])
+    assert (await api.post(f"/workflows/{workflow_id}/cancel")).status_code == 202
+    await _poll(api, workflow_id, lambda v: v["status"] == "canceled")
+    attributes = (await dev_client.get_workflow_handle(workflow_id).describe()).typed_search_attributes
+    assert attributes.get(STATUS_KEY) == "canceled" and not attributes.get(PENDING_GATES_KEY)
+    listed = (await api.get("/workflows", params={"gate": "executive_approval", "page_size": 200})).json()
+    assert workflow_id not in [item["workflow_id"] for item in listed["items"]]
+    decide = f"/workflows/{workflow_id}/approvals/executive_approval"
+    late = await api.post(decide, json={"decision": "approve", "role": "executive"})
+    assert late.status_code == 409 and "the run is canceled" in late.json()["detail"]

@@ -51,12 +51,16 @@ async def test_flagged_input_waits_for_a_person_and_a_deny_stops_the_run(
 async def test_blocked_input_fails_the_run_at_once(
     dev_client: Client, settings: Settings, resources: WorkerResources
 ) -> None:
+    from convergio.workflows.graphflow import STATUS_KEY
+
     policy = {"on_flag": "block", "on_block": "block"}
     async with build_worker(dev_client, settings, resources):
         handle = await start(dev_client, settings, custom_template(template(policy)), {"brief": INJECTION})
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
     assert "security: input 'brief' blocked" in str(failure.value.cause)
+    # Failed before any step ran: its searchable status says so (it said "running").
+    assert (await handle.describe()).typed_search_attributes.get(STATUS_KEY) == "failed"
 
 
 async def test_a_secret_in_an_answer_is_redacted_and_reported(

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, status
 from pydantic import BaseModel, ConfigDict, Field
+from temporalio.client import WorkflowExecutionStatus
 
 from convergio.api.auth import Approver
 from convergio.api.deps import TemporalDep
@@ -114,7 +115,10 @@ async def decide_gate(
         ),
     ],
 ) -> DecisionAccepted:
-    await visible_run(temporal, principal, workflow_id)
+    description = await visible_run(temporal, principal, workflow_id)
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        ended = description.status.name.lower() if description.status else "closed"
+        raise HTTPException(status.HTTP_409_CONFLICT, f"the run is {ended}: no gate of it is pending")
     pending = await temporal.get_workflow_handle_for(GraphFlowWorkflow.run, workflow_id).query(
         GraphFlowWorkflow.pending_approvals, rpc_timeout=QUERY_TIMEOUT
     )

@@ -306,8 +306,8 @@ async def list_workflows(
         clauses.append(f"ConvergioTemplate = '{template}'")
     if status_ is not None:
         clauses.append(f"ExecutionStatus = '{_EXECUTION_STATUS[status_]}'")
-    if gate is not None:
-        clauses.append(f"ConvergioPendingGates = '{gate}'")
+    if gate is not None:  # a closed run waits for nobody, whatever its attributes say
+        clauses.append(f"ExecutionStatus = 'Running' AND ConvergioPendingGates = '{gate}'")
     if pending_approval is True:
         clauses.append("ExecutionStatus = 'Running' AND ConvergioPendingGates IS NOT NULL")
     elif pending_approval is False:

@@ -136,7 +136,7 @@ class RunStatus(RunModel):
 
     template: str
     version: int
-    state: Literal["running", "completed", "failed"]
+    state: Literal["running", "completed", "failed", "canceled"]
     steps: list[StepState]
     pending_approvals: list[PendingApproval]
     prompt_tokens: int

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, Literal
 
 from datetime import datetime, timedelta
 
@@ -133,6 +133,10 @@ SKIP_CASCADE_PATCH = "skip-cascade-v1"
 # denial) and SLA escalations left security and budget gates to their people. Only runs with
 # such a gate record this marker.
 GATE_KIND_PATCH = "gate-kind-v1"
+# ... and before a run cancelled, failed before its steps, or failed while other steps waited at
+# gates left ConvergioStatus "running" and its gates in ConvergioPendingGates. Only such runs
+# record this marker.
+CLOSED_STATUS_PATCH = "closed-status-v1"
 
 
 def _escalation_waits(sla: timedelta, chain: list[EscalationSpec]) -> list[timedelta]:
@@ -181,6 +185,30 @@ class GraphFlowWorkflow:
     # ------------------------------------------------------------------ run
     @workflow.run
     async def run(self, run: GraphFlowInput) -> GraphFlowResult:
+        try:
+            return await self._run_steps(run)
+        except asyncio.CancelledError:
+            self._ended_early("canceled")
+            raise
+        except ApplicationError:
+            if self._state == "running":  # failed before the steps ran (e.g. a blocked input)
+                self._ended_early("failed")
+            raise
+
+    def _ended_early(self, state: Literal["canceled", "failed"]) -> None:
+        """The run ends without its steps' ending: its search attributes say so (they said
+        ``running``, and any gates it waited at, forever)."""
+        if self._searchable() and workflow.patched(CLOSED_STATUS_PATCH):
+            self._state = state
+            self._set_search_status(state)
+            self._clear_pending_gates()
+
+    def _clear_pending_gates(self) -> None:
+        self._pending.clear()
+        if self._searchable():
+            workflow.upsert_search_attributes([PENDING_GATES_KEY.value_set([])])
+
+    async def _run_steps(self, run: GraphFlowInput) -> GraphFlowResult:
         self._run = run
         started_at = workflow.now()
         template = run.template
@@ -219,6 +247,8 @@ class GraphFlowWorkflow:
         sla_watch.cancel()
         self._state = "failed" if failure else "completed"
         self._set_search_status(self._state)
+        if self._pending and workflow.patched(CLOSED_STATUS_PATCH):  # gates of steps a failure stopped
+            self._clear_pending_gates()
         result = self._result(started_at)
         if failure is not None:
             raise ApplicationError(
