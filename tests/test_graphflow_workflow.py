@@ -708,3 +708,56 @@ async def test_a_redacted_instruction_stays_redacted_after_tool_calls(
     # The offline model's answer opens with the task's first sentence: what it was given.
     opening = second.content.splitlines()[0]
     assert "Key [REDACTED" in opening and secret not in second.content
+
+
+async def test_a_failure_stops_the_steps_beside_it_and_the_report_says_so(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    """One step fails while another waits at its gate: the run fails, and its report shows the
+    waiting step stopped, with no gate left pending (before: still "waiting_approval")."""
+    template = custom_template({
+        "name": "one-fails",
+        "version": 1,
+        "steps": [
+            {"id": "draft", "agent": "strategic", "instruction": "Draft. Cover: Plan.",
+             "requires_approval": True, "approvers": ["executive"]},
+            {"id": "model", "kind": "tool", "tool": "financial_model",
+             "arguments": {"initial_investment": -5, "cash_flows": [1], "discount_rate": 0.1}},
+        ],
+    })
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template, {}, search_attributes=False)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        pending = await handle.query(GraphFlowWorkflow.pending_approvals)
+    report = failure.value.cause.details[0]
+    steps = {step["id"]: step for step in report["steps"]}
+    assert steps["model"]["status"] == "failed"
+    assert steps["draft"]["status"] == "failed"
+    assert steps["draft"]["error"].startswith("stopped: step 'model' failed")
+    assert pending == []
+
+
+async def test_a_skipped_steps_rejected_answer_is_not_passed_on(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    """``on_failure: skip`` after a failed quality check: the rejected answer does not reach the
+    step after it as context."""
+    template = custom_template({
+        "name": "skip-rejected",
+        "version": 1,
+        "steps": [
+            {"id": "draft", "agent": "strategic", "instruction": "Draft the plan. Cover: Plan.",
+             "quality": {"min_length": 5000, "max_revisions": 0}, "on_failure": {"action": "skip"}},
+            {"id": "backup", "agent": "operations", "instruction": "Write a fallback. Cover: Fallback."},
+            {"id": "publish", "agent": "chief_of_staff", "depends_on": ["draft", "backup"], "join": "any",
+             "instruction": "Publish what you were given. Cover: Final."},
+        ],
+    })
+    async with build_worker(dev_client, settings, resources):
+        result = await (await start(dev_client, settings, template, {}, search_attributes=False)).result()
+    steps = {step.id: step for step in result.steps}
+    assert steps["draft"].status == "skipped" and steps["draft"].output  # it did answer, too short
+    assert steps["publish"].status == "completed"
+    publish_prompt_material = steps["publish"].output or ""
+    assert "Write a fallback" in publish_prompt_material and "Draft the plan" not in publish_prompt_material

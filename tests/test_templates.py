@@ -144,6 +144,8 @@ def test_valid_template_loads(tmp_path: Path) -> None:
         (lambda d: d["steps"][2].update(when="__import__('os')"), "steps[2].when", "bad expression"),
         (lambda d: d["steps"][2].update(when="false"), "steps[2].when", "unreachable"),
         (lambda d: d["steps"][1].update(tool="rm_rf"), "steps[1].tool", "unknown tool 'rm_rf'"),
+        (lambda d: d["steps"][1].update(on_failure={"action": "fallback", "agent": "cfo"}),
+         "steps[1].on_failure.action", "a tool step has no agent to fall back from"),
         (lambda d: d["steps"][2].update(timeout="soon"), "steps[2].timeout", ""),
         (lambda d: d["steps"][2].update(loop={"back_to": "research", "while": "true"}), "steps[2].loop.max_iterations", "required"),
         (lambda d: d["steps"][3].update(approvers=[]), "steps[3]", "approvers"),

@@ -105,6 +105,8 @@ class _Checker:
             self.add(f"{where}.tool", f"unknown tool '{step.tool}'; known tools: {', '.join(sorted(self.tools))}")
         elif step.kind == "tool" and step.tool:
             self._check_tool_arguments(where, step.tool, step.arguments)
+        if step.on_failure.action == "fallback" and step.kind in ("tool", "approval"):
+            self.add(f"{where}.on_failure.action", f"a {step.kind} step has no agent to fall back from")
         if step.kind == "team" and len(set(step.participants)) != len(step.participants):
             self.add(f"{where}.participants", "a participant is listed twice")
         if step.loop and step.loop.back_to not in ids:

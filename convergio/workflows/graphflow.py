@@ -241,8 +241,11 @@ class GraphFlowWorkflow:
             if self._sla_failure and failure is None:
                 failure = ApplicationError(self._sla_failure, type="SlaBreached", non_retryable=True)
             if failure is not None:
-                for task in running.values():
+                for step_id, task in running.items():
                     task.cancel()
+                    stopped = self._steps[step_id]  # the report must not show it still at work
+                    stopped.status, stopped.finished_at = "failed", workflow.now()
+                    stopped.error = f"stopped: {failure.message}"
                 break
         sla_watch.cancel()
         self._state = "failed" if failure else "completed"
@@ -1103,7 +1106,8 @@ class GraphFlowWorkflow:
         messages = []
         for dependency in step.depends_on:
             state = self._steps[dependency]
-            if state.output and state.kind != "approval":
+            # Only answers that stood: not a skipped step's failed one, nor one a person denied.
+            if state.output and state.kind != "approval" and state.status == "completed":
                 source = state.agents[-1] if state.agents else dependency
                 messages.append(TranscriptMessage(source=_source_name(source), content=state.output))
         return messages
