@@ -6,7 +6,9 @@ import uuid
 
 import httpx
 from psycopg_pool import AsyncConnectionPool
+from temporalio.client import Client
 
+from convergio.settings import Settings
 from tests.test_api import _poll, api, headers  # noqa: F401 - `api` is a fixture
 
 
@@ -128,3 +130,29 @@ async def test_invalid_custom_templates_are_rejected_with_field_errors(
             )
         ).fetchone()
     assert count == (0,)
+
+
+async def test_a_custom_templates_budget_cannot_lift_the_operators_limits(
+    api: httpx.AsyncClient, settings: Settings, dev_client: Client
+) -> None:
+    """A tenant's operator registers a template with a huge budget: its runs keep the daily limit
+    the operator set (CONVERGIO_BUDGET_DAILY_USD here)."""
+    from decimal import Decimal
+
+    from convergio.graphflow.run_models import GraphFlowInput
+
+    name = f"greedy-{uuid.uuid4().hex[:8]}"
+    body = {**vendor_review(name), "budget": {"daily_usd": 100000, "workflow_usd": 100000}}
+    acme = headers("acme-operator")
+    assert (await api.post("/templates", json=body, headers=acme)).status_code == 201
+    run_request = {"template": name, "inputs": {"vendor": "Initech"}}
+    started = await api.post("/workflows", json=run_request, headers=acme)
+    handle = dev_client.get_workflow_handle(started.json()["workflow_id"])
+    try:
+        first = [event async for event in handle.fetch_history_events()][0]
+        payload = first.workflow_execution_started_event_attributes.input.payloads[0]
+        run = GraphFlowInput.model_validate_json(payload.data)
+        assert run.budget.daily_usd == Decimal(str(settings.budget_daily_usd))
+        assert run.budget.workflow_usd == Decimal(str(settings.budget_workflow_usd))
+    finally:
+        await handle.terminate("test done")

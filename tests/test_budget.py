@@ -371,3 +371,25 @@ def test_reservation_result_is_serialisable() -> None:
         workflow_reserved=D("0.1"), remaining_daily=D("49.9"),
     )
     assert ReservationResult.model_validate_json(result.model_dump_json()) == result
+
+
+def test_a_tenants_own_template_only_tightens_the_operators_limits() -> None:
+    """A custom template (registered by a tenant's operator) cannot lift the daily cap the
+    operator set for the tenant; it may lower it. Shipped templates may set any limit."""
+    from convergio.graphflow.runs import run_limits
+    from convergio.graphflow.template import Template
+    from convergio.settings import Settings
+
+    limits = {"acme": {"daily_usd": 20}}
+    settings = Settings(_env_file=None, budget_tenant_limits=limits)  # type: ignore[call-arg]
+
+    def template(**budget: float) -> Template:
+        return Template.model_validate({"name": "custom", "version": 1, "budget": budget,
+                                        "steps": [{"id": "a", "agent": "cfo", "instruction": "x"}]})
+
+    greedy = template(daily_usd=100_000, workflow_usd=100_000, turn_spike_fraction=1)
+    operator_set = run_limits(settings, template(), "acme")
+    assert run_limits(settings, greedy, "acme", may_loosen=False) == operator_set
+    assert run_limits(settings, greedy, "acme").daily_usd == D("100000")  # a shipped template may
+    modest = run_limits(settings, template(daily_usd=5, workflow_usd=1), "acme", may_loosen=False)
+    assert (modest.daily_usd, modest.workflow_usd) == (D("5"), D("1"))

@@ -229,10 +229,12 @@ async def start_workflow(
 ) -> TemplateRunStarted:
     tenant = _run_tenant(principal, request.tenant)
     refuse_unlisted_model(settings, request.model, ["body", "model"])
+    shipped = True
     try:
         try:
             template = registry.get(request.template, request.version)
         except KeyError as shipped_error:
+            shipped = False
             try:
                 template = await template_store.get(db, tenant, request.template, request.version)
             except KeyError as custom_error:
@@ -241,8 +243,10 @@ async def start_workflow(
             refuse_unlisted_model(
                 settings, template.budget.downgrade_model, ["body", "template", "budget", "downgrade_model"]
             )
+        # A tenant's own template may tighten its budget, never loosen what the operator set.
         run = build_run_input(
-            template, request.inputs, catalog, tenant=tenant, model=request.model, settings=settings
+            template, request.inputs, catalog, tenant=tenant, model=request.model, settings=settings,
+            budget_may_loosen=shipped,
         )
     except KeyError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc.args[0])) from exc

@@ -66,8 +66,10 @@ def build_run_input(
     tenant: str,
     model: str | None,
     settings: Settings | None = None,
+    budget_may_loosen: bool = True,
 ) -> GraphFlowInput:
-    """Everything the run needs, resolved now: inputs with defaults, agents, budget limits."""
+    """Everything the run needs, resolved now: inputs with defaults, agents, budget limits
+    (``budget_may_loosen``: see :func:`run_limits`)."""
     agents = {name: catalog.get(name) for step in template.steps for name in step.agents}
     return GraphFlowInput(
         template=template,
@@ -75,18 +77,30 @@ def build_run_input(
         agents=agents,
         tenant=tenant,
         model=model,
-        budget=run_limits(settings or Settings(_env_file=None), template, tenant),  # type: ignore[call-arg]
+        budget=run_limits(
+            settings or Settings(_env_file=None), template, tenant,  # type: ignore[call-arg]
+            may_loosen=budget_may_loosen,
+        ),
     )
 
 
-def run_limits(settings: Settings, template: Template, tenant: str) -> BudgetLimits:
-    """Settings' defaults, then the tenant's overrides, then the template's own budget."""
+def run_limits(
+    settings: Settings, template: Template, tenant: str, *, may_loosen: bool = True
+) -> BudgetLimits:
+    """Settings' defaults, then the tenant's overrides, then the template's own budget. Without
+    ``may_loosen`` (a tenant's own stored template), the template only tightens a limit."""
     defaults = BudgetLimits(
         daily_usd=settings.budget_daily_usd,
         workflow_usd=settings.budget_workflow_usd,
         turn_spike_fraction=settings.budget_turn_spike_fraction,
     )
     own = template.budget.model_dump(include={"daily_usd", "workflow_usd", "turn_spike_fraction"}, exclude_none=True)
+    if not may_loosen:
+        set_by_operator = resolve_limits(defaults, settings.budget_tenant_limits, None, tenant, template.name)
+        own = {
+            field: value for field, value in own.items()
+            if getattr(set_by_operator, field) is None or value <= getattr(set_by_operator, field)
+        }
     return resolve_limits(defaults, settings.budget_tenant_limits, {template.name: own}, tenant, template.name)
 
 
