@@ -74,3 +74,39 @@ def test_misconfiguration_names_the_setting(value: str, extra: dict[str, str], n
     message = str(error.value)
     assert named in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("value", "extra"),
+    [
+        ("openai:gpt-4o-mini", {"openai_api_key": "sk-test"}),
+        ("openai-compatible:http://127.0.0.1:8080/v1#smollm2", {}),
+        ("azure:my-deployment",
+         {"azure_openai_endpoint": "https://x.openai.azure.com", "azure_openai_api_key": "k"}),
+    ],
+)
+def test_streamed_turns_ask_for_their_token_usage(value: str, extra: dict[str, str]) -> None:
+    """Turns stream, and OpenAI-style APIs report a streamed answer's usage only when asked:
+    without it every turn was priced at $0 and no budget ever bound."""
+    client = build_model_client(make_settings(model=value, **extra))
+    assert client.dump_component().config["stream_options"] == {"include_usage": True}
+
+
+async def test_a_call_reported_without_usage_is_counted_by_estimate() -> None:
+    """A provider that reports zero tokens for an answer is counted by our own estimate (AutoGen's
+    scripted client, told to report none)."""
+    from autogen_core.models import CreateResult, RequestUsage, UserMessage
+    from autogen_ext.models.replay import ReplayChatCompletionClient
+
+    from convergio.agents.metered_client import MeteredChatCompletionClient
+
+    answer = "Payback comes in year three, when the Munich office breaks even."
+    silent = CreateResult(finish_reason="stop", content=answer, usage=RequestUsage(0, 0), cached=False)
+    client = MeteredChatCompletionClient(ReplayChatCompletionClient([silent, silent]))
+    messages = [UserMessage(content="When does the Munich office pay back?", source="user")]
+    await client.create(messages)
+    async for _ in client.create_stream(messages):
+        pass
+    assert len(client.results) == 2
+    for result in client.results:
+        assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens >= 10

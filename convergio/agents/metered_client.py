@@ -7,6 +7,7 @@ subscribes to.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -22,7 +23,10 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
+from convergio.agents.tokens import count_tokens
+
 CallListener = Callable[[CreateResult], None]
+logger = logging.getLogger(__name__)
 
 
 class MeteredChatCompletionClient(ChatCompletionClient):
@@ -33,10 +37,28 @@ class MeteredChatCompletionClient(ChatCompletionClient):
         self.results: list[CreateResult] = []
         self._listeners = list(listeners)
 
-    def _record(self, result: CreateResult) -> None:
+    def _record(
+        self, result: CreateResult, messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema]
+    ) -> None:
+        if result.usage.prompt_tokens == 0 and result.usage.completion_tokens == 0:
+            result = result.model_copy(update={"usage": self._estimated_usage(result, messages, tools)})
         self.results.append(result)
         for listener in self._listeners:
             listener(result)
+
+    def _estimated_usage(
+        self, result: CreateResult, messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema]
+    ) -> RequestUsage:
+        """A provider that reports no usage (some stream without it) is counted by our own
+        estimate: a call that costs nothing on paper would never meet a budget."""
+        try:
+            prompt = self.inner.count_tokens(messages, tools=tools)
+        except Exception:  # noqa: BLE001 - a client that cannot count: count the text
+            prompt = sum(count_tokens(str(message.content)) for message in messages)
+        completion = count_tokens(str(result.content)) if result.content else 0
+        if prompt or completion:
+            logger.warning("model reported no token usage; counted %d+%d tokens by estimate", prompt, completion)
+        return RequestUsage(prompt_tokens=prompt, completion_tokens=completion)
 
     async def create(
         self,
@@ -56,7 +78,7 @@ class MeteredChatCompletionClient(ChatCompletionClient):
             extra_create_args=extra_create_args,
             cancellation_token=cancellation_token,
         )
-        self._record(result)
+        self._record(result, messages, tools)
         return result
 
     async def create_stream(
@@ -78,7 +100,7 @@ class MeteredChatCompletionClient(ChatCompletionClient):
             cancellation_token=cancellation_token,
         ):
             if isinstance(item, CreateResult):
-                self._record(item)
+                self._record(item, messages, tools)
             yield item
 
     async def close(self) -> None:
