@@ -57,7 +57,7 @@ class MeteredChatCompletionClient(ChatCompletionClient):
             prompt = sum(count_tokens(str(message.content)) for message in messages)
         completion = count_tokens(str(result.content)) if result.content else 0
         if prompt or completion:
-            logger.warning("model reported no token usage; counted %d+%d tokens by estimate", prompt, completion)
+            logger.warning("model reported no usage; counted %d+%d tokens by estimate", prompt, completion)
         return RequestUsage(prompt_tokens=prompt, completion_tokens=completion)
 
     async def create(
