@@ -490,3 +490,27 @@ async def test_workflow_rejects_an_invalid_hand_built_input(
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
     assert "default_start_node" in str(failure.value.cause)
+
+
+@pytest.mark.parametrize(
+    ("tenant_limits", "task", "refusal"),
+    [
+        ({"workflow_usd": 0.00001}, MARKET_TASK, "budget: the turn would exceed this run's limit"),
+        ({}, f"{MARKET_TASK} Deploy with the key AKIAIOSFODNN7EXAMPLE.", "security: block"),
+    ],
+    ids=["over_budget", "blocked_by_the_guardian"],
+)
+async def test_imported_graph_runs_are_metered_and_screened(
+    dev_client: Client, settings: Settings, resources: WorkerResources,
+    tenant_limits: dict[str, float], task: str, refusal: str,
+) -> None:
+    """An imported GraphFlow spends the tenant's budget and is screened like a template's run
+    (before, neither applied): a turn over budget, or one the guardian blocks, fails the run."""
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    limited = settings.model_copy(update={"budget_tenant_limits": {tenant: tenant_limits}})
+    async with build_worker(dev_client, settings, resources):
+        config = _dump(_simple_flow())
+        workflow_id = await start_autogen_graphflow(dev_client, limited, config, task, tenant=tenant)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await dev_client.get_workflow_handle(workflow_id).result()
+    assert refusal in str(failure.value.cause)

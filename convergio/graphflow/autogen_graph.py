@@ -59,6 +59,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from convergio.contracts import AgentProfile, TranscriptMessage
+from convergio.costs.budget import BudgetLimits
+from convergio.security.policy import SecurityPolicy
 
 DIGRAPH_STOP_MESSAGE = "Digraph execution is complete"
 TASK_SOURCE = "user"
@@ -332,6 +334,14 @@ class AutoGenGraphFlowInput(_Spec):
     )
     tenant: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     name: str = "GraphFlow"
+    budget: BudgetLimits | None = Field(
+        default=None, description="The tenant's limits, resolved at start (unset: turns are not metered)."
+    )
+    security: SecurityPolicy | None = Field(
+        default=None,
+        description="How turns are screened (unset: not screened). These runs have no approval gates: "
+        "a turn the policy would hold for a person, or blocks, fails the run.",
+    )
 
     @field_validator("task")
     @classmethod

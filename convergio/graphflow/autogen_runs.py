@@ -8,7 +8,10 @@ from typing import Any
 
 from temporalio.client import Client
 
+from convergio.costs.budget import resolve_limits
 from convergio.graphflow.autogen_graph import load_graphflow_config
+from convergio.graphflow.runs import default_limits
+from convergio.security.policy import SecurityPolicy
 from convergio.settings import Settings
 from convergio.workflows.autogen_graphflow import AutoGenGraphFlowWorkflow
 
@@ -31,9 +34,15 @@ async def start_autogen_graphflow(
     anything if the config cannot run durably. ``model`` overrides every participant's
     model (CONVERGIO_MODEL syntax); otherwise each uses the model its client config names
     when recognised, else the worker's setting.
+
+    Turns are metered against the tenant's budget and screened by the guardian like a
+    template's: flagged text is redacted; a blocked turn, or one over budget, fails the run.
     """
     imported = load_graphflow_config(config)
-    run = imported.run_input(task, model=model, tenant=tenant)
+    run = imported.run_input(task, model=model, tenant=tenant).model_copy(update={
+        "budget": resolve_limits(default_limits(settings), settings.budget_tenant_limits, None, tenant, ""),
+        "security": SecurityPolicy(on_flag="redact", on_block="block"),
+    })
     workflow_id = workflow_id or f"autogen-graphflow-{uuid.uuid4().hex[:20]}"
     await client.start_workflow(
         AutoGenGraphFlowWorkflow.run,

@@ -84,16 +84,21 @@ def build_run_input(
     )
 
 
+def default_limits(settings: Settings) -> BudgetLimits:
+    """CONVERGIO_BUDGET_* as limits; the tenant's own (CONVERGIO_BUDGET_TENANT_LIMITS) go on top."""
+    return BudgetLimits(
+        daily_usd=settings.budget_daily_usd,
+        workflow_usd=settings.budget_workflow_usd,
+        turn_spike_fraction=settings.budget_turn_spike_fraction,
+    )
+
+
 def run_limits(
     settings: Settings, template: Template, tenant: str, *, may_loosen: bool = True
 ) -> BudgetLimits:
     """Settings' defaults, then the tenant's overrides, then the template's own budget. Without
     ``may_loosen`` (a tenant's own stored template), the template only tightens a limit."""
-    defaults = BudgetLimits(
-        daily_usd=settings.budget_daily_usd,
-        workflow_usd=settings.budget_workflow_usd,
-        turn_spike_fraction=settings.budget_turn_spike_fraction,
-    )
+    defaults = default_limits(settings)
     own = template.budget.model_dump(include={"daily_usd", "workflow_usd", "turn_spike_fraction"}, exclude_none=True)
     if not may_loosen:
         set_by_operator = resolve_limits(defaults, settings.budget_tenant_limits, None, tenant, template.name)

@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from convergio.activities.agent_turn import AgentTurnActivities
-    from convergio.contracts import AgentTurnInput, AgentTurnOutput, AgentTurnRequest
+    from convergio.contracts import AgentTurnInput, AgentTurnOutput, AgentTurnRequest, TurnBudget
     from convergio.graphflow.autogen_graph import (
         AutoGenGraphFlowInput,
         AutoGenGraphFlowResult,
@@ -97,6 +97,8 @@ class AutoGenGraphFlowWorkflow:
                     turn=self._turn_counter,
                     request=request,
                     context=context,
+                    budget=self._budget(run),
+                    security=run.security,
                 ),
                 summary=f"{profile.role} · turn {self._turn_counter}"[:200],
                 start_to_close_timeout=TURN_TIMEOUT,
@@ -109,7 +111,28 @@ class AutoGenGraphFlowWorkflow:
             ) from None
         self._prompt_tokens += output.prompt_tokens
         self._completion_tokens += output.completion_tokens
+        if output.budget_refused:
+            raise ApplicationError(
+                f"{plan.agent}: {output.budget_refused}", type="BudgetRefused", non_retryable=True
+            )
+        held = output.security_hold
+        if held is None and output.output_action in ("approval", "block"):
+            held = output.output_action
+        if held:
+            findings = "; ".join(reason for finding in output.findings for reason in finding.reasons[:2])
+            raise ApplicationError(
+                f"{plan.agent}: security: {held} ({findings or 'flagged'}); "
+                "AutoGen graph runs have no approval gates",
+                type="SecurityBlocked", non_retryable=True,
+            )
         return output
+
+    @staticmethod
+    def _budget(run: AutoGenGraphFlowInput) -> TurnBudget | None:
+        if run.budget is None:
+            return None
+        day = workflow.now().date().isoformat()
+        return TurnBudget(limits=run.budget, day=day, template=f"autogen:{run.name}")
 
     def _result(self) -> AutoGenGraphFlowResult:
         execution = self._execution
