@@ -292,3 +292,42 @@ async def test_runs_on_the_time_skipping_server(
         handle = await start(client, worker_settings, custom_template(ONE_STEP), {"task": TASK}, search_attributes=False)
         result = await handle.result()
     assert "## Recommendation" in result.steps[0].output
+
+
+async def test_a_turn_waits_for_the_turns_in_flight_to_settle(
+    settings: Settings, resources: WorkerResources
+) -> None:
+    """Another turn of the run holds the rest of its budget; this one would fit once that one
+    settles: it waits for it instead of failing (before: refused as busy, and after Temporal's
+    three quick retries the step failed)."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from convergio.activities.agent_turn import _prompt_tokens
+    from convergio.contracts import TurnBudget
+    from convergio.costs.budget import BudgetLimits, RedisBudget
+    from convergio.costs.metering import ESTIMATED_COMPLETION_TOKENS
+    from convergio.costs.pricing import default_price_table
+
+    meter = resources.meter(settings)
+    activities = AgentTurnActivities(settings, resources.pool, resources.events, meter)
+    day = datetime.now(UTC).date().isoformat()
+    turn = AgentTurnInput(workflow_id=f"wf-{uuid.uuid4()}", step_id="answer", turn=2,
+                          request=AgentTurnRequest(task=TASK, agent=CFO))
+    estimate = default_price_table(settings.price_table).estimate_turn_cost(
+        "offline", _prompt_tokens(turn, []), ESTIMATED_COMPLETION_TOKENS
+    )
+    limits = BudgetLimits(daily_usd=Decimal(100), workflow_usd=estimate * 3, turn_spike_fraction=Decimal(1))
+    turn.budget = TurnBudget(limits=limits, day=day, template="t")
+    budget = RedisBudget(resources.redis)
+    other = "turn-1-in-flight"
+    assert (await budget.reserve(other, "default", turn.workflow_id, day, estimate, limits, ttl_s=60)).granted
+
+    async def settle_soon() -> None:
+        await asyncio.sleep(1.0)
+        await budget.release(other, "default", turn.workflow_id, day)
+
+    settling = asyncio.create_task(settle_soon())
+    output = await ActivityEnvironment().run(activities.run_agent_turn, turn)
+    await settling
+    assert output.budget_refused is None and "## Revenue" in output.content

@@ -62,6 +62,8 @@ from convergio.settings import Settings
 logger = logging.getLogger(__name__)
 
 WITHHELD = "[withheld by the security guardian]"
+# How long a turn waits for turns in flight to settle when they hold the rest of the budget.
+BUDGET_BUSY_WAIT_S = 20.0
 
 
 class AgentTurnActivities:
@@ -156,7 +158,7 @@ class AgentTurnActivities:
 
         with span("budget.reserve", model=label, tenant=request.tenant) as reserve_span:
             try:
-                reservation = await self._meter.reserve(turn, label, _prompt_tokens(turn, offered))
+                reservation = await self._reserve_when_free(turn, label, _prompt_tokens(turn, offered))
             except BudgetBusy as exc:
                 reserve_span.set_attribute("granted", False)
                 await self._record(verdicts)
@@ -295,6 +297,24 @@ class AgentTurnActivities:
         if screened.verdict.decision != "allow":
             findings.append(screened.finding(surface, turn.step_id))
         return screened
+
+    async def _reserve_when_free(
+        self, turn: AgentTurnInput, label: str, prompt_tokens: int
+    ) -> ReservationResult | None:
+        """Reserve the turn's estimate; while other turns in flight hold the rest of the budget,
+        wait for them to settle (up to BUDGET_BUSY_WAIT_S, beating the heart) before giving up
+        to Temporal's retries: a turn that fits once they commit should not fail its step."""
+        started = time.monotonic()
+        pause = 0.25
+        while True:
+            try:
+                return await self._meter.reserve(turn, label, prompt_tokens)
+            except BudgetBusy:
+                if time.monotonic() - started + pause > BUDGET_BUSY_WAIT_S:
+                    raise
+            activity.heartbeat("waiting for the budget")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
     async def _screen_answer(
         self,
