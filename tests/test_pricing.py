@@ -69,6 +69,10 @@ def test_shipped_table_has_the_common_models() -> None:
         ("OpenAI:GPT-4o-Mini", "gpt-4o-mini"),
         ("openai-compatible:my-llama", "default"),
         ("openai:gpt-4omega", "default"),  # a prefix must end at a boundary
+        ("openai:o1-pro-2025-03-19", "o1-pro"),  # premium variants are not their family
+        ("openai:o3-pro", "o3-pro"),
+        ("openai:o3-deep-research-2025-06-26", "o3-deep-research"),
+        ("openai:o4-mini-deep-research", "o4-mini-deep-research"),
     ],
 )
 def test_labels_resolve_to_their_family(label: str, key: str) -> None:
