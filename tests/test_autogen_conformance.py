@@ -514,3 +514,18 @@ async def test_imported_graph_runs_are_metered_and_screened(
         with pytest.raises(WorkflowFailureError) as failure:
             await dev_client.get_workflow_handle(workflow_id).result()
     assert refusal in str(failure.value.cause)
+
+
+def test_a_scripted_or_unknown_model_client_needs_an_explicit_model() -> None:
+    """AutoGen's scripted client has no durable equivalent: the run must say which model to use
+    (before, it quietly ran on the worker's model and answered differently)."""
+    from autogen_ext.models.replay import ReplayChatCompletionClient
+
+    scripted = [AssistantAgent(n, model_client=ReplayChatCompletionClient(["yes"]), system_message="Hi.")
+                for n in ("A", "B")]
+    imported = load_graphflow_config(_dump(GraphFlow(scripted, graph=_graph(scripted, [("A", "B", {})]))))
+    with pytest.raises(GraphFlowImportError) as error:
+        imported.run_input(MARKET_TASK)
+    assert "config.participants[0].config.model_client.provider" in str(error.value)
+    assert "ReplayChatCompletionClient" in str(error.value) and "model=" in str(error.value)
+    assert imported.run_input(MARKET_TASK, model="offline").model == "offline"

@@ -379,6 +379,9 @@ class ImportedGraphFlow(_Spec):
     description: str | None = None
     participants: dict[str, AgentProfile]
     participant_models: dict[str, str] = Field(default_factory=dict)
+    unknown_model_clients: dict[str, str] = Field(
+        default_factory=dict, description="Field path -> provider of model clients we cannot call."
+    )
     graph: GraphSpec
     max_turns: int | None = None
     termination: TerminationSpec | None = None
@@ -386,6 +389,13 @@ class ImportedGraphFlow(_Spec):
     def run_input(
         self, task: str, *, model: str | None = None, tenant: str = "default"
     ) -> AutoGenGraphFlowInput:
+        """The workflow's input; without ``model``, every participant's client must be one we
+        know (a scripted or unknown client would otherwise quietly run on the worker's model)."""
+        if model is None and self.unknown_model_clients:
+            path, provider = next(iter(self.unknown_model_clients.items()))
+            raise GraphFlowImportError(
+                path, f"no Convergio model for {provider!r}; pass model=... to run every participant on one"
+            )
         return AutoGenGraphFlowInput(
             graph=self.graph,
             participants=self.participants,
@@ -431,8 +441,10 @@ def load_graphflow_config(config: Mapping[str, Any] | BaseModel) -> ImportedGrap
         raise GraphFlowImportError("config.participants", "expected a non-empty list of agent components")
     participants: dict[str, AgentProfile] = {}
     models: dict[str, str] = {}
+    unknown: dict[str, str] = {}
     for index, raw in enumerate(raw_participants):
-        profile, model = _participant(raw, f"config.participants[{index}]")
+        here = f"config.participants[{index}]"
+        profile, model = _participant(raw, here)
         if profile.name in participants:
             raise GraphFlowImportError(
                 f"config.participants[{index}].config.name", f"duplicate name {profile.name!r}"
@@ -440,6 +452,10 @@ def load_graphflow_config(config: Mapping[str, Any] | BaseModel) -> ImportedGrap
         participants[profile.name] = profile
         if model:
             models[profile.name] = model
+        else:
+            client = (raw.get("config") or {}).get("model_client") if isinstance(raw, Mapping) else None
+            provider = client.get("provider") if isinstance(client, Mapping) else None
+            unknown[f"{here}.config.model_client.provider"] = str(provider)
 
     max_turns = body.get("max_turns")
     if max_turns is not None and (
@@ -457,6 +473,7 @@ def load_graphflow_config(config: Mapping[str, Any] | BaseModel) -> ImportedGrap
         description=body.get("description"),
         participants=participants,
         participant_models=models,
+        unknown_model_clients=unknown,
         graph=graph,
         max_turns=max_turns,
         termination=termination,
