@@ -331,3 +331,28 @@ async def test_a_turn_waits_for_the_turns_in_flight_to_settle(
     output = await ActivityEnvironment().run(activities.run_agent_turn, turn)
     await settling
     assert output.budget_refused is None and "## Revenue" in output.content
+
+
+async def test_a_turn_holds_its_budget_for_as_long_as_it_may_run(
+    settings: Settings, resources: WorkerResources
+) -> None:
+    """A step whose turns may run an hour holds its reservation past the hour (before: 15
+    minutes, after which other turns could spend the same money)."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from convergio.contracts import TurnBudget
+    from convergio.costs.budget import BudgetLimits, reservation_id
+
+    meter = resources.meter(settings)
+    day = datetime.now(UTC).date().isoformat()
+    turn = AgentTurnInput(
+        workflow_id=f"wf-{uuid.uuid4()}", step_id="answer", turn=1, request=AgentTurnRequest(task=TASK, agent=CFO),
+        budget=TurnBudget(limits=BudgetLimits(daily_usd=Decimal(100)), day=day, template="t"),
+    )
+    assert (await meter.reserve(turn, "offline", 500, longest_turn_s=3600)).granted
+    expires_ms = await resources.redis.zscore(
+        f"convergio:budget:wf:{turn.workflow_id}:expiry", reservation_id(turn.workflow_id, "answer", 1)
+    )
+    seconds, _ = await resources.redis.time()
+    assert 3600 < expires_ms / 1000 - seconds <= 3660 + 5

@@ -307,8 +307,11 @@ class AgentTurnActivities:
         started = time.monotonic()
         pause = 0.25
         while True:
+            timeout = activity.info().start_to_close_timeout
             try:
-                return await self._meter.reserve(turn, label, prompt_tokens)
+                return await self._meter.reserve(
+                    turn, label, prompt_tokens, longest_turn_s=timeout.total_seconds() if timeout else 0
+                )
             except BudgetBusy:
                 if time.monotonic() - started + pause > BUDGET_BUSY_WAIT_S:
                     raise

@@ -31,8 +31,12 @@ class TurnMeter:
         self._pool = pool
         self._prices = prices
 
-    async def reserve(self, turn: AgentTurnInput, model: str, prompt_tokens: int) -> ReservationResult | None:
-        """None when the turn is not metered or a person approved going over the limit."""
+    async def reserve(
+        self, turn: AgentTurnInput, model: str, prompt_tokens: int, *, longest_turn_s: float = 0
+    ) -> ReservationResult | None:
+        """None when the turn is not metered or a person approved going over the limit. The hold
+        lasts RESERVATION_TTL_S, or longer than ``longest_turn_s`` (the activity's timeout): a
+        hold that expired while its turn still ran would let other turns spend the same money."""
         if turn.budget is None or turn.budget.approved_overrun:
             return None
         estimate = self._prices.estimate_turn_cost(model, prompt_tokens, ESTIMATED_COMPLETION_TOKENS)
@@ -43,7 +47,7 @@ class TurnMeter:
             turn.budget.day,
             estimate,
             turn.budget.limits,
-            ttl_s=RESERVATION_TTL_S,
+            ttl_s=max(RESERVATION_TTL_S, longest_turn_s + 60),
         )
         if not result.granted and result.retryable:
             raise BudgetBusy(f"budget busy ({result.reason}): other turns hold the rest; retrying")
