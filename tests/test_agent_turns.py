@@ -347,7 +347,8 @@ async def test_a_turn_holds_its_budget_for_as_long_as_it_may_run(
     meter = resources.meter(settings)
     day = datetime.now(UTC).date().isoformat()
     turn = AgentTurnInput(
-        workflow_id=f"wf-{uuid.uuid4()}", step_id="answer", turn=1, request=AgentTurnRequest(task=TASK, agent=CFO),
+        workflow_id=f"wf-{uuid.uuid4()}", step_id="answer", turn=1,
+        request=AgentTurnRequest(task=TASK, agent=CFO),
         budget=TurnBudget(limits=BudgetLimits(daily_usd=Decimal(100)), day=day, template="t"),
     )
     assert (await meter.reserve(turn, "offline", 500, longest_turn_s=3600)).granted
