@@ -168,9 +168,6 @@ class AgentTurnOutput(Contract):
         default=None, description="approval or block: screening stopped the turn before the model call."
     )
     output_action: str = Field(default="allow", description="What screening did to the answer.")
-    turn: int | None = Field(
-        default=None, description="The run's turn this answers (unset from older workers)."
-    )
     findings: list[SecurityFinding] = Field(default_factory=list)
     replayed_from_ledger: bool = Field(
         default=False,

@@ -87,9 +87,18 @@ def test_misconfiguration_names_the_setting(value: str, extra: dict[str, str], n
 )
 def test_streamed_turns_ask_for_their_token_usage(value: str, extra: dict[str, str]) -> None:
     """Turns stream, and OpenAI-style APIs report a streamed answer's usage only when asked:
-    without it every turn was priced at $0 and no budget ever bound."""
+    without it every turn was priced at $0 and no budget ever bound. Plain calls (the guardian's
+    classifier) must not carry it: the API refuses stream_options without streaming."""
+    from convergio.agents.metered_client import stream_create_args
+
     client = build_model_client(make_settings(model=value, **extra))
-    assert client.dump_component().config["stream_options"] == {"include_usage": True}
+    assert "stream_options" not in client.dump_component().config
+    assert stream_create_args(client, {"temperature": 0}) == {
+        "temperature": 0, "stream_options": {"include_usage": True}
+    }
+    own = {"stream_options": {"include_usage": False}}
+    assert stream_create_args(client, own) == own  # a caller's own choice stands
+    assert stream_create_args(OfflineChatCompletionClient(), {}) == {}
 
 
 async def test_a_call_reported_without_usage_is_counted_by_estimate() -> None:

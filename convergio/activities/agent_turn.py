@@ -92,7 +92,6 @@ class AgentTurnActivities:
         ):
             started = time.monotonic()
             output = await self._run_turn(turn)
-            output.turn = turn.turn
             current.set_attributes(
                 {
                     "model": output.model,

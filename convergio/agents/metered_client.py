@@ -8,6 +8,7 @@ subscribes to.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -27,6 +28,18 @@ from convergio.agents.tokens import count_tokens
 
 CallListener = Callable[[CreateResult], None]
 logger = logging.getLogger(__name__)
+
+
+def stream_create_args(client: ChatCompletionClient, extra: Mapping[str, Any]) -> Mapping[str, Any]:
+    """OpenAI-style APIs (OpenAI, Azure, OpenAI-compatible servers) report a streamed answer's
+    token usage only when asked; without it every streamed turn was priced at $0 and no budget
+    bound. Asked on streamed calls only: a plain call with ``stream_options`` is refused."""
+    openai = sys.modules.get("autogen_ext.models.openai")  # not imported: not an OpenAI client
+    if openai is None or "stream_options" in extra:
+        return extra
+    if not isinstance(client, openai.BaseOpenAIChatCompletionClient):
+        return extra
+    return {**extra, "stream_options": {"include_usage": True}}
 
 
 class MeteredChatCompletionClient(ChatCompletionClient):
@@ -96,7 +109,7 @@ class MeteredChatCompletionClient(ChatCompletionClient):
             tools=tools,
             tool_choice=tool_choice,
             json_output=json_output,
-            extra_create_args=extra_create_args,
+            extra_create_args=stream_create_args(self.inner, extra_create_args),
             cancellation_token=cancellation_token,
         ):
             if isinstance(item, CreateResult):

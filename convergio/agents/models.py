@@ -14,7 +14,7 @@ Accepted values::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 from autogen_core.models import ChatCompletionClient, ModelFamily, ModelInfo
 from pydantic import BaseModel
@@ -33,11 +33,6 @@ GENERIC_MODEL_INFO = ModelInfo(
     structured_output=False,
     multiple_system_messages=True,
 )
-
-
-# Turns stream; OpenAI-style APIs report a streamed answer's token usage only when asked. Without
-# it every streamed turn would be priced at $0 and no budget would ever bind.
-STREAM_USAGE: dict[str, Any] = {"stream_options": {"include_usage": True}}
 
 
 class ModelConfigError(ValueError):
@@ -117,9 +112,7 @@ def build_model_client(settings: Settings, model: str | None = None) -> ChatComp
         from autogen_ext.models.openai import OpenAIChatCompletionClient
 
         api_key = _require(settings.openai_api_key, "CONVERGIO_OPENAI_API_KEY", spec)
-        return OpenAIChatCompletionClient(
-            model=spec.model, api_key=api_key, **STREAM_USAGE, **_info_if_unknown_openai(spec)
-        )
+        return OpenAIChatCompletionClient(model=spec.model, api_key=api_key, **_info_if_unknown_openai(spec))
     if spec.provider == "openai-compatible":
         from autogen_ext.models.openai import OpenAIChatCompletionClient
 
@@ -128,7 +121,6 @@ def build_model_client(settings: Settings, model: str | None = None) -> ChatComp
             base_url=spec.base_url,
             api_key=settings.openai_api_key or "not-needed",
             model_info=GENERIC_MODEL_INFO,
-            **STREAM_USAGE,
         )
     if spec.provider == "azure":
         from autogen_ext.models.openai import AzureOpenAIChatCompletionClient
@@ -141,7 +133,6 @@ def build_model_client(settings: Settings, model: str | None = None) -> ChatComp
             azure_endpoint=endpoint,
             api_key=api_key,
             api_version=settings.azure_openai_api_version,
-            **STREAM_USAGE,
             **_info_if_unknown_openai(spec),
         )
     if spec.provider == "anthropic":

@@ -33,7 +33,7 @@ async def start_autogen_graphflow(
     :class:`~convergio.graphflow.autogen_graph.GraphFlowImportError` before starting
     anything if the config cannot run durably. ``model`` overrides every participant's
     model (CONVERGIO_MODEL syntax); otherwise each uses the model its client config names
-    when recognised, else the worker's setting.
+    when recognised; a client with no equivalent needs ``model``.
 
     Turns are metered against the tenant's budget and screened by the guardian like a
     template's: flagged text is redacted; a blocked turn, or one over budget, fails the run.

@@ -137,6 +137,12 @@ GATE_KIND_PATCH = "gate-kind-v1"
 # gates left ConvergioStatus "running" and its gates in ConvergioPendingGates. Only such runs
 # record this marker.
 CLOSED_STATUS_PATCH = "closed-status-v1"
+# ... and before a held or refused call's gate was named after the call's own turn (it took the
+# run's latest, shared by steps running side by side).
+GATE_TURN_PATCH = "gate-turn-v1"
+# ... and before a dependency's answer reached the next step only if it stood (a skipped step's
+# rejected answer went on as context). Only runs with such a dependency record this marker.
+STANDING_CONTEXT_PATCH = "standing-context-v1"
 
 
 def _escalation_waits(sla: timedelta, chain: list[EscalationSpec]) -> list[timedelta]:
@@ -174,6 +180,7 @@ class GraphFlowWorkflow:
         self._pending: dict[str, PendingApproval] = {}
         self._decisions: dict[str, RecordedDecision] = {}
         self._turn_counter = 0
+        self._call_turns: dict[str, int] = {}  # step id -> the turn of its latest model call
         self._loop_counts: dict[str, int] = {}
         self._change_requests: dict[str, int] = {}
         self._sla_failure: str | None = None
@@ -710,7 +717,7 @@ class GraphFlowWorkflow:
         elif policy.on_breach == "approval":
             gate_step = step.model_copy(update={"approvers": policy.approvers, "sla": None})
             decision = await self._gate(
-                gate_step, gate_id=f"budget_{self._turn_of(output)}", roles=policy.approvers, kind="budget",
+                gate_step, gate_id=f"budget_{self._turn_of(step)}", roles=policy.approvers, kind="budget",
                 under_review=f"High-cost operation: {output.budget_refused}. "
                 f"Approve to let {agent.role} run this turn of '{step.label}' anyway.",
             )
@@ -722,7 +729,8 @@ class GraphFlowWorkflow:
                 retried = True
         if output.budget_refused is not None:
             raise StepFailed(output.budget_refused)
-        if retried and workflow.patched(BUDGET_RETRY_SECURITY_PATCH):
+        acts = output.security_hold is not None or output.output_action in ("approval", "block")
+        if retried and acts and workflow.patched(BUDGET_RETRY_SECURITY_PATCH):
             # The retry's answer is screened like any other: blocked, flagged or held.
             output = await self._security_review(
                 step, output, agent_name, task, context, purpose, model, rounds
@@ -741,7 +749,7 @@ class GraphFlowWorkflow:
             raise StepFailed(f"security: blocked ({reasons})")
         if output.security_hold == "approval":
             decision = await self._gate(
-                step, gate_id=f"security_{self._turn_of(output)}", roles=spec.approvers, kind="security",
+                step, gate_id=f"security_{self._turn_of(step)}", roles=spec.approvers, kind="security",
                 under_review=f"The guardian flagged the instruction or context of '{step.label}': {reasons}\n\n{task}",
             )
             if decision.outcome != "approve":
@@ -756,7 +764,7 @@ class GraphFlowWorkflow:
                 raise StepFailed(f"security: blocked ({reasons})")
         if output.output_action == "approval":
             decision = await self._gate(
-                step, gate_id=f"security_{self._turn_of(output)}", roles=spec.approvers, kind="security",
+                step, gate_id=f"security_{self._turn_of(step)}", roles=spec.approvers, kind="security",
                 under_review=f"The guardian flagged the answer of '{step.label}': {reasons}\n\n"
                 + (output.content or "\n".join(call.shown() for call in output.tool_calls)),
             )
@@ -817,6 +825,7 @@ class GraphFlowWorkflow:
         agent = self._run.agents[agent_name]
         self._turn_counter += 1
         turn = self._turn_counter  # steps run concurrently: the counter moves on while this call runs
+        self._call_turns[step.id] = turn
         request = AgentTurnRequest(
             task=task,
             agent=AgentProfile(name=agent.name, role=agent.role, system_message=agent.system_message),
@@ -1084,10 +1093,14 @@ class GraphFlowWorkflow:
         return list(self._pending.values())
 
     # ------------------------------------------------------------------ helpers
-    def _turn_of(self, output: AgentTurnOutput) -> int:
-        """The turn a held or refused call was; results recorded by older workers do not say, and
-        their gates were named after the run's latest turn."""
-        return output.turn if output.turn is not None else self._turn_counter
+    def _turn_of(self, step: StepSpec) -> int:
+        """The turn a step's held or refused call was, to name its gate. Runs recorded before
+        GATE_TURN_PATCH named it after the run's latest turn, which another step running at the
+        same time may have taken since (the marker is recorded only when the two differ)."""
+        turn = self._call_turns.get(step.id, self._turn_counter)
+        if turn != self._turn_counter and workflow.patched(GATE_TURN_PATCH):
+            return turn
+        return self._turn_counter
 
     def _last_record(self, step_id: str) -> TurnRecord:
         """The latest model turn of a step. Steps run concurrently, so the run's latest turn
@@ -1107,9 +1120,12 @@ class GraphFlowWorkflow:
         for dependency in step.depends_on:
             state = self._steps[dependency]
             # Only answers that stood: not a skipped step's failed one, nor one a person denied.
-            if state.output and state.kind != "approval" and state.status == "completed":
-                source = state.agents[-1] if state.agents else dependency
-                messages.append(TranscriptMessage(source=_source_name(source), content=state.output))
+            if not state.output or state.kind == "approval":
+                continue
+            if state.status != "completed" and workflow.patched(STANDING_CONTEXT_PATCH):
+                continue
+            source = state.agents[-1] if state.agents else dependency
+            messages.append(TranscriptMessage(source=_source_name(source), content=state.output))
         return messages
 
     @staticmethod
