@@ -291,3 +291,20 @@ async def test_a_cancelled_run_waits_for_nobody(api: httpx.AsyncClient, dev_clie
     decide = f"/workflows/{workflow_id}/approvals/executive_approval"
     late = await api.post(decide, json={"decision": "approve", "role": "executive"})
     assert late.status_code == 409 and "the run is canceled" in late.json()["detail"]
+
+
+async def test_a_decision_on_what_a_gate_no_longer_holds_is_refused(api: httpx.AsyncClient) -> None:
+    """``reviewed_at`` names the round of the gate the person reviewed: once the gate reopened
+    (someone requested changes), a decision made on the old content gets 409."""
+    run = {"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS}
+    workflow_id = (await api.post("/workflows", json=run)).json()["workflow_id"]
+    view = await _poll(api, workflow_id, lambda v: v["progress"] and v["progress"]["pending_approvals"])
+    gate = view["progress"]["pending_approvals"][0]
+    decide = f"/workflows/{workflow_id}/approvals/{gate['gate_id']}"
+    stale = {"decision": "approve", "role": "executive", "reviewed_at": "2020-01-01T00:00:00Z"}
+    refused = await api.post(decide, json=stale)
+    assert refused.status_code == 409 and "review what it holds now" in refused.json()["detail"]
+    current = {"decision": "approve", "role": "executive", "reviewed_at": gate["requested_at"]}
+    assert (await api.post(decide, json=current)).status_code == 202
+    view = await _poll(api, workflow_id, lambda v: v["status"] != "running")
+    assert view["status"] == "completed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, status
@@ -50,6 +51,11 @@ class ApprovalRequest(BaseModel):
         default=None,
         max_length=200_000,
         description="approve only: a corrected version of the output under review.",
+    )
+    reviewed_at: datetime | None = Field(
+        default=None,
+        description="The gate's `requested_at` as you saw it. If the gate reopened since (someone "
+        "requested changes), the decision is refused with 409: what you reviewed is not what waits.",
     )
 
 
@@ -127,6 +133,12 @@ async def decide_gate(
         open_gates = ", ".join(g.gate_id for g in pending) or "none"
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"gate {gate_id!r} is not pending (pending: {open_gates})"
+        )
+    if body.reviewed_at is not None and body.reviewed_at != gate.requested_at:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"gate {gate_id!r} reopened at {gate.requested_at.isoformat()} after a change request; "
+            "review what it holds now",
         )
     if body.role not in gate.approvers:
         raise HTTPException(

@@ -252,7 +252,11 @@ function gateCard(gate) {
 
 async function decide(gate, form, decision) {
   const status = form.querySelector(".decide-status");
-  const body = { decision, role: form.elements.role.value, comment: form.elements.comment.value };
+  // reviewed_at: if the gate reopened since this card was drawn, the API refuses the decision.
+  const body = {
+    decision, role: form.elements.role.value, comment: form.elements.comment.value,
+    reviewed_at: gate.requested_at,
+  };
   // Unset, the API records the key's own name; only admin keys may name someone else.
   const approver = (localStorage.getItem(APPROVER_STORE) || "").trim();
   if (approver) body.approver = approver;
