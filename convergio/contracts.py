@@ -180,3 +180,7 @@ class AgentTurnOutput(Contract):
     prompt_redactions: list[PromptPart] = Field(
         default_factory=list, description="What screening redacted in the prompt before the model saw it."
     )
+
+    def finding_reasons(self) -> str:
+        """What screening found in the turn, for a failure message or a person's review."""
+        return "; ".join(r for f in self.findings for r in f.reasons[:2]) or "flagged"

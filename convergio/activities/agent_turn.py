@@ -304,13 +304,12 @@ class AgentTurnActivities:
         wait for them to settle (up to BUDGET_BUSY_WAIT_S, beating the heart) before giving up
         to Temporal's retries: a turn that fits once they commit should not fail its step."""
         started = time.monotonic()
+        timeout = activity.info().start_to_close_timeout
+        longest_turn_s = timeout.total_seconds() if timeout else 0
         pause = 0.25
         while True:
-            timeout = activity.info().start_to_close_timeout
             try:
-                return await self._meter.reserve(
-                    turn, label, prompt_tokens, longest_turn_s=timeout.total_seconds() if timeout else 0
-                )
+                return await self._meter.reserve(turn, label, prompt_tokens, longest_turn_s=longest_turn_s)
             except BudgetBusy:
                 if time.monotonic() - started + pause > BUDGET_BUSY_WAIT_S:
                     raise

@@ -119,9 +119,8 @@ class AutoGenGraphFlowWorkflow:
         if held is None and output.output_action in ("approval", "block"):
             held = output.output_action
         if held:
-            findings = "; ".join(reason for finding in output.findings for reason in finding.reasons[:2])
             raise ApplicationError(
-                f"{plan.agent}: security: {held} ({findings or 'flagged'}); "
+                f"{plan.agent}: security: {held} ({output.finding_reasons()}); "
                 "AutoGen graph runs have no approval gates",
                 type="SecurityBlocked", non_retryable=True,
             )

@@ -151,11 +151,6 @@ def _escalation_waits(sla: timedelta, chain: list[EscalationSpec]) -> list[timed
     return [sla + chain[0].after, *(link.after for link in chain[1:])] if chain else []
 
 
-def _reasons(output: AgentTurnOutput) -> str:
-    """What screening found in a turn, for a failure message or a person's review."""
-    return "; ".join(r for f in output.findings for r in f.reasons[:2]) or "flagged"
-
-
 def _patched(change: str) -> bool:
     """Is ``change`` (one of those before ALL_CHANGES_V1) in effect for this run: it started with
     all of them (ALL_CHANGES_V1), or it recorded this one (runs started before ALL_CHANGES_V1)."""
@@ -744,7 +739,7 @@ class GraphFlowWorkflow:
         """Apply the template's security policy to what screening found in the turn."""
         assert self._run is not None
         spec = self._run.template.security
-        reasons = _reasons(output)
+        reasons = output.finding_reasons()
         if output.security_hold == "block" or output.output_action == "block":
             raise StepFailed(f"security: blocked ({reasons})")
         if output.security_hold == "approval":
@@ -759,7 +754,7 @@ class GraphFlowWorkflow:
                 step, agent_name, task, context, purpose, model=model, security_approved=True, rounds=rounds,
                 redactions=output.prompt_redactions,
             )
-            reasons = _reasons(output)  # from here on, what screening found in the answer
+            reasons = output.finding_reasons()  # from here on, what screening found in the answer
             if output.output_action == "block" and workflow.patched(APPROVED_PROMPT_BLOCK_PATCH):
                 raise StepFailed(f"security: blocked ({reasons})")
         if output.output_action == "approval":
