@@ -357,3 +357,125 @@ async def test_a_turn_holds_its_budget_for_as_long_as_it_may_run(
     )
     seconds, _ = await resources.redis.time()
     assert 3600 < expires_ms / 1000 - seconds <= 3660 + 5
+
+
+# --------------------------------------------------------------------------- attempts and the budget
+
+
+def budgeted_turn(limits: Any, **request: Any) -> AgentTurnInput:
+    from datetime import UTC, datetime
+
+    from convergio.contracts import TurnBudget
+
+    day = datetime.now(UTC).date().isoformat()
+    return AgentTurnInput(
+        workflow_id=f"wf-{uuid.uuid4()}", step_id="answer", turn=1,
+        request=AgentTurnRequest(task=TASK, agent=CFO, **request),
+        budget=TurnBudget(limits=limits, day=day, template="t"),
+    )
+
+
+async def attempt(activities: AgentTurnActivities, turn: AgentTurnInput, number: int) -> AgentTurnOutput:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=number)
+    return await env.run(activities.run_agent_turn, turn)
+
+
+@pytest.fixture
+async def unreachable_pool() -> Any:
+    """A pool whose database refuses connections: a turn's record cannot be written."""
+    from psycopg_pool import AsyncConnectionPool
+
+    pool = AsyncConnectionPool(
+        "postgresql://convergio@127.0.0.1:9/none", min_size=0, max_size=1, timeout=1.0, open=False
+    )
+    await pool.open(wait=False)
+    yield pool
+    await pool.close()
+
+
+async def test_an_attempt_that_paid_then_failed_is_counted_and_the_retry_pays_its_own(
+    settings: Settings, resources: WorkerResources, unreachable_pool: Any
+) -> None:
+    """The first attempt pays for its model call, then cannot record the turn (Postgres down).
+    Its cost stays counted and the retry holds and commits its own (before: the retry reused the
+    first attempt's reservation id, was waved through as 'already committed' and its call was
+    never counted); a third attempt finding the turn recorded commits nothing twice."""
+    from decimal import ROUND_CEILING, Decimal
+
+    from psycopg_pool import PoolTimeout
+
+    from convergio.costs.budget import BudgetLimits, RedisBudget
+
+    meter = resources.meter(settings)
+    turn = budgeted_turn(BudgetLimits(daily_usd=Decimal(100)))
+    budget = RedisBudget(resources.redis)
+    with pytest.raises(PoolTimeout):
+        await attempt(AgentTurnActivities(settings, unreachable_pool, resources.events, meter), turn, 1)
+    first_cost = await budget.workflow_spent(turn.workflow_id)
+    assert first_cost > 0
+
+    activities = AgentTurnActivities(settings, resources.pool, resources.events, meter)
+    second = await attempt(activities, turn.model_copy(deep=True), 2)
+    assert second.replayed_from_ledger is False
+    # The same prompt gets the same answer from the offline model: both calls cost the same
+    # (Redis counts whole micro-dollars, rounded up).
+    assert first_cost == Decimal(repr(second.cost_usd)).quantize(Decimal("0.000001"), rounding=ROUND_CEILING)
+    assert await budget.workflow_spent(turn.workflow_id) == 2 * first_cost
+
+    third = await attempt(activities, turn.model_copy(deep=True), 3)
+    assert third.replayed_from_ledger is True and third.content == second.content
+    assert await budget.workflow_spent(turn.workflow_id) == 2 * first_cost
+    workflow_keys = f"convergio:budget:wf:{turn.workflow_id}"
+    assert await resources.redis.hget(workflow_keys, "reserved") in (None, b"0")  # no hold left behind
+
+
+async def test_a_retry_is_admitted_against_what_the_failed_attempt_spent(
+    settings: Settings, resources: WorkerResources, unreachable_pool: Any
+) -> None:
+    """The run's limit fits one turn, not two: the retry of an attempt that paid and failed is
+    refused by the budget (before: admitted without a check and paid a second time)."""
+    from decimal import Decimal
+
+    from psycopg_pool import PoolTimeout
+
+    from convergio.activities.agent_turn import _prompt_tokens
+    from convergio.costs.budget import BudgetLimits
+    from convergio.costs.metering import ESTIMATED_COMPLETION_TOKENS
+    from convergio.costs.pricing import default_price_table
+
+    meter = resources.meter(settings)
+    turn = budgeted_turn(BudgetLimits(daily_usd=Decimal(100)))
+    estimate = default_price_table(settings.price_table).estimate_turn_cost(
+        "offline", _prompt_tokens(turn, []), ESTIMATED_COMPLETION_TOKENS
+    )
+    assert turn.budget is not None
+    turn.budget.limits = BudgetLimits(
+        daily_usd=Decimal(100), workflow_usd=estimate + Decimal("0.000001"), turn_spike_fraction=Decimal(1)
+    )
+    with pytest.raises(PoolTimeout):
+        await attempt(AgentTurnActivities(settings, unreachable_pool, resources.events, meter), turn, 1)
+
+    activities = AgentTurnActivities(settings, resources.pool, resources.events, meter)
+    retried = await attempt(activities, turn.model_copy(deep=True), 2)
+    assert retried.budget_refused is not None and "this run's limit" in retried.budget_refused
+    assert retried.content == "" and retried.prompt_tokens == 0
+
+
+async def test_an_attempt_that_paid_for_nothing_frees_its_hold_at_once(
+    settings: Settings, resources: WorkerResources
+) -> None:
+    """The model server is unreachable: the attempt fails without a paid call, and its hold is
+    released now instead of blocking the run's budget until it expires."""
+    from decimal import Decimal
+
+    from convergio.costs.budget import BudgetLimits, RedisBudget
+
+    activities = AgentTurnActivities(settings, resources.pool, resources.events, resources.meter(settings))
+    unreachable_model = "openai-compatible:http://127.0.0.1:9/v1#m"
+    turn = budgeted_turn(BudgetLimits(daily_usd=Decimal(100)), model=unreachable_model)
+    with pytest.raises(Exception, match="(?i)connect"):
+        await attempt(activities, turn, 1)
+    budget = RedisBudget(resources.redis)
+    assert await budget.workflow_spent(turn.workflow_id) == 0
+    assert await resources.redis.hget(f"convergio:budget:wf:{turn.workflow_id}", "reserved") in (None, b"0")

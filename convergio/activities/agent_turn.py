@@ -115,15 +115,18 @@ class AgentTurnActivities:
             return output
 
     async def _run_turn(self, turn: AgentTurnInput) -> AgentTurnOutput:
+        attempt = activity.info().attempt
         # Only a retry can find its turn already recorded (the first attempt never can).
-        if activity.info().attempt > 1:
-            recorded = await self._recorded_turn(turn)
-            if recorded is not None:
+        if attempt > 1:
+            found = await self._recorded_turn(turn)
+            if found is not None:
+                recorded, recorded_by = found
                 activity.logger.info("turn already recorded; not calling the model again")
-                # The crash may have come before the live budget heard of the cost (idempotent).
-                await self._meter.commit_entry(
-                    turn, self._meter.entry(turn, recorded.model, recorded.prompt_tokens, recorded.completion_tokens)
-                )
+                # The crash may have come before the live budget heard of the cost: commit it as
+                # the attempt that recorded it (a no-op if that attempt did).
+                usage = (recorded.prompt_tokens, recorded.completion_tokens)
+                entry = self._meter.entry(turn, recorded.model, *usage)
+                await self._meter.commit_entry(turn, entry, attempt=recorded_by)
                 return recorded
 
         started = time.monotonic()
@@ -157,7 +160,8 @@ class AgentTurnActivities:
 
         with span("budget.reserve", model=label, tenant=request.tenant) as reserve_span:
             try:
-                reservation = await self._reserve_when_free(turn, label, _prompt_tokens(turn, offered))
+                prompt_tokens = _prompt_tokens(turn, offered)
+                reservation = await self._reserve_when_free(turn, label, prompt_tokens, attempt)
             except BudgetBusy as exc:
                 reserve_span.set_attribute("granted", False)
                 await self._record(verdicts)
@@ -177,7 +181,27 @@ class AgentTurnActivities:
                 agent=request.agent.name, model=label, content="", prompt_tokens=0, completion_tokens=0,
                 finish_reason="budget", budget_refused=_refusal(reservation),
             )
+        try:
+            return await self._answer(turn, client, label, offered, findings, verdicts, redactions, started)
+        except BaseException:
+            # Whatever failed, the model calls this attempt made were paid: count them in the live
+            # budget now (the retry holds and commits its own cost), or free the hold if none was.
+            await asyncio.shield(self._settle_failed_attempt(turn, client, label, attempt))
+            raise
 
+    async def _answer(
+        self,
+        turn: AgentTurnInput,
+        client: MeteredChatCompletionClient,
+        label: str,
+        offered: list[str],
+        findings: list[SecurityFinding],
+        verdicts: list[VerdictRecord],
+        redactions: list[PromptPart],
+        started: float,
+    ) -> AgentTurnOutput:
+        """Call the model (streaming), screen the answer, record the turn and commit its cost."""
+        request = turn.request
         event = EventFactory(turn.workflow_id, turn.step_id, request.agent.name)
         events = EventBuffer(self._events)
         events.add(event("turn_started", model=label))
@@ -268,12 +292,36 @@ class AgentTurnActivities:
         # crash between them finds the record and commits the budget again (a no-op if done).
         new_cost, _, _ = await asyncio.gather(
             self._record(verdicts, turn, output, cost_entry, response_s=time.monotonic() - started),
-            self._meter.commit_entry(turn, cost_entry),
+            self._meter.commit_entry(turn, cost_entry, attempt=activity.info().attempt),
             events.close(),
         )
         if new_cost:
             emit(cost_entry)
         return output
+
+    async def _settle_failed_attempt(
+        self, turn: AgentTurnInput, client: MeteredChatCompletionClient, label: str, attempt: int
+    ) -> None:
+        """Commit what a failed attempt's finished model calls cost under its own reservation
+        id, or release its hold when it paid for none. Had the attempt recorded the turn, this
+        commit is the one it made (same id, same amount), so nothing is counted twice. The
+        ledger only holds recorded turns: a paid attempt that failed is counted in the live
+        budget, logged and counted in the cost metrics."""
+        calls = client.results
+        try:
+            if not calls:
+                await self._meter.release(turn, attempt=attempt)
+                return
+            usage = (sum(c.usage.prompt_tokens for c in calls), sum(c.usage.completion_tokens for c in calls))
+            entry = self._meter.entry(turn, label, *usage)
+            await self._meter.commit_entry(turn, entry, attempt=attempt)
+            emit(entry)
+            logger.warning(
+                "turn %s/%s attempt %d failed after %d paid model call(s): $%s counted in the live budget",
+                turn.step_id, turn.turn, attempt, len(calls), entry.cost_usd,
+            )
+        except Exception:  # noqa: BLE001 - never hide the attempt's own error
+            logger.exception("could not settle the budget of a failed turn attempt")
 
     async def _screen(
         self,
@@ -298,7 +346,7 @@ class AgentTurnActivities:
         return screened
 
     async def _reserve_when_free(
-        self, turn: AgentTurnInput, label: str, prompt_tokens: int
+        self, turn: AgentTurnInput, label: str, prompt_tokens: int, attempt: int
     ) -> ReservationResult | None:
         """Reserve the turn's estimate; while other turns in flight hold the rest of the budget,
         wait for them to settle (up to BUDGET_BUSY_WAIT_S, beating the heart) before giving up
@@ -309,7 +357,9 @@ class AgentTurnActivities:
         pause = 0.25
         while True:
             try:
-                return await self._meter.reserve(turn, label, prompt_tokens, longest_turn_s=longest_turn_s)
+                return await self._meter.reserve(
+                    turn, label, prompt_tokens, longest_turn_s=longest_turn_s, attempt=attempt
+                )
             except BudgetBusy:
                 if time.monotonic() - started + pause > BUDGET_BUSY_WAIT_S:
                     raise
@@ -370,12 +420,13 @@ class AgentTurnActivities:
                 redacted.append("context")
         return hold, redacted
 
-    async def _recorded_turn(self, turn: AgentTurnInput) -> AgentTurnOutput | None:
+    async def _recorded_turn(self, turn: AgentTurnInput) -> tuple[AgentTurnOutput, int] | None:
+        """The turn as an earlier attempt recorded it, and which attempt that was."""
         async with self._pool.connection() as conn:
             cursor = await conn.cursor(row_factory=dict_row).execute(
                 "SELECT t.agent, t.model, t.content, t.prompt_tokens, t.completion_tokens, t.finish_reason,"
                 " coalesce(t.tool_calls, '[]'::jsonb) AS tool_calls,"
-                " t.output_action,"
+                " t.output_action, coalesce(t.attempt, 1) AS attempt,"
                 " coalesce(c.cost_usd, 0)::float AS cost_usd"
                 " FROM agent_turns t LEFT JOIN cost_ledger c USING (workflow_id, step_id, turn)"
                 " WHERE t.workflow_id = %s AND t.step_id = %s AND t.turn = %s",
@@ -385,6 +436,7 @@ class AgentTurnActivities:
         if row is None:
             return None
         action = row.pop("output_action")
+        attempt = row.pop("attempt")
         recorded = AgentTurnOutput(**row, replayed_from_ledger=True)
         if action is not None:
             recorded.output_action = action
@@ -395,7 +447,7 @@ class AgentTurnActivities:
             # again (its verdict was logged the first time, so it is not logged twice), so that a
             # flagged answer still goes to a person. A redacted answer was recorded redacted.
             await self._screen_answer(turn, recorded, recorded.findings, [])
-        return recorded
+        return recorded, attempt
 
     async def _record(
         self,
@@ -419,7 +471,7 @@ class AgentTurnActivities:
                 output.completion_tokens, output.finish_reason, output.content,
                 None if response_s is None else response_s * 1000,
                 Jsonb([call.model_dump() for call in output.tool_calls]) if output.tool_calls else None,
-                output.output_action,
+                output.output_action, activity.info().attempt,
             ))
         if cost is not None:
             params.extend(ledger.insert_params(cost))
@@ -440,8 +492,8 @@ def _record_statement(with_verdicts: bool, with_turn: bool, with_cost: bool) -> 
     if with_turn:
         parts.append(sql.SQL(
             "turn AS (INSERT INTO agent_turns (workflow_id, step_id, turn, agent, model, prompt_tokens,"
-            " completion_tokens, finish_reason, content, response_ms, tool_calls, output_action)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " completion_tokens, finish_reason, content, response_ms, tool_calls, output_action, attempt)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (workflow_id, step_id, turn) DO NOTHING)"
         ))
     if with_cost:

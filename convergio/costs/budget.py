@@ -67,9 +67,13 @@ Reason = Literal["ok", "daily_limit", "workflow_limit", "turn_spike"]
 _REASONS: tuple[Reason, ...] = ("ok", "daily_limit", "workflow_limit", "turn_spike")
 
 
-def reservation_id(workflow_id: str, step_id: str, turn: int) -> str:
-    """Deterministic per turn: a retried activity reserves and commits under the same id."""
-    return f"{workflow_id}:{step_id}:{turn}"
+def reservation_id(workflow_id: str, step_id: str, turn: int, attempt: int = 1) -> str:
+    """Deterministic per attempt of a turn's activity. Each attempt holds and commits its own
+    cost: a retry is admitted afresh, and an attempt that paid for a model call and then failed
+    keeps that cost counted. The first attempt's id is the turn's id from before attempts had
+    their own (``workflow:step:turn``), so turns recorded then are committed under the same id."""
+    base = f"{workflow_id}:{step_id}:{turn}"
+    return base if attempt <= 1 else f"{base}#{attempt}"
 
 
 def to_micros(usd: Decimal | float | int, *, round_up: bool = True) -> int:

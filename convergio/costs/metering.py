@@ -1,19 +1,15 @@
-"""Meter one agent turn: reserve its estimated cost before the model call, settle it after.
+"""Meter one agent turn: reserve its estimated cost before the model call, commit it after.
 
-Used by the agent-turn activity. Redis holds the live budget (atomic across workers);
-PostgreSQL holds the ledger (idempotent by workflow, step and turn).
+Used by the agent-turn activity, which writes the ledger row (PostgreSQL) itself, together with
+the turn's record. Redis holds the live budget (atomic across workers), by attempt: see
+:func:`~convergio.costs.budget.reservation_id`.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
-
-from psycopg_pool import AsyncConnectionPool
-
 from convergio.contracts import AgentTurnInput
-from convergio.costs import ledger
 from convergio.costs.budget import RedisBudget, ReservationResult, reservation_id
-from convergio.costs.pricing import PriceTable, TurnCost, emit
+from convergio.costs.pricing import PriceTable, TurnCost
 
 # What we reserve for the answer before we know its length.
 ESTIMATED_COMPLETION_TOKENS = 1000
@@ -26,22 +22,23 @@ class BudgetBusy(RuntimeError):
 
 
 class TurnMeter:
-    def __init__(self, budget: RedisBudget, pool: AsyncConnectionPool, prices: PriceTable) -> None:
+    def __init__(self, budget: RedisBudget, prices: PriceTable) -> None:
         self._budget = budget
-        self._pool = pool
         self._prices = prices
 
     async def reserve(
-        self, turn: AgentTurnInput, model: str, prompt_tokens: int, *, longest_turn_s: float = 0
+        self, turn: AgentTurnInput, model: str, prompt_tokens: int, *, longest_turn_s: float = 0,
+        attempt: int = 1,
     ) -> ReservationResult | None:
         """None when the turn is not metered or a person approved going over the limit. The hold
         lasts RESERVATION_TTL_S, or longer than ``longest_turn_s`` (the activity's timeout): a
-        hold that expired while its turn still ran would let other turns spend the same money."""
+        hold that expired while its turn still ran would let other turns spend the same money.
+        ``attempt``: the activity's attempt; each one holds (and commits) its own cost."""
         if turn.budget is None or turn.budget.approved_overrun:
             return None
         estimate = self._prices.estimate_turn_cost(model, prompt_tokens, ESTIMATED_COMPLETION_TOKENS)
         result = await self._budget.reserve(
-            reservation_id(turn.workflow_id, turn.step_id, turn.turn),
+            reservation_id(turn.workflow_id, turn.step_id, turn.turn, attempt),
             turn.request.tenant,
             turn.workflow_id,
             turn.budget.day,
@@ -52,24 +49,6 @@ class TurnMeter:
         if not result.granted and result.retryable:
             raise BudgetBusy(f"budget busy ({result.reason}): other turns hold the rest; retrying")
         return result
-
-    async def settle(
-        self, turn: AgentTurnInput, model: str, prompt_tokens: int, completion_tokens: int
-    ) -> Decimal:
-        """Commit the actual cost (once) and record it in the ledger (once); returns the cost."""
-        entry = await self.commit(turn, model, prompt_tokens, completion_tokens)
-        if await ledger.record(self._pool, entry):
-            emit(entry)
-        return entry.cost_usd
-
-    async def commit(
-        self, turn: AgentTurnInput, model: str, prompt_tokens: int, completion_tokens: int
-    ) -> TurnCost:
-        """Commit the actual cost to the live budget (once, by reservation id) and return the
-        ledger entry for the caller to write."""
-        entry = self.entry(turn, model, prompt_tokens, completion_tokens)
-        await self.commit_entry(turn, entry)
-        return entry
 
     def entry(self, turn: AgentTurnInput, model: str, prompt_tokens: int, completion_tokens: int) -> TurnCost:
         """The turn's ledger entry, priced (no I/O)."""
@@ -86,14 +65,25 @@ class TurnMeter:
             cost_usd=self._prices.cost_usd(model, prompt_tokens, completion_tokens),
         )
 
-    async def commit_entry(self, turn: AgentTurnInput, entry: TurnCost) -> None:
-        """Count the entry's cost in the live budget; a second commit of the turn adds nothing.
-        The caller writes the entry to the ledger (e.g. with :func:`ledger.record_on`)."""
+    async def commit_entry(self, turn: AgentTurnInput, entry: TurnCost, *, attempt: int = 1) -> None:
+        """Count the entry's cost in the live budget, in place of ``attempt``'s hold; a second
+        commit of the same attempt adds nothing. The caller writes the entry to the ledger (e.g.
+        with :func:`ledger.record_on`)."""
         if turn.budget is not None:
             await self._budget.commit(
-                reservation_id(turn.workflow_id, turn.step_id, turn.turn),
+                reservation_id(turn.workflow_id, turn.step_id, turn.turn, attempt),
                 turn.request.tenant,
                 turn.workflow_id,
                 turn.budget.day,
                 entry.cost_usd,
+            )
+
+    async def release(self, turn: AgentTurnInput, *, attempt: int = 1) -> None:
+        """Drop ``attempt``'s hold without cost (it failed before any model call was paid)."""
+        if turn.budget is not None:
+            await self._budget.release(
+                reservation_id(turn.workflow_id, turn.step_id, turn.turn, attempt),
+                turn.request.tenant,
+                turn.workflow_id,
+                turn.budget.day,
             )

@@ -47,7 +47,7 @@ class WorkerResources:
         return EventPublisher(self.redis)
 
     def meter(self, settings: Settings) -> TurnMeter:
-        return TurnMeter(RedisBudget(self.redis), self.pool, default_price_table(settings.price_table))
+        return TurnMeter(RedisBudget(self.redis), default_price_table(settings.price_table))
 
 
 @asynccontextmanager
