@@ -479,3 +479,25 @@ async def test_an_attempt_that_paid_for_nothing_frees_its_hold_at_once(
     budget = RedisBudget(resources.redis)
     assert await budget.workflow_spent(turn.workflow_id) == 0
     assert await resources.redis.hget(f"convergio:budget:wf:{turn.workflow_id}", "reserved") in (None, b"0")
+
+
+async def test_the_run_limit_binds_after_redis_forgot_the_run(
+    settings: Settings, resources: WorkerResources
+) -> None:
+    """Redis holds nothing for the run (its key expired while the run was parked, or Redis lost
+    its data), but the run knows it spent $4.9999 of its $5: the next turn is refused (before:
+    the run's counter started again from zero)."""
+    from decimal import Decimal
+
+    from convergio.costs.budget import BudgetLimits, RedisBudget
+
+    activities = AgentTurnActivities(settings, resources.pool, resources.events, resources.meter(settings))
+    turn = budgeted_turn(BudgetLimits(daily_usd=Decimal(100), workflow_usd=Decimal(5)))
+    fresh = await attempt(activities, turn.model_copy(deep=True), 1)
+    assert fresh.budget_refused is None  # alone, the turn fits the run's limit
+
+    parked = budgeted_turn(BudgetLimits(daily_usd=Decimal(100), workflow_usd=Decimal(5)))
+    parked.run_cost_usd = 4.9999
+    refused = await attempt(activities, parked, 1)
+    assert refused.budget_refused is not None and "this run's limit ($4.999900 spent)" in refused.budget_refused
+    assert await RedisBudget(resources.redis).workflow_spent(parked.workflow_id) == Decimal("4.9999")

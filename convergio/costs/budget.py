@@ -238,7 +238,8 @@ end
 """
 
 # ARGV: id, estimate, daily limit (-1: none), workflow limit (-1: none), spike threshold
-# (-1: none), ttl ms, underestimate margin in ppm, day key ttl s, workflow key ttl s.
+# (-1: none), ttl ms, underestimate margin in ppm, day key ttl s, workflow key ttl s, what the
+# workflow knows it spent (0: nothing known).
 # Returns {granted, reason, retryable, already_committed, day C, day R, wf C, wf R};
 # reason 0 ok, 1 daily_limit, 2 workflow_limit, 3 turn_spike.
 _RESERVE = _LUA_PRELUDE + r"""
@@ -252,6 +253,12 @@ local margin_ppm = tonumber(ARGV[7])
 
 purge(DAY)
 purge(WF)
+-- the run's counter never reads less than the run knows it spent (its key expired, or Redis
+-- lost it in a restart)
+local known = tonumber(ARGV[10]) or 0
+if known > 0 and num(redis.call('HGET', WF.h, 'committed')) < known then
+  redis.call('HSET', WF.h, 'committed', int(known))
+end
 
 local already = redis.call('HEXISTS', COMMITS, id) == 1
 if not already then
@@ -393,12 +400,16 @@ class RedisBudget:
         estimate_usd: Decimal,
         limits: BudgetLimits,
         ttl_s: float = 300,
+        workflow_spent_usd: Decimal = Decimal(0),
     ) -> ReservationResult:
         """Hold ``estimate_usd`` for one turn if the limits allow it (see the module doc).
 
         ``day`` is the tenant's UTC day ``YYYY-MM-DD``, chosen by the caller (workflow code
         passes ``workflow.now()``'s date) and passed unchanged to :meth:`commit`. A reservation id
-        already committed is granted with ``already_committed=True`` and holds nothing."""
+        already committed is granted with ``already_committed=True`` and holds nothing.
+        ``workflow_spent_usd``: what the run itself counted so far; the run's committed spend is
+        raised to it when Redis holds less (the run was parked past the key's TTL, or Redis lost
+        its data), so the run limit still binds."""
         if estimate_usd < 0:
             raise ValueError("estimate_usd must not be negative")
         if ttl_s <= 0:
@@ -417,6 +428,7 @@ class RedisBudget:
                 self._margin_ppm,
                 self._day_ttl,
                 self._wf_ttl,
+                to_micros(workflow_spent_usd, round_up=False),
             ],
         )
         granted, reason, retryable, already, day_c, day_r, wf_c, wf_r = (int(v) for v in raw)

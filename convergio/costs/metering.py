@@ -7,6 +7,8 @@ the turn's record. Redis holds the live budget (atomic across workers), by attem
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from convergio.contracts import AgentTurnInput
 from convergio.costs.budget import RedisBudget, ReservationResult, reservation_id
 from convergio.costs.pricing import PriceTable, TurnCost
@@ -45,6 +47,7 @@ class TurnMeter:
             estimate,
             turn.budget.limits,
             ttl_s=max(RESERVATION_TTL_S, longest_turn_s + 60),
+            workflow_spent_usd=Decimal(repr(turn.run_cost_usd)),
         )
         if not result.granted and result.retryable:
             raise BudgetBusy(f"budget busy ({result.reason}): other turns hold the rest; retrying")
