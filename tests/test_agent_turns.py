@@ -499,5 +499,6 @@ async def test_the_run_limit_binds_after_redis_forgot_the_run(
     parked = budgeted_turn(BudgetLimits(daily_usd=Decimal(100), workflow_usd=Decimal(5)))
     parked.run_cost_usd = 4.9999
     refused = await attempt(activities, parked, 1)
-    assert refused.budget_refused is not None and "this run's limit ($4.999900 spent)" in refused.budget_refused
+    assert refused.budget_refused is not None
+    assert "this run's limit ($4.999900 spent)" in refused.budget_refused
     assert await RedisBudget(resources.redis).workflow_spent(parked.workflow_id) == Decimal("4.9999")
