@@ -261,6 +261,29 @@ async def test_changes_requested_on_a_working_step_go_back_to_its_agent(
     assert [e.outcome for e in result.audit] == ["changes requested", "approved", "approved"]
 
 
+async def test_a_gate_on_a_working_step_shows_when_its_sla_is_breached(
+    time_skipping_env: WorkflowEnvironment, ts_settings: Settings, resources: WorkerResources
+) -> None:
+    """The deadline a gate shows is when the step's SLA escalates: from the step's start, also
+    after a change request reopened the gate (before: from when the gate opened, hours late)."""
+    data = gated_template()
+    data["steps"][0].update(requires_approval=True, approvers=["executive"], sla="4h")
+    async with build_worker(time_skipping_env.client, ts_settings, resources):
+        handle = await _start(time_skipping_env.client, ts_settings, data)
+        gate = await wait_for_gate(handle, "draft")
+        await time_skipping_env.sleep(timedelta(hours=1))
+        await handle.signal(GraphFlowWorkflow.request_changes, decision("draft", comment="Add costs."))
+        reopened = await wait_for_gate_round(handle, "draft", round_=2)
+        status = await handle.query(GraphFlowWorkflow.status)
+        started = next(s for s in status.steps if s.id == "draft").started_at
+        assert reopened.requested_at >= started + timedelta(hours=1)
+        assert gate.deadline == reopened.deadline == started + timedelta(hours=4)
+        await handle.signal(GraphFlowWorkflow.approve, decision("draft"))
+        await wait_for_gate(handle, "sign_off")
+        await handle.signal(GraphFlowWorkflow.approve, decision("sign_off"))
+        await finish(time_skipping_env, handle)
+
+
 async def wait_for_gate_round(handle: Any, gate_id: str, round_: int) -> Any:
     """The gate opened again after a change request (its request time moved on)."""
     first = None

@@ -887,16 +887,18 @@ class GraphFlowWorkflow:
         changes_left = step.max_change_requests - self._change_requests.get(gate_id, 0)
         if kind != "review" and changes_left > 0 and workflow.patched(GATE_KIND_PATCH):
             changes_left = 0
+        state = self._steps[step.id]
+        # The step's SLA runs from its start (that is when escalation begins), not from this gate.
+        sla_from = state.started_at or workflow.now()
         self._pending[gate_id] = PendingApproval(
             gate_id=gate_id, step_id=step.id, title=step.label, approvers=list(roles),
             under_review=under_review, requested_at=workflow.now(),
-            deadline=workflow.now() + step.sla if step.sla else None,
+            deadline=sla_from + step.sla if step.sla else None,
             prompt_tokens_so_far=sum(s.prompt_tokens for s in self._steps.values()),
             completion_tokens_so_far=sum(s.completion_tokens for s in self._steps.values()),
             cost_usd_so_far=round(sum(s.cost_usd for s in self._steps.values()), 8),
             change_requests_left=changes_left, kind=kind,
         )
-        state = self._steps[step.id]
         previous_status = state.status
         state.status = "waiting_approval"
         self._set_pending_gates()
