@@ -63,7 +63,7 @@ async def turns(budget: Any, limits: Any, tenant: str, worker: int, count: int, 
     total_ms, reserve_ms, commit_ms = [], [], []
     for turn in range(count):
         workflow_id = f"{tenant}-wf-{worker}-{turn % WORKFLOWS}"
-        rid = reservation_id(workflow_id, "step", turn)
+        rid = reservation_id(workflow_id, "step", turn, 1)
         estimate = Decimal(rng.randint(1_000, 20_000)) / 1_000_000
         actual = (estimate * Decimal(str(rng.uniform(0.5, 1.0)))).quantize(Decimal("0.000001"))
         started = time.perf_counter()

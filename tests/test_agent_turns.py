@@ -351,9 +351,9 @@ async def test_a_turn_holds_its_budget_for_as_long_as_it_may_run(
         request=AgentTurnRequest(task=TASK, agent=CFO),
         budget=TurnBudget(limits=BudgetLimits(daily_usd=Decimal(100)), day=day, template="t"),
     )
-    assert (await meter.reserve(turn, "offline", 500, longest_turn_s=3600)).granted
+    assert (await meter.reserve(turn, "offline", 500, attempt=1, longest_turn_s=3600)).granted
     expires_ms = await resources.redis.zscore(
-        f"convergio:budget:wf:{turn.workflow_id}:expiry", reservation_id(turn.workflow_id, "answer", 1)
+        f"convergio:budget:wf:{turn.workflow_id}:expiry", reservation_id(turn.workflow_id, "answer", 1, 1)
     )
     seconds, _ = await resources.redis.time()
     assert 3600 < expires_ms / 1000 - seconds <= 3660 + 5
@@ -502,3 +502,25 @@ async def test_the_run_limit_binds_after_redis_forgot_the_run(
     assert refused.budget_refused is not None
     assert "this run's limit ($4.999900 spent)" in refused.budget_refused
     assert await RedisBudget(resources.redis).workflow_spent(parked.workflow_id) == Decimal("4.9999")
+
+
+async def test_a_retry_takes_over_the_hold_of_the_attempt_before_it(
+    settings: Settings, resources: WorkerResources
+) -> None:
+    """Attempt 1 reserved, then its worker died. Attempt 2 holds its own estimate in place of that
+    hold, so the dead attempt's hold neither blocks the run's budget until it expires nor
+    outlives the turn."""
+    from decimal import Decimal
+
+    from convergio.costs.budget import BudgetLimits
+
+    meter = resources.meter(settings)
+    turn = budgeted_turn(BudgetLimits(daily_usd=Decimal(100)))
+    assert (await meter.reserve(turn, "offline", 500, attempt=1)).granted  # the dead attempt's hold
+    workflow_keys = f"convergio:budget:wf:{turn.workflow_id}"
+    assert int(await resources.redis.hget(workflow_keys, "reserved")) > 0
+
+    activities = AgentTurnActivities(settings, resources.pool, resources.events, meter)
+    answered = await attempt(activities, turn, 2)
+    assert answered.replayed_from_ledger is False and answered.budget_refused is None
+    assert await resources.redis.hget(workflow_keys, "reserved") in (None, b"0")

@@ -77,7 +77,7 @@ def test_resolve_limits_tenant_then_template() -> None:
 async def test_reserve_then_commit(redis_client: aioredis.Redis) -> None:
     budget = _budget(redis_client)
     tenant, wf = _id(), _id()
-    rid = reservation_id(wf, "analysis", 0)
+    rid = reservation_id(wf, "analysis", 0, 1)
     assert rid == f"{wf}:analysis:0"
 
     held = await budget.reserve(rid, tenant, wf, DAY, D("0.25"), BudgetLimits())
@@ -148,7 +148,7 @@ async def _race(
         turn = 0
         for _ in range(5000):
             estimate = D(rng.randint(10_000, 60_000)) / 1_000_000  # $0.01 .. $0.06
-            rid = reservation_id(wf, "step", turn)
+            rid = reservation_id(wf, "step", turn, 1)
             held = await budget.reserve(rid, tenant, wf, DAY, estimate, limits, ttl_s=60)
             if not held.granted:
                 refusals[f"{held.reason}{'/retry' if held.retryable else ''}"] += 1
@@ -263,7 +263,7 @@ async def test_retried_turn_is_counted_once(redis_client: aioredis.Redis) -> Non
     budget = _budget(redis_client)
     tenant, wf = _id(), _id()
     limits = BudgetLimits()
-    rid = reservation_id(wf, "analysis", 2)
+    rid = reservation_id(wf, "analysis", 2, 1)
 
     first = await budget.reserve(rid, tenant, wf, DAY, D("0.3"), limits)
     again = await budget.reserve(rid, tenant, wf, DAY, D("0.3"), limits)  # retried before commit
@@ -287,7 +287,7 @@ async def test_retried_turn_is_counted_once(redis_client: aioredis.Redis) -> Non
 async def test_concurrent_duplicate_commits_count_once(redis_client: aioredis.Redis) -> None:
     budget = _budget(redis_client)
     tenant, wf = _id(), _id()
-    rid = reservation_id(wf, "s", 0)
+    rid = reservation_id(wf, "s", 0, 1)
     await budget.reserve(rid, tenant, wf, DAY, D("0.5"), BudgetLimits())
     results = await asyncio.gather(*(budget.commit(rid, tenant, wf, DAY, D("0.5")) for _ in range(20)))
     assert sum(r.committed for r in results) == 1
@@ -297,7 +297,7 @@ async def test_concurrent_duplicate_commits_count_once(redis_client: aioredis.Re
 async def test_commit_after_expiry_still_counts(redis_client: aioredis.Redis) -> None:
     budget = _budget(redis_client)
     tenant, wf = _id(), _id()
-    rid = reservation_id(wf, "slow", 0)
+    rid = reservation_id(wf, "slow", 0, 1)
     await budget.reserve(rid, tenant, wf, DAY, D("0.5"), BudgetLimits(), ttl_s=0.2)
     await asyncio.sleep(0.4)
     done = await budget.commit(rid, tenant, wf, DAY, D("0.4"))
@@ -393,3 +393,16 @@ def test_a_tenants_own_template_only_tightens_the_operators_limits() -> None:
     assert run_limits(settings, greedy, "acme").daily_usd == D("100000")  # a shipped template may
     modest = run_limits(settings, template(daily_usd=5, workflow_usd=1), "acme", may_loosen=False)
     assert (modest.daily_usd, modest.workflow_usd) == (D("5"), D("1"))
+
+
+async def test_a_run_counter_restored_from_what_the_run_knows_expires_again(redis_client) -> None:
+    """The run's key had expired; the reserve restores its committed spend from the run's own
+    count and refuses the turn, and the restored key expires like any other."""
+    budget = RedisBudget(redis_client, workflow_key_ttl_s=3600)
+    wf = f"wf-{uuid.uuid4()}"
+    limits = BudgetLimits(daily_usd=D("100"), workflow_usd=D("5"))
+    result = await budget.reserve(
+        reservation_id(wf, "s", 3, 1), "acme", wf, DAY, D("0.5"), limits, workflow_spent_usd=D("4.8")
+    )
+    assert not result.granted and result.reason == "workflow_limit" and result.workflow_committed == D("4.8")
+    assert 0 < await redis_client.ttl(f"convergio:budget:wf:{wf}") <= 3600

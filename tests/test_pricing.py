@@ -169,7 +169,7 @@ def _turn(**changes: object) -> TurnCost:
 
 def test_turn_cost_model() -> None:
     turn = _turn()
-    assert turn.reservation_id == "wf-1:analysis:3"
+    assert turn.turn_key == "wf-1:analysis:3"
     assert turn.cost_usd == Decimal("0.00045")
     assert turn.at.tzinfo is not None
     assert _turn(cost_usd=0.1).cost_usd == Decimal("0.10000000")  # float -> exact decimal

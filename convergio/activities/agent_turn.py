@@ -28,6 +28,7 @@ from autogen_core.tools import BaseTool
 from autogen_core.models import (
     AssistantMessage,
     ChatCompletionClient,
+    CreateResult,
     FunctionExecutionResult,
     FunctionExecutionResultMessage,
     LLMMessage,
@@ -158,9 +159,34 @@ class AgentTurnActivities:
                     prompt_redactions=redactions,
                 )
 
-        with span("budget.reserve", model=label, tenant=request.tenant) as reserve_span:
+        try:
+            reservation = await self._reserve(turn, label, _prompt_tokens(turn, offered), attempt, verdicts)
+            if reservation is not None and not reservation.granted:
+                await self._record(verdicts)
+                return AgentTurnOutput(
+                    agent=request.agent.name, model=label, content="", prompt_tokens=0, completion_tokens=0,
+                    finish_reason="budget", budget_refused=_refusal(reservation),
+                )
+            return await self._answer(
+                turn, client, label, offered, findings, verdicts, redactions, started, attempt
+            )
+        except BaseException:
+            # Whatever failed, the model calls this attempt finished were paid: count them in the
+            # live budget now (the retry holds and commits its own cost), or free its hold.
+            await asyncio.shield(self._settle_failed_attempt(turn, client, label, attempt))
+            raise
+
+    async def _reserve(
+        self,
+        turn: AgentTurnInput,
+        label: str,
+        prompt_tokens: int,
+        attempt: int,
+        verdicts: list[VerdictRecord],
+    ) -> ReservationResult | None:
+        """Hold the turn's estimated cost (None: not metered); traced as ``budget.reserve``."""
+        with span("budget.reserve", model=label, tenant=turn.request.tenant) as reserve_span:
             try:
-                prompt_tokens = _prompt_tokens(turn, offered)
                 reservation = await self._reserve_when_free(turn, label, prompt_tokens, attempt)
             except BudgetBusy as exc:
                 reserve_span.set_attribute("granted", False)
@@ -174,20 +200,8 @@ class AgentTurnActivities:
                 if reservation.remaining_daily is not None:
                     remaining = float(reservation.remaining_daily)
                     reserve_span.set_attribute("remaining_daily_usd", remaining)
-                    get_metrics().set_budget_remaining(request.tenant, remaining)
-        if reservation is not None and not reservation.granted:
-            await self._record(verdicts)
-            return AgentTurnOutput(
-                agent=request.agent.name, model=label, content="", prompt_tokens=0, completion_tokens=0,
-                finish_reason="budget", budget_refused=_refusal(reservation),
-            )
-        try:
-            return await self._answer(turn, client, label, offered, findings, verdicts, redactions, started)
-        except BaseException:
-            # Whatever failed, the model calls this attempt made were paid: count them in the live
-            # budget now (the retry holds and commits its own cost), or free the hold if none was.
-            await asyncio.shield(self._settle_failed_attempt(turn, client, label, attempt))
-            raise
+                    get_metrics().set_budget_remaining(turn.request.tenant, remaining)
+            return reservation
 
     async def _answer(
         self,
@@ -199,6 +213,7 @@ class AgentTurnActivities:
         verdicts: list[VerdictRecord],
         redactions: list[PromptPart],
         started: float,
+        attempt: int,
     ) -> AgentTurnOutput:
         """Call the model (streaming), screen the answer, record the turn and commit its cost."""
         request = turn.request
@@ -235,33 +250,29 @@ class AgentTurnActivities:
                         elif isinstance(item, TaskResult):
                             result = item
         except BaseException:
-            await events.close()
-            try:  # the verdicts given so far are logged even when the turn fails
-                await self._record(verdicts)
-            except Exception:  # noqa: BLE001 - never hide the turn's own error
-                logger.exception("could not record the verdicts of a failed turn")
+            await self._abandon(events, verdicts)
             raise
         finally:
             heartbeat.cancel()
             await client.close()
 
-        try:
-            answer = "" if requested else _final_answer(result, request.agent.name)
-        except ApplicationError:
-            await self._record(verdicts)  # the prompt's verdicts stand even without an answer
-            raise
         calls = client.results
-        output = AgentTurnOutput(
-            agent=request.agent.name,
-            model=label,
-            content=answer,
-            prompt_tokens=sum(call.usage.prompt_tokens for call in calls),
-            completion_tokens=sum(call.usage.completion_tokens for call in calls),
-            finish_reason=str(calls[-1].finish_reason) if calls else "unknown",
-            tool_calls=[ToolCallRequest(id=c.id, name=c.name, arguments=c.arguments) for c in requested],
-            prompt_redactions=redactions,
-        )
-        await self._screen_answer(turn, output, findings, verdicts)
+        prompt_tokens, completion_tokens = _usage(calls)
+        try:
+            output = AgentTurnOutput(
+                agent=request.agent.name,
+                model=label,
+                content="" if requested else _final_answer(result, request.agent.name),
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                finish_reason=str(calls[-1].finish_reason) if calls else "unknown",
+                tool_calls=[ToolCallRequest(id=c.id, name=c.name, arguments=c.arguments) for c in requested],
+                prompt_redactions=redactions,
+            )
+            await self._screen_answer(turn, output, findings, verdicts)
+        except BaseException:
+            await self._abandon(events, verdicts)
+            raise
         output.findings = findings
         if screens_output and not requested:  # text a model wrote before its tool calls is not the answer
             if output.output_action in ("redact", "block"):
@@ -291,29 +302,39 @@ class AgentTurnActivities:
         # live budget (Redis, idempotent by reservation) and the last events. A retry after a
         # crash between them finds the record and commits the budget again (a no-op if done).
         new_cost, _, _ = await asyncio.gather(
-            self._record(verdicts, turn, output, cost_entry, response_s=time.monotonic() - started),
-            self._meter.commit_entry(turn, cost_entry, attempt=activity.info().attempt),
+            self._record(
+                verdicts, turn, output, cost_entry, response_s=time.monotonic() - started, attempt=attempt
+            ),
+            self._meter.commit_entry(turn, cost_entry, attempt=attempt),
             events.close(),
         )
         if new_cost:
             emit(cost_entry)
         return output
 
+    async def _abandon(self, events: EventBuffer, verdicts: list[VerdictRecord]) -> None:
+        """A failed turn still flushes its events and logs the verdicts given so far."""
+        await events.close()
+        try:
+            await self._record(verdicts)
+        except Exception:  # noqa: BLE001 - never hide the turn's own error
+            logger.exception("could not record the verdicts of a failed turn")
+
     async def _settle_failed_attempt(
         self, turn: AgentTurnInput, client: MeteredChatCompletionClient, label: str, attempt: int
     ) -> None:
         """Commit what a failed attempt's finished model calls cost under its own reservation
-        id, or release its hold when it paid for none. Had the attempt recorded the turn, this
+        id, or release its hold when it finished none. Had the attempt recorded the turn, this
         commit is the one it made (same id, same amount), so nothing is counted twice. The
         ledger only holds recorded turns: a paid attempt that failed is counted in the live
-        budget, logged and counted in the cost metrics."""
+        budget, logged and counted in the cost metrics. A call cut off mid-stream reports no
+        usage, so what it may have cost is not counted."""
         calls = client.results
         try:
             if not calls:
                 await self._meter.release(turn, attempt=attempt)
                 return
-            usage = (sum(c.usage.prompt_tokens for c in calls), sum(c.usage.completion_tokens for c in calls))
-            entry = self._meter.entry(turn, label, *usage)
+            entry = self._meter.entry(turn, label, *_usage(calls))
             await self._meter.commit_entry(turn, entry, attempt=attempt)
             emit(entry)
             logger.warning(
@@ -456,6 +477,7 @@ class AgentTurnActivities:
         output: AgentTurnOutput | None = None,
         cost: TurnCost | None = None,
         response_s: float | None = None,
+        attempt: int | None = None,
     ) -> bool:
         """Write the turn's verdicts, its record and its cost row as ONE statement (data-modifying
         CTEs, autocommit: one round trip, atomic), before the activity completes; whether the
@@ -471,7 +493,7 @@ class AgentTurnActivities:
                 output.completion_tokens, output.finish_reason, output.content,
                 None if response_s is None else response_s * 1000,
                 Jsonb([call.model_dump() for call in output.tool_calls]) if output.tool_calls else None,
-                output.output_action, activity.info().attempt,
+                output.output_action, attempt,
             ))
         if cost is not None:
             params.extend(ledger.insert_params(cost))
@@ -500,6 +522,12 @@ def _record_statement(with_verdicts: bool, with_turn: bool, with_cost: bool) -> 
         parts.append(sql.SQL("cost AS ({} RETURNING 1)").format(sql.SQL(ledger.INSERT_SQL)))
     final = sql.SQL("SELECT count(*) FROM cost") if with_cost else sql.SQL("SELECT 0")
     return sql.SQL("WITH {} {}").format(sql.SQL(", ").join(parts), final).as_bytes()
+
+
+def _usage(calls: list[CreateResult]) -> tuple[int, int]:
+    """Prompt and completion tokens of a turn's model calls."""
+    prompt = sum(call.usage.prompt_tokens for call in calls)
+    return prompt, sum(call.usage.completion_tokens for call in calls)
 
 
 def _prompt_tokens(turn: AgentTurnInput, offered: list[str]) -> int:

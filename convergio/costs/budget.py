@@ -50,7 +50,7 @@ prefix (``key_prefix="{convergio-budget}"``) so they share a slot.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Literal
 
@@ -67,7 +67,7 @@ Reason = Literal["ok", "daily_limit", "workflow_limit", "turn_spike"]
 _REASONS: tuple[Reason, ...] = ("ok", "daily_limit", "workflow_limit", "turn_spike")
 
 
-def reservation_id(workflow_id: str, step_id: str, turn: int, attempt: int = 1) -> str:
+def reservation_id(workflow_id: str, step_id: str, turn: int, attempt: int) -> str:
     """Deterministic per attempt of a turn's activity. Each attempt holds and commits its own
     cost: a retry is admitted afresh, and an attempt that paid for a model call and then failed
     keeps that cost counted. The first attempt's id is the turn's id from before attempts had
@@ -159,7 +159,8 @@ class ReservationResult(BaseModel):
         default=False, description="Refused only because other turns are in flight: retry after they commit."
     )
     already_committed: bool = Field(
-        default=False, description="This turn was committed before (a retried activity); nothing is held."
+        default=False, description="This id was committed before (e.g. a workflow reset replayed the turn); "
+        "nothing is held."
     )
     estimate_usd: Decimal
     daily_committed: Decimal
@@ -239,7 +240,7 @@ end
 
 # ARGV: id, estimate, daily limit (-1: none), workflow limit (-1: none), spike threshold
 # (-1: none), ttl ms, underestimate margin in ppm, day key ttl s, workflow key ttl s, what the
-# workflow knows it spent (0: nothing known).
+# workflow knows it spent (0: nothing known), then the ids whose holds this one replaces.
 # Returns {granted, reason, retryable, already_committed, day C, day R, wf C, wf R};
 # reason 0 ok, 1 daily_limit, 2 workflow_limit, 3 turn_spike.
 _RESERVE = _LUA_PRELUDE + r"""
@@ -258,13 +259,19 @@ purge(WF)
 local known = tonumber(ARGV[10]) or 0
 if known > 0 and num(redis.call('HGET', WF.h, 'committed')) < known then
   redis.call('HSET', WF.h, 'committed', int(known))
+  touch(WF, tonumber(ARGV[9]))
 end
 
 local already = redis.call('HEXISTS', COMMITS, id) == 1
 if not already then
-  -- a retried reserve replaces its own earlier hold instead of adding a second one
+  -- a retried reserve replaces its own earlier hold instead of adding a second one, and the
+  -- holds of the attempts before it (they failed or timed out, or Temporal would not retry)
   drop(DAY, id)
   drop(WF, id)
+  for i = 11, #ARGV do
+    drop(DAY, ARGV[i])
+    drop(WF, ARGV[i])
+  end
 end
 local day_c, day_r = totals(DAY)
 local wf_c, wf_r = totals(WF)
@@ -401,6 +408,7 @@ class RedisBudget:
         limits: BudgetLimits,
         ttl_s: float = 300,
         workflow_spent_usd: Decimal = Decimal(0),
+        replaces: Sequence[str] = (),
     ) -> ReservationResult:
         """Hold ``estimate_usd`` for one turn if the limits allow it (see the module doc).
 
@@ -409,7 +417,8 @@ class RedisBudget:
         already committed is granted with ``already_committed=True`` and holds nothing.
         ``workflow_spent_usd``: what the run itself counted so far; the run's committed spend is
         raised to it when Redis holds less (the run was parked past the key's TTL, or Redis lost
-        its data), so the run limit still binds."""
+        its data), so the run limit still binds. ``replaces``: reservation ids whose holds this
+        one takes over (earlier attempts of the same turn)."""
         if estimate_usd < 0:
             raise ValueError("estimate_usd must not be negative")
         if ttl_s <= 0:
@@ -429,6 +438,7 @@ class RedisBudget:
                 self._day_ttl,
                 self._wf_ttl,
                 to_micros(workflow_spent_usd, round_up=False),
+                *replaces,
             ],
         )
         granted, reason, retryable, already, day_c, day_r, wf_c, wf_r = (int(v) for v in raw)

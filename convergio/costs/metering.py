@@ -29,18 +29,18 @@ class TurnMeter:
         self._prices = prices
 
     async def reserve(
-        self, turn: AgentTurnInput, model: str, prompt_tokens: int, *, longest_turn_s: float = 0,
-        attempt: int = 1,
+        self, turn: AgentTurnInput, model: str, prompt_tokens: int, *, attempt: int, longest_turn_s: float = 0
     ) -> ReservationResult | None:
         """None when the turn is not metered or a person approved going over the limit. The hold
         lasts RESERVATION_TTL_S, or longer than ``longest_turn_s`` (the activity's timeout): a
         hold that expired while its turn still ran would let other turns spend the same money.
-        ``attempt``: the activity's attempt; each one holds (and commits) its own cost."""
+        ``attempt``: the activity's attempt; each one holds (and commits) its own cost, and takes
+        over the holds of the attempts before it."""
         if turn.budget is None or turn.budget.approved_overrun:
             return None
         estimate = self._prices.estimate_turn_cost(model, prompt_tokens, ESTIMATED_COMPLETION_TOKENS)
         result = await self._budget.reserve(
-            reservation_id(turn.workflow_id, turn.step_id, turn.turn, attempt),
+            _turn_reservation(turn, attempt),
             turn.request.tenant,
             turn.workflow_id,
             turn.budget.day,
@@ -48,6 +48,7 @@ class TurnMeter:
             turn.budget.limits,
             ttl_s=max(RESERVATION_TTL_S, longest_turn_s + 60),
             workflow_spent_usd=Decimal(repr(turn.run_cost_usd)),
+            replaces=[_turn_reservation(turn, earlier) for earlier in range(1, attempt)],
         )
         if not result.granted and result.retryable:
             raise BudgetBusy(f"budget busy ({result.reason}): other turns hold the rest; retrying")
@@ -68,25 +69,29 @@ class TurnMeter:
             cost_usd=self._prices.cost_usd(model, prompt_tokens, completion_tokens),
         )
 
-    async def commit_entry(self, turn: AgentTurnInput, entry: TurnCost, *, attempt: int = 1) -> None:
+    async def commit_entry(self, turn: AgentTurnInput, entry: TurnCost, *, attempt: int) -> None:
         """Count the entry's cost in the live budget, in place of ``attempt``'s hold; a second
         commit of the same attempt adds nothing. The caller writes the entry to the ledger (e.g.
         with :func:`ledger.record_on`)."""
         if turn.budget is not None:
             await self._budget.commit(
-                reservation_id(turn.workflow_id, turn.step_id, turn.turn, attempt),
+                _turn_reservation(turn, attempt),
                 turn.request.tenant,
                 turn.workflow_id,
                 turn.budget.day,
                 entry.cost_usd,
             )
 
-    async def release(self, turn: AgentTurnInput, *, attempt: int = 1) -> None:
+    async def release(self, turn: AgentTurnInput, *, attempt: int) -> None:
         """Drop ``attempt``'s hold without cost (it failed before any model call was paid)."""
         if turn.budget is not None:
             await self._budget.release(
-                reservation_id(turn.workflow_id, turn.step_id, turn.turn, attempt),
+                _turn_reservation(turn, attempt),
                 turn.request.tenant,
                 turn.workflow_id,
                 turn.budget.day,
             )
+
+
+def _turn_reservation(turn: AgentTurnInput, attempt: int) -> str:
+    return reservation_id(turn.workflow_id, turn.step_id, turn.turn, attempt)

@@ -269,8 +269,8 @@ class TurnCost(BaseModel):
         return value.quantize(USD_QUANTUM, rounding=ROUND_HALF_UP)
 
     @property
-    def reservation_id(self) -> str:
-        """The budget reservation of this turn (see ``convergio.costs.budget.reservation_id``)."""
+    def turn_key(self) -> str:
+        """``workflow:step:turn``, the ledger's key of this turn (for logs)."""
         return f"{self.workflow_id}:{self.step_id}:{self.turn}"
 
 
@@ -303,4 +303,4 @@ def emit(turn_cost: TurnCost) -> None:
         try:
             listener(turn_cost)
         except Exception:
-            logger.exception("cost listener %r failed for turn %s", listener, turn_cost.reservation_id)
+            logger.exception("cost listener %r failed for turn %s", listener, turn_cost.turn_key)

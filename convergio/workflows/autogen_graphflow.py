@@ -51,6 +51,7 @@ class AutoGenGraphFlowWorkflow:
         self._turn_counter = 0
         self._prompt_tokens = 0
         self._completion_tokens = 0
+        self._cost_usd = 0.0  # what the run's finished turns cost (a floor for its budget counter)
 
     @workflow.run
     async def run(self, run: AutoGenGraphFlowInput) -> AutoGenGraphFlowResult:
@@ -99,6 +100,7 @@ class AutoGenGraphFlowWorkflow:
                     context=context,
                     budget=self._budget(run),
                     security=run.security,
+                    run_cost_usd=round(self._cost_usd, 8),
                 ),
                 summary=f"{profile.role} · turn {self._turn_counter}"[:200],
                 start_to_close_timeout=TURN_TIMEOUT,
@@ -111,6 +113,7 @@ class AutoGenGraphFlowWorkflow:
             ) from None
         self._prompt_tokens += output.prompt_tokens
         self._completion_tokens += output.completion_tokens
+        self._cost_usd += output.cost_usd
         if output.budget_refused:
             raise ApplicationError(
                 f"{plan.agent}: {output.budget_refused}", type="BudgetRefused", non_retryable=True
