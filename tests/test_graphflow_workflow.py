@@ -651,7 +651,7 @@ async def test_an_approved_instruction_is_not_screened_again_after_its_tool_call
         await wait_for_gate(handle, "security_1")
         await handle.signal(GraphFlowWorkflow.approve, decision("security_1", role="security_officer"))
         # A second screening of the same prompt would open a second gate and the run would wait.
-        result = await asyncio.wait_for(handle.result(), 60)
+        result = await asyncio.wait_for(handle.result(), 30)
     assert [entry.gate_id for entry in result.audit if entry.kind == "decision"] == ["security_1"]
     assert [call.name for turn in result.turns for call in turn.tool_calls] == ["financial_model"]
     assert result.steps[0].status == "completed"
@@ -761,3 +761,33 @@ async def test_a_skipped_steps_rejected_answer_is_not_passed_on(
     assert steps["publish"].status == "completed"
     publish_prompt_material = steps["publish"].output or ""
     assert "Write a fallback" in publish_prompt_material and "Draft the plan" not in publish_prompt_material
+
+
+async def test_an_instruction_rendered_from_an_empty_value_fails_its_step_not_the_worker(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    """`{inputs.brief}` with an empty brief renders a blank instruction: the step fails with the
+    reason and `on_failure` applies (before: every workflow task failed validating the turn, and
+    the run hung as running). An empty knowledge query searches by the instruction instead."""
+    template = custom_template(
+        {
+            "name": "empty-values",
+            "version": 1,
+            "inputs": {"brief": {"type": "string", "required": False, "default": ""}},
+            "steps": [
+                {"id": "market", "agent": "market_analyst", "knowledge": {"query": "{inputs.brief}"},
+                 "instruction": "Assess the German market. Cover: Market size."},
+                {"id": "memo", "agent": "strategic", "depends_on": ["market"],
+                 "instruction": "{inputs.brief}", "on_failure": {"action": "skip"}},
+                {"id": "wrap_up", "agent": "chief_of_staff", "depends_on": ["memo"], "join": "any",
+                 "instruction": "Wrap up. Cover: Next steps."},
+            ],
+        }
+    )
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template, {"brief": ""}, search_attributes=False)
+        result = await asyncio.wait_for(handle.result(), 30)
+    steps = {step.id: step for step in result.steps}
+    assert steps["market"].status == "completed" and "## Market size" in (steps["market"].output or "")
+    assert steps["memo"].status == "skipped"
+    assert "strategic cannot be asked: task: String should have at least 1 character" in str(steps["memo"].error)

@@ -581,7 +581,11 @@ class GraphFlowWorkflow:
         if spec is None or not _patched(RAG_PATCH):
             return instruction, context
         assert self._run is not None
-        query = render_text(spec.query, self._context()) if spec.query else instruction
+        query = render_text(spec.query, self._context()) if spec.query else ""
+        if not query.strip():  # no query, or it rendered from empty values: search by the instruction
+            query = instruction
+        if not query.strip():
+            raise StepFailed("knowledge retrieval: the instruction rendered empty: nothing to search for")
         try:
             found: KnowledgeContext = await workflow.execute_activity_method(
                 KnowledgeActivities.retrieve_knowledge,
@@ -818,15 +822,19 @@ class GraphFlowWorkflow:
     ) -> AgentTurnOutput:
         assert self._run is not None
         agent = self._run.agents[agent_name]
+        try:
+            request = AgentTurnRequest(
+                task=task,
+                agent=AgentProfile(name=agent.name, role=agent.role, system_message=agent.system_message),
+                model=model,
+                tenant=self._run.tenant,
+            )
+        except ValidationError as exc:  # e.g. an instruction rendered from an empty or huge value
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise StepFailed(f"{agent_name} cannot be asked: {problems}") from None
         self._turn_counter += 1
         turn = self._turn_counter  # steps run concurrently: the counter moves on while this call runs
         self._call_turns[step.id] = turn
-        request = AgentTurnRequest(
-            task=task,
-            agent=AgentProfile(name=agent.name, role=agent.role, system_message=agent.system_message),
-            model=model,
-            tenant=self._run.tenant,
-        )
         budget = None
         if _patched(BUDGET_PATCH):
             budget = TurnBudget(
