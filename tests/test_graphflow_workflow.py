@@ -790,4 +790,6 @@ async def test_an_instruction_rendered_from_an_empty_value_fails_its_step_not_th
     steps = {step.id: step for step in result.steps}
     assert steps["market"].status == "completed" and "## Market size" in (steps["market"].output or "")
     assert steps["memo"].status == "skipped"
-    assert "strategic cannot be asked: task: String should have at least 1 character" in str(steps["memo"].error)
+    assert "strategic cannot be asked: task: String should have at least 1 character" in str(
+        steps["memo"].error
+    )
