@@ -793,3 +793,35 @@ async def test_an_instruction_rendered_from_an_empty_value_fails_its_step_not_th
     assert "strategic cannot be asked: task: String should have at least 1 character" in str(
         steps["memo"].error
     )
+
+
+async def test_cost_updates_of_parallel_steps_add_up_to_the_run_cost(
+    dev_client: Client, settings: Settings, resources: WorkerResources, redis_client
+) -> None:
+    """The last two steps run at once: each `cost_update` carries what the run has spent as the
+    live budget counts it, so the highest equals the run's cost (before: each step added its own
+    cost to the spend before both started, and the other one's cost was missing to the end)."""
+    from convergio.events import EventPublisher
+
+    template = custom_template(
+        {
+            "name": "parallel-costs",
+            "version": 1,
+            "steps": [
+                {"id": "market", "agent": "market_analyst",
+                 "instruction": "Size the market. Cover: Market size."},
+                {"id": "money", "agent": "cfo", "depends_on": ["market"],
+                 "instruction": "Judge the costs. Cover: Costs."},
+                {"id": "memo", "agent": "strategic", "depends_on": ["market"],
+                 "instruction": "Write the memo. Cover: Decision."},
+            ],
+        }
+    )
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template, {}, search_attributes=False)
+        result = await handle.result()
+    updates = [e for e in await EventPublisher(redis_client).read(handle.id) if e.type == "cost_update"]
+    assert len(updates) == len(result.turns) == 3
+    run_costs = [float(e.data["run_cost_usd"]) for e in updates]
+    # The live budget counts whole micro-dollars, each turn rounded up.
+    assert 0 <= max(run_costs) - result.cost_usd <= 3e-6

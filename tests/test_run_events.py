@@ -69,7 +69,7 @@ async def test_a_run_announces_every_kind_of_event(
     # The run's cost grows turn by turn and ends where the result says.
     run_costs = [float(e.data["run_cost_usd"]) for e in by_type["cost_update"]]
     assert run_costs == sorted(run_costs) and run_costs[0] > 0
-    assert abs(run_costs[-1] - result.cost_usd) < 1e-6
+    assert 0 <= run_costs[-1] - result.cost_usd <= 1e-6 * len(run_costs)  # micro-dollars, rounded up
 
     requested, decided = by_type["approval_requested"][0], by_type["approval_decided"][0]
     assert requested.data["gate_id"] == decided.data["gate_id"] == "sign_off"

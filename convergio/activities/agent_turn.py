@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import time
+from decimal import Decimal
 from contextlib import aclosing
 from typing import Any
 
@@ -291,22 +292,29 @@ class AgentTurnActivities:
                 cost_usd=str(cost_entry.cost_usd),
             )
         )
-        events.add(
-            event(
-                "cost_update",
-                turn_cost_usd=str(cost_entry.cost_usd),
-                run_cost_usd=f"{turn.run_cost_usd + float(cost_entry.cost_usd):.8f}",
-            )
-        )
-        # Three independent writes at once: the durable record (Postgres, one statement), the
-        # live budget (Redis, idempotent by reservation) and the last events. A retry after a
-        # crash between them finds the record and commits the budget again (a no-op if done).
-        new_cost, _, _ = await asyncio.gather(
+
+        async def count_then_announce() -> None:
+            """Count the cost in the live budget, then tell watchers what the run has spent: the
+            budget's count includes turns of parallel steps that finished meanwhile."""
+            try:
+                counted = await self._meter.commit_entry(turn, cost_entry, attempt=attempt)
+                run_cost = (
+                    counted.workflow_committed if counted is not None
+                    else Decimal(repr(turn.run_cost_usd)) + cost_entry.cost_usd
+                )
+                turn_cost = str(cost_entry.cost_usd)
+                events.add(event("cost_update", turn_cost_usd=turn_cost, run_cost_usd=f"{run_cost:.8f}"))
+            finally:
+                await events.close()
+
+        # The durable record (Postgres, one statement) and the live budget with the last events
+        # (Redis, idempotent by reservation) at once. A retry after a crash between them finds
+        # the record and commits the budget again (a no-op if done).
+        new_cost, _ = await asyncio.gather(
             self._record(
                 verdicts, turn, output, cost_entry, response_s=time.monotonic() - started, attempt=attempt
             ),
-            self._meter.commit_entry(turn, cost_entry, attempt=attempt),
-            events.close(),
+            count_then_announce(),
         )
         if new_cost:
             emit(cost_entry)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from convergio.contracts import AgentTurnInput
-from convergio.costs.budget import RedisBudget, ReservationResult, reservation_id
+from convergio.costs.budget import CommitResult, RedisBudget, ReservationResult, reservation_id
 from convergio.costs.pricing import PriceTable, TurnCost
 
 # What we reserve for the answer before we know its length.
@@ -69,18 +69,17 @@ class TurnMeter:
             cost_usd=self._prices.cost_usd(model, prompt_tokens, completion_tokens),
         )
 
-    async def commit_entry(self, turn: AgentTurnInput, entry: TurnCost, *, attempt: int) -> None:
+    async def commit_entry(
+        self, turn: AgentTurnInput, entry: TurnCost, *, attempt: int
+    ) -> CommitResult | None:
         """Count the entry's cost in the live budget, in place of ``attempt``'s hold; a second
-        commit of the same attempt adds nothing. The caller writes the entry to the ledger (e.g.
-        with :func:`ledger.record_on`)."""
-        if turn.budget is not None:
-            await self._budget.commit(
-                _turn_reservation(turn, attempt),
-                turn.request.tenant,
-                turn.workflow_id,
-                turn.budget.day,
-                entry.cost_usd,
-            )
+        commit of the same attempt adds nothing. None when the turn is not metered. The caller
+        writes the entry to the ledger (e.g. with :func:`ledger.record_on`)."""
+        if turn.budget is None:
+            return None
+        reservation = _turn_reservation(turn, attempt)
+        tenant, day = turn.request.tenant, turn.budget.day
+        return await self._budget.commit(reservation, tenant, turn.workflow_id, day, entry.cost_usd)
 
     async def release(self, turn: AgentTurnInput, *, attempt: int) -> None:
         """Drop ``attempt``'s hold without cost (it failed before any model call was paid)."""
