@@ -119,3 +119,73 @@ async def test_a_call_reported_without_usage_is_counted_by_estimate() -> None:
     assert len(client.results) == 2
     for result in client.results:
         assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens >= 10
+
+
+def _old_openai_compatible_server(requests: list[dict[str, object]]) -> object:
+    """A chat-completions server of the kind that predates ``stream_options``: it refuses the
+    field with a 400 and streams answers without usage. It writes down every request body."""
+    import json
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    async def completions(request: Request) -> Response:
+        body = await request.json()
+        requests.append(body)
+        if "stream_options" in body:
+            error = "Unrecognized request argument supplied: stream_options"
+            return JSONResponse({"error": {"message": error, "type": "invalid_request"}}, status_code=400)
+
+        def chunk(delta: dict[str, str], finish: str | None) -> str:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            data = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+            return f"data: {json.dumps({**data, 'choices': [choice]})}\n\n"
+
+        async def stream():  # type: ignore[no-untyped-def]
+            yield chunk({"role": "assistant", "content": "Payback comes "}, None)
+            yield chunk({"content": "in year three."}, None)
+            yield chunk({}, "stop")
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+
+
+async def test_a_server_that_refuses_stream_options_still_streams_and_is_counted() -> None:
+    """The first streamed call is refused for asking for usage; it is sent again without the
+    field, the answer is counted by estimate, and later calls to that server do not ask again
+    (before: every streamed turn on such a server failed)."""
+    import asyncio
+    from typing import Any
+
+    import uvicorn
+    from autogen_core.models import CreateResult, UserMessage
+
+    from convergio.agents.metered_client import MeteredChatCompletionClient
+    from convergio.stack.process import free_port
+
+    requests: list[dict[str, object]] = []
+    port = free_port()
+    app: Any = _old_openai_compatible_server(requests)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not serving.done(), "the server did not start"
+            await asyncio.sleep(0.05)
+        setting = f"openai-compatible:http://127.0.0.1:{port}/v1#m"
+        messages = [UserMessage(content="When does the Munich office pay back?", source="user")]
+        for _ in range(2):
+            client = MeteredChatCompletionClient(build_model_client(make_settings(model=setting), setting))
+            items = [item async for item in client.create_stream(messages)]
+            await client.close()
+            result = items[-1]
+            assert isinstance(result, CreateResult) and result.content == "Payback comes in year three."
+            assert client.results[0].usage.completion_tokens > 0  # counted by estimate
+        assert ["stream_options" in body for body in requests] == [True, False, False]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=30)

@@ -7,6 +7,7 @@ subscribes to.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -30,6 +31,15 @@ CallListener = Callable[[CreateResult], None]
 logger = logging.getLogger(__name__)
 
 
+# Servers (by base URL) that refused ``stream_options``: their streams are not asked for usage
+# again in this process (the answer is counted by our estimate instead).
+_NO_STREAM_USAGE: set[str] = set()
+
+
+def _base_url(client: ChatCompletionClient) -> str:
+    return str(getattr(client, "_raw_config", {}).get("base_url") or "")
+
+
 def stream_create_args(client: ChatCompletionClient, extra: Mapping[str, Any]) -> Mapping[str, Any]:
     """OpenAI-style APIs (OpenAI, Azure, OpenAI-compatible servers) report a streamed answer's
     token usage only when asked; without it every streamed turn was priced at $0 and no budget
@@ -37,9 +47,18 @@ def stream_create_args(client: ChatCompletionClient, extra: Mapping[str, Any]) -
     openai = sys.modules.get("autogen_ext.models.openai")  # not imported: not an OpenAI client
     if openai is None or "stream_options" in extra:
         return extra
-    if not isinstance(client, openai.BaseOpenAIChatCompletionClient):
+    if not isinstance(client, openai.BaseOpenAIChatCompletionClient) or _base_url(client) in _NO_STREAM_USAGE:
         return extra
     return {**extra, "stream_options": {"include_usage": True}}
+
+
+def _refused_stream_options(error: Exception) -> bool:
+    """An OpenAI-compatible server (an older llama.cpp or LM Studio, a strict proxy) that does
+    not know ``stream_options`` answers 400 naming it, before any token is generated."""
+    openai = sys.modules.get("openai")
+    return (
+        openai is not None and isinstance(error, openai.BadRequestError) and "stream_options" in str(error)
+    )
 
 
 class MeteredChatCompletionClient(ChatCompletionClient):
@@ -104,13 +123,39 @@ class MeteredChatCompletionClient(ChatCompletionClient):
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> AsyncGenerator[str | CreateResult, None]:
-        async for item in self.inner.create_stream(
-            messages,
-            tools=tools,
-            tool_choice=tool_choice,
-            json_output=json_output,
-            extra_create_args=stream_create_args(self.inner, extra_create_args),
+        create_args = stream_create_args(self.inner, extra_create_args)
+        calls = functools.partial(
+            self._stream, messages, tools=tools, tool_choice=tool_choice, json_output=json_output,
             cancellation_token=cancellation_token,
+        )
+        started = False
+        try:
+            async for item in calls(create_args):
+                started = True
+                yield item
+            return
+        except Exception as error:
+            if started or create_args is extra_create_args or not _refused_stream_options(error):
+                raise
+        server = _base_url(self.inner)
+        _NO_STREAM_USAGE.add(server)
+        logger.warning("%s refused stream_options: streamed answers are counted by estimate", server)
+        async for item in calls(extra_create_args):
+            yield item
+
+    async def _stream(
+        self,
+        messages: Sequence[LLMMessage],
+        extra_create_args: Mapping[str, Any],
+        *,
+        tools: Sequence[Tool | ToolSchema],
+        tool_choice: Tool | Literal["auto", "required", "none"],
+        json_output: bool | type[BaseModel] | None,
+        cancellation_token: CancellationToken | None,
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        async for item in self.inner.create_stream(
+            messages, tools=tools, tool_choice=tool_choice, json_output=json_output,
+            extra_create_args=extra_create_args, cancellation_token=cancellation_token,
         ):
             if isinstance(item, CreateResult):
                 self._record(item, messages, tools)
