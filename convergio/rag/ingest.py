@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+from psycopg_pool import PoolTimeout
+from pydantic import ValidationError
+
+from convergio.rag.embeddings import EmbeddingError
 from convergio.rag.models import DocumentIn, IngestResult
 from convergio.rag.readers import SUPPORTED_SUFFIXES, DocumentError, read_path
 from convergio.rag.store import KnowledgeStore
 from convergio.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _stops_batch(exc: Exception) -> bool:
+    """Not about one file (no embedding model, no database): every other file would fail the same way."""
+    if isinstance(exc, (EmbeddingError, PoolTimeout)):
+        return True
+    # Connection lost (no SQLSTATE, class 08) or the server shutting down (57P): a statement
+    # timeout or a deadlock (also OperationalError) belongs to the file that hit it.
+    return isinstance(exc, psycopg.OperationalError) and (
+        exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P"))
+    )
 
 
 @dataclass
@@ -51,7 +70,8 @@ async def ingest_files(
     importance: float | None = None,
     on_file: Callable[[Path, IngestResult | None, str | None], None] | None = None,
 ) -> IngestReport:
-    """Ingest each file; a bad file is reported (and skipped), the others still go in."""
+    """Ingest each file; a file that fails, for whatever reason of its own, is reported (and
+    skipped) and the others still go in. A missing embedding model or a lost database stops the batch."""
     report = IngestReport()
     for path in files:
         try:
@@ -62,15 +82,34 @@ async def ingest_files(
                     f"{store.settings.knowledge_max_chars} allowed (CONVERGIO_KNOWLEDGE_MAX_CHARS)"
                 )
             result = await store.ingest(document)
-        except DocumentError as exc:
-            report.errors.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - one file's failure must not end the batch
+            if _stops_batch(exc):
+                raise
+            reason = _reason(path, exc)
+            if not isinstance(exc, DocumentError):
+                log.info("ingesting %s failed", path, exc_info=True)  # the reason is reported
+            report.errors.append(reason)
             if on_file:
-                on_file(path, None, str(exc))
+                on_file(path, None, reason)
             continue
         report.results.append(result)
         if on_file:
             on_file(path, result, None)
     return report
+
+
+def _reason(path: Path, exc: Exception) -> str:
+    """One line naming the file and what is wrong with it."""
+    if isinstance(exc, DocumentError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+        )
+        return f"{path}: {problems}"
+    if isinstance(exc, psycopg.Error):
+        return f"{path}: the database refused the document ({type(exc).__name__}: {exc})"
+    return f"{path}: {exc or type(exc).__name__}"
 
 
 async def ingest_into(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -13,6 +14,38 @@ from convergio.security.policy import SecurityPolicy
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 # Metadata filters match by containment (`metadata @> filters`): flat string values only.
 Filters = dict[str, str | int | float | bool]
+MAX_TITLE_CHARS = 500
+# Metadata is copied into every chunk row of its document: kept small (JSON, UTF-8 bytes).
+MAX_METADATA_BYTES = 16_384
+
+
+def without_nul(value: Any) -> Any:
+    """``value`` with NUL characters removed from every string in it (keys too).
+
+    PostgreSQL text and jsonb cannot hold NUL; a stray one (PDF text, a binary-ish .txt)
+    must not make the whole document unstorable.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
+
+
+def shorten_title(title: str, limit: int = MAX_TITLE_CHARS) -> str:
+    """One line of at most ``limit`` characters: a long title is cut (with an ellipsis), never refused."""
+    flat = " ".join(title.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def metadata_size_error(metadata: dict[str, Any]) -> str | None:
+    """Why ``metadata`` is too large to store with every chunk, or None when it fits."""
+    size = len(json.dumps(metadata, ensure_ascii=False, default=str).encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        return f"metadata is {size} bytes of JSON, more than the {MAX_METADATA_BYTES} allowed"
+    return None
 
 
 class Model(BaseModel):
@@ -24,10 +57,24 @@ class DocumentIn(Model):
 
     tenant: str = Field(default="default", pattern=TENANT_PATTERN)
     source: str = Field(min_length=1, max_length=500, description="Where it came from: a file name or a URL.")
-    title: str = Field(default="", max_length=500)
+    title: str = Field(default="", max_length=MAX_TITLE_CHARS, description="Longer titles are shortened.")
     text: str = Field(description="The document's text.")
     importance: float = Field(default=0.5, ge=0, le=1, description="How much its chunks weigh in retrieval.")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Free JSON; retrieval can filter on it.")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"Free JSON (at most {MAX_METADATA_BYTES} bytes); retrieval can filter on it.",
+    )
+
+    @field_validator("source", "text", "metadata", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return without_nul(value)
+
+    @field_validator("title", mode="before")
+    @classmethod
+    def _short_title(cls, value: Any) -> Any:
+        # Titles come from <title>, front matter or file names: too long is not the user's error.
+        return shorten_title(without_nul(value)) if isinstance(value, str) else value
 
     @field_validator("text")
     @classmethod
@@ -36,13 +83,25 @@ class DocumentIn(Model):
             raise ValueError("the document is empty")
         return value
 
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if error := metadata_size_error(value):
+            raise ValueError(error)
+        return value
+
 
 class IngestResult(Model):
     source: str
     document_id: int | None = Field(description="None when the whole document was already stored.")
-    duplicate: bool = Field(description="The same document (same text) was already ingested for the tenant.")
+    duplicate: bool = Field(
+        description="The same document (same text) was already ingested for the tenant, with this embedding"
+        " model."
+    )
     chunks_added: int = Field(ge=0)
-    chunks_skipped: int = Field(ge=0, description="Chunks whose text the tenant already had.")
+    chunks_skipped: int = Field(
+        ge=0, description="Chunks whose text the tenant already had (with the same embedding model)."
+    )
 
 
 class Weights(Model):
@@ -128,6 +187,11 @@ class MemoryIn(Model):
     content: str = Field(min_length=1)
     importance: float = Field(default=0.5, ge=0, le=1)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("step_id", "agent", "content", "metadata", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return without_nul(value)
 
 
 class MemoryStored(Model):

@@ -105,7 +105,17 @@ def _first_heading(text: str) -> str:
 
 
 class _TextExtractor(HTMLParser):
-    _SKIP: ClassVar[frozenset[str]] = frozenset({"script", "style", "noscript", "template", "head"})
+    """Body text and the document's <title>.
+
+    The head ends at ``</head>`` or, as browsers parse it, at the first element or text that
+    cannot be in a head (``<body>``, ``<p>``...): a page that never closes its head keeps its body.
+    """
+
+    _SKIP: ClassVar[frozenset[str]] = frozenset({"script", "style", "noscript", "template"})
+    _HEAD_ONLY: ClassVar[frozenset[str]] = frozenset(
+        {"head", "title", "meta", "link", "base", "script", "style", "noscript", "template"}
+    )
+    _FOREIGN: ClassVar[frozenset[str]] = frozenset({"svg", "math"})  # their <title> is not the page's
     _BLOCK: ClassVar[frozenset[str]] = frozenset(
         {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "table"}
     )
@@ -115,28 +125,50 @@ class _TextExtractor(HTMLParser):
         self.parts: list[str] = []
         self.title = ""
         self._skipping = 0
+        self._foreign = 0
+        self._in_head = False
         self._in_title = False
+        self._in_foreign_title = False
+        self._title_done = False
 
     def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag == "head":
+            self._in_head = True
+        elif self._in_head and tag not in self._HEAD_ONLY:
+            self._in_head = False
         if tag in self._SKIP:
             self._skipping += 1
-        if tag == "title":
+        if tag in self._FOREIGN:
+            self._foreign += 1
+        if tag == "title" and self._foreign:
+            self._in_foreign_title = True
+        elif tag == "title" and not self._title_done:
             self._in_title = True
         if tag in self._BLOCK:
             self.parts.append("\n\n")
 
     def handle_endtag(self, tag: str) -> None:
+        if tag in ("head", "body", "html"):
+            self._in_head = False
         if tag in self._SKIP and self._skipping:
             self._skipping -= 1
+        if tag in self._FOREIGN and self._foreign:
+            self._foreign -= 1
         if tag == "title":
-            self._in_title = False
+            self._title_done = self._title_done or self._in_title
+            self._in_title = self._in_foreign_title = False
         if tag in self._BLOCK:
             self.parts.append("\n\n")
 
     def handle_data(self, data: str) -> None:
         if self._in_title:
             self.title += data.strip()
-        elif not self._skipping:
+        elif self._skipping or self._in_foreign_title:
+            return
+        elif self._in_head and data.strip():
+            self._in_head = False  # text cannot be in a head: the body has begun
+            self.parts.append(data)
+        elif not self._in_head:
             self.parts.append(data)
 
 

@@ -9,6 +9,10 @@ is the chunk's (or memory's) own 0..1 weight and recency decays exponentially wi
 half-life: ``0.5 ^ (age / half_life)``. Candidates come from the HNSW index (cosine
 distance, filtered by tenant, model and metadata with pgvector's iterative scan), the
 run's memories are scored exactly, and the union is ordered by the final score.
+
+De-duplication is per embedding model, like retrieval: after ``CONVERGIO_EMBEDDING_MODEL``
+changes, re-ingesting a document embeds it again in the new model's vector space (the old
+model's rows are never compared with the new model's queries).
 """
 
 from __future__ import annotations
@@ -135,9 +139,12 @@ class KnowledgeStore:
                 f"{doc.source}: {len(doc.text)} characters, more than the {self.settings.knowledge_max_chars} allowed"
             )
         doc_hash = content_hash(doc.text.strip())
+        model = self.embedder.model
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "SELECT id FROM knowledge_documents WHERE tenant = %s AND content_hash = %s", (doc.tenant, doc_hash)
+                "SELECT id FROM knowledge_documents"
+                " WHERE tenant = %s AND embedding_model = %s AND content_hash = %s",
+                (doc.tenant, model, doc_hash),
             )
             if await cursor.fetchone():
                 return IngestResult(source=doc.source, document_id=None, duplicate=True, chunks_added=0,
@@ -146,17 +153,22 @@ class KnowledgeStore:
         unique = {content_hash(c.text): c for c in reversed(chunks)}  # first occurrence wins
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "SELECT content_hash FROM knowledge_chunks WHERE tenant = %s AND content_hash = ANY(%s)",
-                (doc.tenant, list(unique)),
+                "SELECT content_hash FROM knowledge_chunks"
+                " WHERE tenant = %s AND embedding_model = %s AND content_hash = ANY(%s)",
+                (doc.tenant, model, list(unique)),
             )
             known = {row[0] for row in await cursor.fetchall()}
-        fresh = sorted((c for h, c in unique.items() if h not in known), key=lambda c: c.ordinal)
-        vectors = await self.embedder.embed([c.text for c in fresh])
+        # Sorted by hash: concurrent ingestions sharing chunks take their row locks in one order
+        # (in document order, two documents with shared chunks in opposite orders deadlock).
+        fresh = sorted(((h, c) for h, c in unique.items() if h not in known), key=lambda pair: pair[0])
+        vectors = await self.embedder.embed([c.text for _, c in fresh])
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
-                "INSERT INTO knowledge_documents (tenant, source, title, content_hash, importance, metadata)"
-                " VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (tenant, content_hash) DO NOTHING RETURNING id",
-                (doc.tenant, doc.source, doc.title, doc_hash, doc.importance, json.dumps(doc.metadata)),
+                "INSERT INTO knowledge_documents (tenant, source, title, content_hash, embedding_model,"
+                " importance, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)"
+                " ON CONFLICT (tenant, embedding_model, content_hash) DO NOTHING RETURNING id",
+                (doc.tenant, doc.source, doc.title, doc_hash, model, doc.importance,
+                 json.dumps(doc.metadata)),
             )
             row = await cursor.fetchone()
             if row is None:  # another ingestion of the same text won the race
@@ -172,13 +184,14 @@ class KnowledgeStore:
                     " u.embedding::vector, %(model)s, %(importance)s, %(metadata)s::jsonb"
                     " FROM unnest(%(ordinals)s::int[], %(contents)s::text[], %(hashes)s::text[],"
                     " %(tokens)s::int[], %(embeddings)s::text[]) AS u(ordinal, content, hash, tokens, embedding)"
-                    " ON CONFLICT (tenant, content_hash) DO NOTHING RETURNING id",
+                    " ORDER BY u.hash"
+                    " ON CONFLICT (tenant, embedding_model, content_hash) DO NOTHING RETURNING id",
                     {
                         "doc": document_id, "tenant": doc.tenant, "source": doc.source,
-                        "model": self.embedder.model, "importance": doc.importance,
+                        "model": model, "importance": doc.importance,
                         "metadata": json.dumps(doc.metadata),
-                        "ordinals": [c.ordinal for c in fresh], "contents": [c.text for c in fresh],
-                        "hashes": [content_hash(c.text) for c in fresh], "tokens": [c.tokens for c in fresh],
+                        "ordinals": [c.ordinal for _, c in fresh], "contents": [c.text for _, c in fresh],
+                        "hashes": [h for h, _ in fresh], "tokens": [c.tokens for _, c in fresh],
                         "embeddings": [vector_literal(v) for v in vectors],
                     },
                 )
@@ -190,7 +203,8 @@ class KnowledgeStore:
     async def documents(self, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
         async with self._pool.connection() as conn:
             cursor = await conn.cursor(row_factory=dict_row).execute(
-                "SELECT id, source, title, importance::float8 AS importance, chunks, metadata, created_at"
+                "SELECT id, source, title, importance::float8 AS importance, chunks, embedding_model,"
+                " metadata, created_at"
                 " FROM knowledge_documents WHERE tenant = %s ORDER BY created_at DESC, id DESC LIMIT %s",
                 (tenant, limit),
             )
@@ -198,13 +212,15 @@ class KnowledgeStore:
 
     # ------------------------------------------------------------------ memory
     async def remember(self, memory: MemoryIn) -> bool:
-        """Store a memory once (a retried activity finds it already there); True when new."""
+        """Store a memory once per embedding model (a retried activity finds it already there; a
+        worker on a new model stores it again, searchable); True when new."""
         vector = (await self.embedder.embed([memory.content]))[0]
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
                 "INSERT INTO memories (tenant, workflow_id, step_id, kind, agent, content, content_hash, embedding,"
                 " embedding_model, importance, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::vector, %s, %s,"
-                " %s::jsonb) ON CONFLICT (workflow_id, step_id, kind, content_hash) DO NOTHING RETURNING id",
+                " %s::jsonb) ON CONFLICT (workflow_id, step_id, kind, embedding_model, content_hash)"
+                " DO NOTHING RETURNING id",
                 (memory.tenant, memory.workflow_id, memory.step_id, memory.kind, memory.agent, memory.content,
                  content_hash(memory.content), vector_literal(vector), self.embedder.model, memory.importance,
                  json.dumps(memory.metadata)),
