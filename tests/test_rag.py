@@ -451,3 +451,31 @@ async def test_embeddings_are_computed_when_redis_is_down(
         assert uncached[0] == pytest.approx((await LocalEmbedder().embed([QUERY]))[0], abs=1e-6)
     finally:
         await down.aclose()
+
+
+async def test_a_steps_new_output_replaces_its_memory_and_facts_accumulate(
+    store: KnowledgeStore, db_pool: AsyncConnectionPool
+) -> None:
+    """A step's memory is its output that stands: storing a changed output (edited, reworked,
+    a loop's next round) replaces the earlier one. Facts are kept side by side."""
+    workflow_id = f"wf-{uuid.uuid4().hex[:8]}"
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    def output(content: str) -> MemoryIn:
+        return MemoryIn(tenant=tenant, workflow_id=workflow_id, step_id="draft", content=content)
+
+    for content in ("The first draft: hire in Berlin.", "The edited plan: hire in Munich."):
+        assert await store.remember(output(content))
+    assert not await store.remember(output("The edited plan: hire in Munich."))  # a retried activity
+    for content in ("Munich rent is 30 euros per square metre.", "Berlin rent is 25 euros per square metre."):
+        await store.remember(
+            MemoryIn(tenant=tenant, workflow_id=workflow_id, step_id="draft", kind="fact", content=content)
+        )
+    async with db_pool.connection() as conn:
+        rows = await (await conn.execute(
+            "SELECT kind, content FROM memories WHERE workflow_id = %s ORDER BY kind, content", (workflow_id,)
+        )).fetchall()
+    assert rows == [
+        ("fact", "Berlin rent is 25 euros per square metre."),
+        ("fact", "Munich rent is 30 euros per square metre."),
+        ("step_output", "The edited plan: hire in Munich."),
+    ]

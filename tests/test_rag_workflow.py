@@ -104,3 +104,39 @@ async def test_poisoned_chunk_is_screened_and_never_reaches_the_agent(
     # The turn itself saw only the clean source.
     turn = next(t for t in result.turns if t.step_id == "market")
     assert "evil.example.com" not in turn.content
+
+
+async def test_a_later_step_retrieves_the_version_a_person_approved_with_edits(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    """The draft is remembered when it completes; the approver then edits it. Its memory follows
+    the edit, so a later step retrieves what stands, never the version the person replaced."""
+    from tests.graphflow_helpers import decision, wait_for_gate
+    from convergio.workflows.graphflow import GraphFlowWorkflow
+
+    template = custom_template(
+        {
+            "name": "rag-edited",
+            "version": 1,
+            "steps": [
+                {"id": "draft", "agent": "strategic", "instruction": "Draft the plan. Cover: Plan."},
+                {"id": "sign_off", "kind": "approval", "depends_on": ["draft"], "approvers": ["executive"]},
+                {"id": "wrap_up", "agent": "chief_of_staff", "depends_on": ["sign_off"], "knowledge": True,
+                 "instruction": "Summarise the plan. Cover: Summary."},
+            ],
+        }
+    )
+    edited = "## Plan\nOpen the Munich office in March with twelve engineers."
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template, {}, tenant=_tenant(), search_attributes=False)
+        await wait_for_gate(handle, "sign_off")
+        await handle.signal(GraphFlowWorkflow.approve, decision("sign_off", edits=edited))
+        result = await handle.result()
+    async with resources.pool.connection() as conn:
+        rows = await (await conn.execute(
+            "SELECT content FROM memories WHERE workflow_id = %s AND step_id = 'draft'", (handle.id,)
+        )).fetchall()
+    assert [row[0] for row in rows] == [edited]
+    wrap_up = {step.id: step for step in result.steps}["wrap_up"]
+    assert ("memory", "step draft") in {(s.kind, s.source) for s in wrap_up.sources}
+    assert "Munich office in March" in (wrap_up.output or "")

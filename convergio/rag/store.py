@@ -213,15 +213,21 @@ class KnowledgeStore:
     # ------------------------------------------------------------------ memory
     async def remember(self, memory: MemoryIn) -> bool:
         """Store a memory once per embedding model (a retried activity finds it already there; a
-        worker on a new model stores it again, searchable); True when new."""
+        worker on a new model stores it again, searchable); True when new. A step's output
+        replaces the one stored for the step before (a person edited it, a rework or a loop's
+        next round changed it): only the version that stands can be retrieved."""
         vector = (await self.embedder.embed([memory.content]))[0]
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn:  # autocommit: the statement is its own transaction
             cursor = await conn.execute(
-                "INSERT INTO memories (tenant, workflow_id, step_id, kind, agent, content, content_hash, embedding,"
+                "WITH superseded AS (DELETE FROM memories WHERE %s AND workflow_id = %s AND step_id = %s"
+                " AND kind = %s AND embedding_model = %s AND content_hash <> %s)"
+                " INSERT INTO memories (tenant, workflow_id, step_id, kind, agent, content, content_hash, embedding,"
                 " embedding_model, importance, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::vector, %s, %s,"
                 " %s::jsonb) ON CONFLICT (workflow_id, step_id, kind, embedding_model, content_hash)"
                 " DO NOTHING RETURNING id",
-                (memory.tenant, memory.workflow_id, memory.step_id, memory.kind, memory.agent, memory.content,
+                (memory.kind == "step_output", memory.workflow_id, memory.step_id, memory.kind,
+                 self.embedder.model, content_hash(memory.content),
+                 memory.tenant, memory.workflow_id, memory.step_id, memory.kind, memory.agent, memory.content,
                  content_hash(memory.content), vector_literal(vector), self.embedder.model, memory.importance,
                  json.dumps(memory.metadata)),
             )

@@ -143,6 +143,9 @@ GATE_TURN_PATCH = "gate-turn-v1"
 # ... and before a dependency's answer reached the next step only if it stood (a skipped step's
 # rejected answer went on as context). Only runs with such a dependency record this marker.
 STANDING_CONTEXT_PATCH = "standing-context-v1"
+# ... and before a step's memory followed a person's edits or a rework after an approval step
+# (later steps could retrieve the version the person changed). Only such runs record this marker.
+MEMORY_REFRESH_PATCH = "memory-refresh-v1"
 
 
 def _escalation_waits(sla: timedelta, chain: list[EscalationSpec]) -> list[timedelta]:
@@ -176,6 +179,7 @@ class GraphFlowWorkflow:
         self._decisions: dict[str, RecordedDecision] = {}
         self._turn_counter = 0
         self._call_turns: dict[str, int] = {}  # step id -> the turn of its latest model call
+        self._remembered: dict[str, str] = {}  # step id -> the output last stored as its memory
         self._loop_counts: dict[str, int] = {}
         self._change_requests: dict[str, int] = {}
         self._sla_failure: str | None = None
@@ -417,10 +421,20 @@ class GraphFlowWorkflow:
                     role=decision.role, outcome=f"edited the output of {edited.id}",
                 ))
             if decision.outcome != "request_changes":
+                await self._refresh_memories(reviewed)
                 return decision.outcome
             request = f"Changes requested by {decision.approver} ({decision.role}): {decision.comment}"
             for step in reviewed:
                 await self._rework(step, request)
+
+    async def _refresh_memories(self, steps: list[StepSpec]) -> None:
+        """Store again the memory of a step whose output changed after it was remembered (edited
+        by a person, or reworked): later steps must retrieve the version that stands."""
+        for step in steps:
+            remembered = self._remembered.get(step.id)
+            changed = remembered is not None and remembered != (self._steps[step.id].output or "")
+            if changed and workflow.patched(MEMORY_REFRESH_PATCH):
+                await self._remember(step)
 
     async def _rework(self, step: StepSpec, request: str) -> None:
         state = self._steps[step.id]
@@ -615,6 +629,7 @@ class GraphFlowWorkflow:
             return
         state = self._steps[step.id]
         importance = min(1.0, state.score / 10) if state.score is not None else 0.6
+        self._remembered[step.id] = state.output or ""
         try:
             await workflow.execute_activity_method(
                 KnowledgeActivities.remember_step,
