@@ -825,3 +825,20 @@ async def test_cost_updates_of_parallel_steps_add_up_to_the_run_cost(
     run_costs = [float(e.data["run_cost_usd"]) for e in updates]
     # The live budget counts whole micro-dollars, each turn rounded up.
     assert 0 <= max(run_costs) - result.cost_usd <= 3e-6
+
+
+def test_section_matching_of_older_runs_is_kept_where_it_changed() -> None:
+    """Numbered headings and names ending in punctuation now satisfy a required section; runs
+    started before keep the old matching wherever the two disagree (their histories revised
+    such answers), so the new matching sits behind a patch reached only there."""
+    from convergio.graphflow.quality import output_problems
+    from convergio.graphflow.template import QualitySpec
+
+    spec = QualitySpec(required_sections=["Market size", "Risks (top 5)"])
+    answer = "## 1. Market size\nGrowing 8% a year.\n\n## Risks (top 5)\nCurrency, hiring."
+    assert output_problems(answer, spec) == []
+    assert output_problems(answer, spec, legacy=True) == [
+        "missing section 'Market size'", "missing section 'Risks (top 5)'"
+    ]
+    plain = "## Market size\nGrowing.\n\n**Risks (top 5)**\nCurrency."
+    assert output_problems(plain, spec) == output_problems(plain, spec, legacy=True) == []

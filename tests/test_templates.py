@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from convergio.agents.catalog import default_catalog
-from convergio.graphflow.loader import InputError, default_registry, load_template_file, resolve_inputs
+from convergio.graphflow.loader import (
+    InputError,
+    default_registry,
+    load_template_file,
+    parse_template,
+    resolve_inputs,
+)
+from convergio.graphflow.placeholders import render_text, render_value
+from convergio.graphflow.template import Template
 from convergio.graphflow.validation import TemplateError
 from convergio.tools.registry import tool_names
 
@@ -42,6 +51,16 @@ def with_denial_path(data: dict[str, Any], join: str) -> dict[str, Any]:
     data["steps"][3]["on_denied"] = ["rework"]
     data["steps"].extend(copy.deepcopy(GATE_PATHS))
     data["steps"][5]["join"] = join
+    return data
+
+
+def with_two_gates_denying(data: dict[str, Any], target: str) -> dict[str, Any]:
+    """Gates sign_off (steps[3]) and legal (steps[4]) both list ``target`` (steps[5]) in on_denied."""
+    data["steps"][3]["on_denied"] = [target]
+    data["steps"].append({"id": "legal", "kind": "approval", "depends_on": ["plan"], "approvers": ["legal"],
+                          "on_denied": [target]})
+    data["steps"].append({"id": target, "agent": "cfo", "depends_on": ["sign_off", "legal"],
+                          "instruction": "Rework the plan."})
     return data
 
 
@@ -152,6 +171,55 @@ def test_valid_template_loads(tmp_path: Path) -> None:
         (lambda d: d["steps"].append(dict(d["steps"][0])), "steps[4].id", "duplicate step id 'research'"),
         (lambda d: d.update(version=0), "version", "greater than or equal to 1"),
         (lambda d: d["steps"][0].update(surprise=True), "steps[0].surprise", "Extra inputs are not permitted"),
+        # Durations: out of range (once a raw OverflowError, a 500 from the API), or not positive.
+        (lambda d: d["steps"][2].update(timeout=1e300), "steps[2].timeout", "a duration is at most 3650d"),
+        (lambda d: d["steps"][2].update(timeout=float("inf")), "steps[2].timeout",
+         "a duration is at most 3650d"),
+        (lambda d: d["steps"][2].update(timeout=10**400), "steps[2].timeout", "a duration is at most 3650d"),
+        (lambda d: d["steps"][2].update(sla="99999999999d"), "steps[2].sla", "a duration is at most 3650d"),
+        (lambda d: d["steps"][2].update(sla="P999999999D"), "steps[2].sla", "a duration is at most 3650d"),
+        (lambda d: d["steps"][2].update(timeout=-5), "steps[2].timeout",
+         "must be a positive duration, got -5s"),
+        (lambda d: d["steps"][2].update(heartbeat_timeout=0), "steps[2].heartbeat_timeout",
+         "must be a positive duration, got 0s"),
+        (lambda d: d.update(sla={"total": "-P1D"}), "sla.total", "must be a positive duration, got -86400s"),
+        (lambda d: d["steps"][2].update(retry={"initial_interval": "10m", "max_interval": "1s"}),
+         "steps[2].retry", "initial_interval (600s) is longer than max_interval (1s)"),
+        (lambda d: d["steps"][3].update(escalation=[{"action": "notify", "after": -60}]),
+         "steps[3].escalation[0].after", "must not be negative, got -60s"),
+        # Conditions that fail on every run, whatever the data.
+        (lambda d: d["steps"][2].update(when="1/0 == 1"), "steps[2].when",
+         "bad expression: it fails whatever the data: division by zero"),
+        (lambda d: d["steps"][2].update(when='"a" < 1'), "steps[2].when",
+         "bad expression: it fails whatever the data: cannot compare string and number"),
+        (lambda d: d["steps"][2].update(when="len(1) > 0"), "steps[2].when",
+         "bad expression: it fails whatever the data: len() needs a string, list or object"),
+        (lambda d: d["steps"][2].update(loop={"back_to": "research", "while": "1e308 * 10 > 1",
+                                              "max_iterations": 2}),
+         "steps[2].loop.while", "bad expression: it fails whatever the data: number too large"),
+        (lambda d: d.update(success_metrics=[{"name": "m", "check": "1/0 == 1"}]), "success_metrics[0].check",
+         "bad expression: it fails whatever the data"),
+        # A step follows the denial of one gate only.
+        (lambda d: with_two_gates_denying(d, "rework"), "steps[4].on_denied[0]",
+         "'rework' is already on the on_denied path of gate 'sign_off'"),
+        (lambda d: d["steps"][3].update(on_denied=["plan", "plan"]), "steps[3].on_denied[1]",
+         "'plan' is listed twice"),
+        # Input names a placeholder can refer to.
+        (lambda d: d["inputs"].update({"Company Name": {"type": "string"}}), "inputs.Company Name",
+         "'Company Name' is not a valid input name"),
+        (lambda d: d["inputs"].update({"my-input": {"type": "string"}}), "inputs.my-input",
+         "'my-input' is not a valid input name"),
+        (lambda d: d["inputs"].update({"2nd": {"type": "string"}}), "inputs.2nd",
+         "'2nd' is not a valid input name"),
+        # Placeholders opened or closed once too often, or naming no value.
+        (lambda d: d["steps"][0].update(instruction="Research {{inputs.company}."), "steps[0].instruction",
+         "'{{inputs.company}' is not a placeholder"),
+        (lambda d: d["steps"][0].update(instruction="Research {inputs.company}}}."), "steps[0].instruction",
+         "'{inputs.company}}}' is not a placeholder"),
+        (lambda d: d["steps"][0].update(instruction="Research {inputs}."), "steps[0].instruction",
+         "'{inputs}' is not a placeholder"),
+        (lambda d: d["steps"][2].update(instruction="Plan from {steps}."), "steps[2].instruction",
+         "'{steps}' is not a placeholder"),
     ],
 )
 def test_invalid_templates_name_file_field_and_problem(tmp_path: Path, change, path: str, problem: str) -> None:  # noqa: ANN001
@@ -175,6 +243,86 @@ def test_what_the_stricter_checks_still_accept(tmp_path: Path) -> None:
     data["steps"][2]["when"] = "inputs.budget > 1 or true"
     template = load(write(tmp_path, data))
     assert template.step("wrap_up").join == "any"
+
+
+def test_more_that_still_loads(tmp_path: Path) -> None:
+    """Edges of the checks above: a condition that cannot fail (it short-circuits), equal retry
+    intervals, an immediate escalation, input names with '_' and digits, a placeholder in escaped braces."""
+    data = copy.deepcopy(VALID)
+    data["inputs"]["_internal_2"] = {"type": "string", "default": "x"}
+    data["steps"][2]["when"] = "true or 1/0 == 1"
+    data["steps"][2]["retry"] = {"initial_interval": "30s", "max_interval": "30s"}
+    data["steps"][3]["escalation"] = [{"action": "notify", "after": 0}, {"action": "fail", "after": "1h"}]
+    data["steps"][0]["instruction"] = "Research {inputs.company}, {inputs._internal_2}; {{inputs.company}}."
+    template = load(write(tmp_path, data))
+    assert template.step("plan").retry.initial_interval == timedelta(seconds=30)
+    assert template.step("sign_off").escalation[0].after == timedelta(0)
+
+
+def test_long_durations_survive_the_json_round_trip(tmp_path: Path) -> None:
+    """The template travels to the workflow as JSON: '12d' was written '1.0368e+06s', which did not
+    parse back."""
+    data = copy.deepcopy(VALID)
+    data["sla"] = {"total": "3650d"}
+    data["steps"][2].update(sla="12d", timeout="1234567.25s", heartbeat_timeout="1.5ms")
+    template = load(write(tmp_path, data))
+    dumped = template.model_dump(mode="json")
+    assert dumped["steps"][2]["sla"] == "1036800s" and dumped["steps"][2]["timeout"] == "1234567.25s"
+    assert dumped["steps"][2]["heartbeat_timeout"] == "0.0015s"
+    assert Template.model_validate_json(template.model_dump_json()) == template
+
+
+def test_runs_already_started_still_decode_their_pinned_template(tmp_path: Path) -> None:
+    """Signs are checked when a template loads, not by the model that decodes a started run's input."""
+    data = broken(lambda d: d["steps"][2].update(heartbeat_timeout=0, retry={"initial_interval": "2m"}))
+    assert Template.model_validate(data).step("plan").heartbeat_timeout == timedelta(0)
+    with pytest.raises(TemplateError) as error:
+        load(write(tmp_path, data))
+    assert [str(problem) for problem in error.value.problems] == [
+        "steps[2].heartbeat_timeout: must be a positive duration, got 0s",
+        "steps[2].retry: initial_interval (120s) is longer than max_interval (60s)",
+    ]
+
+
+def test_a_duplicate_key_is_rejected_naming_file_key_and_line(tmp_path: Path) -> None:
+    """safe_load kept the last of two keys: here the step would silently have run with 'cfo'."""
+    file = write(tmp_path, (
+        "name: dup\nversion: 1\nsteps:\n"
+        "  - id: research\n    agent: market_analyst\n    instruction: Research.\n    agent: cfo\n"
+    ))
+    with pytest.raises(TemplateError) as error:
+        load(file)
+    message = str(error.value)
+    assert message.startswith(str(file)), message
+    assert "line 7" in message and "duplicate key 'agent' (first on line 5)" in message, message
+
+
+def test_an_overflowing_duration_from_the_api_is_a_template_error() -> None:
+    """The API validates JSON bodies with parse_template: a float that overflows timedelta
+    must come back as a field problem (HTTP 422), not an OverflowError (HTTP 500)."""
+    data = broken(lambda d: d["steps"][0].update(sla=1.7e308))
+    with pytest.raises(TemplateError) as error:
+        parse_template(data, agents=default_catalog().names(), tools=tool_names(), source="template")
+    assert [str(problem) for problem in error.value.problems] == [
+        "steps[0].sla: Value error, a duration is at most 3650d (10 years)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "context", "expected"),
+    [
+        ("Data: {inputs.obj}", {"inputs": {"obj": {"a": {"b": 1}}}}, 'Data: {"a": {"b": 1}}'),
+        ("For {inputs.company}.", {"inputs": {"company": "ACME {{x}} }}"}}, "For ACME {{x}} }}."),
+        ("{steps.plan.output}", {"steps": {"plan": {"output": "}}{{"}}}, "}}{{"),
+        # The template's own escapes are still literal braces, next to a value or not.
+        ('As {{"a": {inputs.n} }}, not {{inputs.n}}', {"inputs": {"n": "{{1}}"}},
+         'As {"a": {{1}} }, not {inputs.n}'),
+    ],
+)
+def test_rendering_fills_values_verbatim(text: str, context: dict[str, Any], expected: str) -> None:
+    """Unescaping ran over the filled-in text too, so a value's own '{{' or '}}' lost a brace."""
+    assert render_text(text, context) == expected
+    assert render_value({"arg": text}, context) == {"arg": expected}
 
 
 def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:

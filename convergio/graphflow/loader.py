@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from convergio.agents.catalog import _StrictLoader
 from convergio.graphflow.template import Template
 from convergio.graphflow.validation import Problem, TemplateError, validate_template
 
@@ -47,7 +48,7 @@ def load_template_file(path: Path, *, agents: Collection[str], tools: Collection
     except OSError as exc:
         raise TemplateError(source, [Problem("(file)", f"cannot read: {exc.strerror}")]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader that refuses duplicate keys
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "(file)"

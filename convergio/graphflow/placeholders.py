@@ -10,7 +10,10 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
-PLACEHOLDER = re.compile(r"(?<!\{)\{(inputs|steps)\.([a-z_][a-z0-9_]*)((?:\.[a-z_][a-z0-9_]*)*)\}(?!\})")
+NAME = r"[a-z_][a-z0-9_]*"
+"""What a placeholder can name: an input, a step id, a field."""
+PLACEHOLDER = re.compile(rf"(?<!\{{)\{{(inputs|steps)\.({NAME})((?:\.{NAME})*)\}}(?!\}})")
+_NAME = re.compile(NAME)
 
 
 # What a placeholder with a typo looks like: a name in single braces ({input.company},
@@ -19,11 +22,14 @@ PLACEHOLDER = re.compile(r"(?<!\{)\{(inputs|steps)\.([a-z_][a-z0-9_]*)((?:\.[a-z
 # braced words ({TBD}, /api/{id}, ${VAR}) are left alone: they are text.
 _LOOKALIKE = re.compile(r"(?<!\{)\{\s*(?P<first>[A-Za-z_][\w-]*)(?P<rest>(?:\s*\.\s*[\w-]+)*)\s*\}(?!\})")
 _ROOT_SPELLINGS = frozenset({"inputs", "input", "steps", "step"})
+_ROOTS = frozenset({"inputs", "steps"})  # {inputs} alone names no value either
 _UNCLOSED = re.compile(r"(?<!\{)\{\s*(?:inputs|steps)\.[\w.-]+(?!\s*\})(?=[^\w.\-]|$)")
-# ... or cut short ({inputs.}, {inputs.company.}) or closed twice ({inputs.company}}).
+# ... or cut short ({inputs.}, {inputs.company.}), closed twice or more ({inputs.company}},
+# {inputs.company}}}), or opened twice and closed once ({{inputs.company}).
 _BROKEN = re.compile(
     r"(?<!\{)\{\s*(?:inputs|steps)\.(?:[\w-]+\.)*\s*\}"  # cut short
-    r"|(?<!\{)\{(?:inputs|steps)\.[\w.-]+\}\}(?!\})"  # closed twice
+    r"|(?<!\{)\{(?:inputs|steps)\.[\w.-]+\}{2,}"  # closed twice or more
+    r"|(?<!\{)\{\{\s*(?:inputs|steps)\.[\w.-]+\s*\}(?!\})"  # opened twice
 )
 
 
@@ -35,6 +41,11 @@ def placeholder_paths(text: str) -> list[tuple[str, str, tuple[str, ...]]]:
     ]
 
 
+def is_placeholder_name(name: str) -> bool:
+    """Whether ``{inputs.<name>}`` can refer to ``name``."""
+    return _NAME.fullmatch(name) is not None
+
+
 def malformed_placeholders(text: str, names: Collection[str] = ()) -> list[str]:
     """Texts like ``{input.company}`` that look like a placeholder but are not one; ``names``
     (the template's inputs and step ids) make a bare ``{company}`` one of them."""
@@ -44,7 +55,7 @@ def malformed_placeholders(text: str, names: Collection[str] = ()) -> list[str]:
         for match in _LOOKALIKE.finditer(text)
         if not PLACEHOLDER.fullmatch(match.group(0))
         and (match.group("first").casefold() in _ROOT_SPELLINGS if match.group("rest")
-             else match.group("first").casefold() in known)
+             else match.group("first").casefold() in known | _ROOTS)
     ]
     return found + [match.group(0) for pattern in (_UNCLOSED, _BROKEN) for match in pattern.finditer(text)]
 
@@ -64,10 +75,24 @@ def _as_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _unescape(text: str) -> str:
+    return text.replace("{{", "{").replace("}}", "}")
+
+
 def render_text(text: str, context: Mapping[str, Any]) -> str:
-    """Fill placeholders; ``{{`` and ``}}`` stand for literal braces."""
-    filled = PLACEHOLDER.sub(lambda m: _as_text(_lookup(context, m.group(1), m.group(2), m.group(3))), text)
-    return filled.replace("{{", "{").replace("}}", "}")
+    """Fill placeholders; ``{{`` and ``}}`` in ``text`` stand for literal braces.
+
+    Only the text between placeholders is unescaped: a filled-in value (JSON, a user's
+    input) arrives verbatim, braces and all.
+    """
+    parts: list[str] = []
+    end = 0
+    for match in PLACEHOLDER.finditer(text):
+        parts.append(_unescape(text[end:match.start()]))
+        parts.append(_as_text(_lookup(context, match.group(1), match.group(2), match.group(3))))
+        end = match.end()
+    parts.append(_unescape(text[end:]))
+    return "".join(parts)
 
 
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:

@@ -7,11 +7,20 @@ placeholders, expressions) live in ``validation.py``.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 from convergio.agents.definition import MissionPhase
 from convergio.security.policy import SecurityPolicy
@@ -19,27 +28,53 @@ from convergio.security.policy import SecurityPolicy
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 STEP_ID = r"^[a-z][a-z0-9_]{0,63}$"
+# Far beyond any real timeout or SLA, far below what timedelta and the workflow's
+# ``now + sla`` arithmetic can hold (an overflow there would fail runs, not the load). Whether a
+# duration must be positive is checked in validation.py, when a template loads: these models
+# also decode the templates pinned in runs already started, which must keep decoding.
+MAX_DURATION_DAYS = 3650
+_MAX_SECONDS = MAX_DURATION_DAYS * 86400
+_TOO_LONG = f"a duration is at most {MAX_DURATION_DAYS}d (10 years)"
 
 
 def _parse_duration(value: Any) -> Any:
-    """Accept '30s', '5m', '2h', '1d' (and numbers of seconds) besides ISO 8601."""
+    """Accept '30s', '5m', '2h', '1d' (and numbers of seconds) besides ISO 8601.
+
+    Out-of-range numbers become a ValueError here: timedelta's own OverflowError would
+    escape Pydantic and lose the field path.
+    """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+        seconds = value
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        return value
+    if isinstance(seconds, float) and math.isnan(seconds):
+        raise ValueError("a duration must be a number of seconds or a text like '30s', got nan")
+    if abs(seconds) > _MAX_SECONDS:  # also inf, and ints beyond float range
+        raise ValueError(_TOO_LONG)
+    return timedelta(seconds=seconds)
+
+
+def _in_range(value: timedelta) -> timedelta:
+    if abs(value) > timedelta(days=MAX_DURATION_DAYS):  # ISO 8601 strings skip _parse_duration
+        raise ValueError(_TOO_LONG)
     return value
 
 
-def _format_duration(value: timedelta) -> str:
-    return f"{value.total_seconds():g}s"
+def format_duration(value: timedelta) -> str:
+    """Exact seconds without an exponent, so the JSON form parses back (``:g`` gave '1.0368e+06s')."""
+    micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    whole, fraction = divmod(abs(micros), 1_000_000)
+    text = f"{whole}.{fraction:06d}".rstrip("0").rstrip(".")
+    return f"{'-' if micros < 0 else ''}{text}s"
 
 
 Duration = Annotated[
     timedelta,
     BeforeValidator(_parse_duration),
-    PlainSerializer(_format_duration, return_type=str, when_used="json"),
+    AfterValidator(_in_range),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
 ]
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from convergio.graphflow.expressions import Expression, ExpressionError, compile_expression
-from convergio.graphflow.placeholders import malformed_placeholders, placeholder_paths
+from convergio.graphflow.placeholders import is_placeholder_name, malformed_placeholders, placeholder_paths
 from convergio.graphflow.run_models import STEP_CONTEXT_FIELDS
 from convergio.graphflow.success_metrics import METRIC_ROOTS, RUN_FIELDS, template_metrics
-from convergio.graphflow.template import StepSpec, Template
+from convergio.graphflow.template import EscalationSpec, StepSpec, Template, format_duration
 
 
 MAX_INPUT_NAME = 64
@@ -58,10 +59,15 @@ class _Checker:
         for name, spec in self.template.inputs.items():
             if len(name) > MAX_INPUT_NAME:  # it names the input's security gate, security_input_<name>
                 self.add(f"inputs.{name[:20]}…", f"an input name has at most {MAX_INPUT_NAME} characters")
+            elif not is_placeholder_name(name):  # else no {inputs.<name>} could ever fill it in
+                self.add(f"inputs.{name}", f"'{name}' is not a valid input name: use lower-case letters, "
+                                           "digits and '_', not starting with a digit (e.g. company_name)")
             if spec.default is not None and not spec.accepts(spec.default):
                 self.add(f"inputs.{name}.default", f"expected {spec.type}, got {type(spec.default).__name__}")
         for index, step in enumerate(self.template.steps):
             self._check_step(index, step, set(ids))
+        self._check_denial_paths()
+        self._check_durations()
         if not self.problems:
             self._check_cycles()
         if not self.problems:
@@ -83,6 +89,8 @@ class _Checker:
                 self.add(f"{path}.check", f"bad expression: {exc}")
                 continue
             self._check_step_fields(f"{path}.check", expression)
+            if (error := _constant_error(expression)) is not None:
+                self.add(f"{path}.check", f"bad expression: it fails whatever the data: {error}")
             for root, key in expression.references():
                 if root == "inputs" and key not in self.template.inputs:
                     self.add(f"{path}.check", f"unknown input '{key}'; declare it under inputs")
@@ -122,6 +130,33 @@ class _Checker:
                 self.add(f"{where}.on_denied[{position}]", f"unknown step '{target}'")
             elif step.id not in self.template.step(target).depends_on:
                 self.add(f"{where}.on_denied[{position}]", f"'{target}' must list '{step.id}' in depends_on")
+
+    def _check_durations(self) -> None:
+        """A timeout, interval or deadline of zero or less fails (or fires) at once at run time, and
+        Temporal refuses a retry policy whose first interval exceeds its longest."""
+        for path, value, zero_allowed in _durations(self.template):
+            if value < timedelta(0) or (value == timedelta(0) and not zero_allowed):
+                wanted = "must not be negative" if zero_allowed else "must be a positive duration"
+                self.add(path, f"{wanted}, got {format_duration(value)}")
+        for index, step in enumerate(self.template.steps):
+            first, longest = step.retry.initial_interval, step.retry.max_interval
+            if first > longest:
+                message = f"initial_interval ({format_duration(first)}) is longer than max_interval"
+                self.add(f"steps[{index}].retry", f"{message} ({format_duration(longest)})")
+
+    def _check_denial_paths(self) -> None:
+        """A step follows the denial of one gate: the workflow keeps one gate per step, the last."""
+        gate_of: dict[str, str] = {}
+        for index, step in enumerate(self.template.steps):
+            for position, target in enumerate(step.on_denied):
+                where = f"steps[{index}].on_denied[{position}]"
+                if target not in gate_of:
+                    gate_of[target] = step.id
+                elif gate_of[target] == step.id:
+                    self.add(where, f"'{target}' is listed twice")
+                else:
+                    self.add(where, f"'{target}' is already on the on_denied path of gate "
+                                    f"'{gate_of[target]}'; a step can follow the denial of one gate only")
 
     def _check_tool_arguments(self, where: str, tool: str, arguments: Mapping[str, Any]) -> None:
         """Argument names against the tool's input model (values may be placeholders, checked at run time)."""
@@ -205,7 +240,9 @@ class _Checker:
             for root, key in expression.references():
                 self._check_reference(path, root, key, step, loop_scope)
             self._check_step_fields(path, expression)
-            if _always_false(expression):
+            if (error := _constant_error(expression)) is not None:
+                self.add(path, f"bad expression: it fails whatever the data: {error}")
+            elif _always_false(expression):
                 if path.endswith("loop.while"):
                     self.add(path, f"the loop never repeats: its condition is always false ({source})")
                 else:
@@ -254,6 +291,28 @@ def _agent_fields(where: str, step: StepSpec) -> Iterator[tuple[str, str]]:
         yield f"{where}.on_failure.agent", step.on_failure.agent
 
 
+def _durations(template: Template) -> Iterator[tuple[str, timedelta, bool]]:
+    """(field path, duration, whether zero is allowed) of every duration in the template;
+    zero is allowed only for an escalation link's ``after`` (at once)."""
+
+    def chain(where: str, links: list[EscalationSpec]) -> Iterator[tuple[str, timedelta, bool]]:
+        for position, link in enumerate(links):
+            yield f"{where}.escalation[{position}].after", link.after, True
+
+    for index, step in enumerate(template.steps):
+        where = f"steps[{index}]"
+        yield f"{where}.timeout", step.timeout, False
+        yield f"{where}.heartbeat_timeout", step.heartbeat_timeout, False
+        yield f"{where}.retry.initial_interval", step.retry.initial_interval, False
+        yield f"{where}.retry.max_interval", step.retry.max_interval, False
+        if step.sla is not None:
+            yield f"{where}.sla", step.sla, False
+        yield from chain(where, step.escalation)
+    if template.sla.total is not None:
+        yield "sla.total", template.sla.total, False
+    yield from chain("sla", template.sla.escalation)
+
+
 class _ReadsData(Exception):
     pass
 
@@ -277,6 +336,21 @@ def _always_false(expression: Expression) -> bool:
         return not expression.test(_NoData())
     except (_ReadsData, ExpressionError):
         return False
+
+
+def _constant_error(expression: Expression) -> ExpressionError | None:
+    """The error an expression raises before it reads any data (``1/0 == 1``, ``len(1) > 0``).
+
+    Evaluation is deterministic and left to right, so what fails before the first read
+    fails on every run: at run time it would fail the run instead of deciding anything.
+    """
+    try:
+        expression.evaluate(_NoData())
+    except ExpressionError as error:
+        return error
+    except _ReadsData:
+        pass
+    return None
 
 
 Outcome = tuple[str, str]  # (step id, "completed" or "denied")

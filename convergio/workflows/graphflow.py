@@ -65,7 +65,7 @@ with workflow.unsafe.imports_passed_through():
         TurnRecord,
     )
     from convergio.graphflow.selector import ConversationState, select_speaker
-    from convergio.graphflow.template import EscalationSpec, StepSpec, Template
+    from convergio.graphflow.template import EscalationSpec, QualitySpec, StepSpec, Template
     from convergio.graphflow.validation import ancestors
     from convergio.rag.activity import KnowledgeActivities
     from convergio.rag.context import legend
@@ -146,12 +146,25 @@ STANDING_CONTEXT_PATCH = "standing-context-v1"
 # ... and before a step's memory followed a person's edits or a rework after an approval step
 # (later steps could retrieve the version the person changed). Only such runs record this marker.
 MEMORY_REFRESH_PATCH = "memory-refresh-v1"
+# ... and before a required section's heading could be numbered ("## 1. Market size") or its name
+# end in punctuation ("Risks (top 5)"). Only runs where that changes a quality check record it.
+SECTION_MATCH_PATCH = "section-match-v1"
 
 
 def _escalation_waits(sla: timedelta, chain: list[EscalationSpec]) -> list[timedelta]:
     """How long before each link of an escalation chain runs, each after the one before it (the
     first counted from the start, so past the SLA by its ``after``)."""
     return [sla + chain[0].after, *(link.after for link in chain[1:])] if chain else []
+
+
+def _output_problems(text: str, spec: QualitySpec | None) -> list[str]:
+    """The quality checks' problems; runs started before SECTION_MATCH_PATCH keep the old
+    section matching where it disagrees (their histories revised such answers)."""
+    problems = output_problems(text, spec)
+    legacy = output_problems(text, spec, legacy=True)
+    if problems != legacy and not workflow.patched(SECTION_MATCH_PATCH):
+        return legacy
+    return problems
 
 
 def _patched(change: str) -> bool:
@@ -457,7 +470,7 @@ class GraphFlowWorkflow:
             output = await self._turn(step, agent_name, task, [*context, *revised], purpose="answer")
             state.output = output.content
             state.agents.append(agent_name)
-            problems = output_problems(output.content, step.quality)
+            problems = _output_problems(output.content, step.quality)
             answer_turns = [self._last_record(step.id).turn]
             problems += await self._review(step, output.content, answer_turns=answer_turns)
             state.quality_notes = problems
@@ -511,7 +524,7 @@ class GraphFlowWorkflow:
             speakers = await self._team_chat(
                 step, f"{instruction}\n\n{feedback}" if feedback else instruction, [*context, *revised]
             )
-            problems = output_problems(state.output or "", step.quality)
+            problems = _output_problems(state.output or "", step.quality)
             if not problems and _reviewed(step) and workflow.patched(TEAM_QUALITY_PATCH):
                 # Every agent who spoke wrote the answer: each one's last turn gets the score.
                 problems = await self._review(step, state.output or "", answer_turns=list(speakers.values()))
@@ -558,7 +571,7 @@ class GraphFlowWorkflow:
             if step.completion_marker in output.content:
                 state.output = output.content.replace(step.completion_marker, "").strip()
                 break
-            if step.quality and not output_problems(output.content, step.quality) and len(speakers) >= 2:
+            if step.quality and not _output_problems(output.content, step.quality) and len(speakers) >= 2:
                 break
         return last_turns
 
