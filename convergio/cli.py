@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from pydantic import ValidationError
@@ -20,6 +22,11 @@ from convergio.agents.models import ModelConfigError, parse_model_setting, valid
 from convergio.process_exit import exit_now, exit_status
 from convergio.settings import Settings
 from convergio.stack.process import StackError
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from convergio.graphflow.runs import RunView
 
 app = typer.Typer(
     name="convergio",
@@ -50,6 +57,40 @@ def main() -> None:
 def fail(message: str) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code=1)
+
+
+@contextmanager
+def temporal_errors(subject: str) -> Iterator[None]:
+    """A Temporal RPC error (the run is unknown, or closed between a query and a signal) as one
+    line naming ``subject``, not a traceback."""
+    try:
+        yield
+    except RPCError as exc:
+        raise fail(f"{subject}: {exc.message}") from None
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def database_error(settings: Settings, exc: BaseException) -> str:
+    """Where and why the database failed, for an error line. The password is masked: the URL
+    (and psycopg's messages, which can quote the connection string) would otherwise carry it
+    into terminals, CI logs and bug reports."""
+    from urllib.parse import quote
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    url = settings.effective_database_url
+    text = f"{url}: {type(exc).__name__}: {exc}"
+    text = _KEYWORD_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+    try:
+        password = str(conninfo_to_dict(url).get("password") or "")
+    except Exception:  # noqa: BLE001 - an unparsable URL: the patterns above masked what they could
+        password = ""
+    for form in {password, quote(password, safe="")} - {""}:
+        text = text.replace(form, "***")
+    return text
 
 
 def load_settings(*, check_model: bool = False) -> Settings:
@@ -232,10 +273,11 @@ def run(
     as_json: JsonOption = False,
     model: ModelOption = None,
 ) -> None:
-    """Start a template run on a running stack (see `convergio up`)."""
+    """Start a template run on a running stack (see `convergio up`); with --wait (the default), follow
+    it until it closes and exit 0 only if it completed."""
     from convergio.agents.catalog import default_catalog
     from convergio.graphflow.loader import InputError, default_registry
-    from convergio.graphflow.runs import build_run_input, read_template_run, start_template_run
+    from convergio.graphflow.runs import build_run_input, start_template_run
 
     settings = load_settings()
     given = parse_inputs(inputs, inputs_file)
@@ -249,19 +291,43 @@ def run(
     except (InputError, ModelConfigError) as exc:
         raise fail(str(exc)) from None
 
-    async def main() -> None:
+    async def main() -> str | None:
         client = await _connect_or_exit(settings)
         run = await _with_performance_records(settings, run_input)
-        started = await start_template_run(client, settings, run)
+        with temporal_errors(template):
+            started = await start_template_run(client, settings, run)
         if not wait:
             console.print(started.model_dump_json(indent=2) if as_json else f"started {started.workflow_id}")
-            return
+            return None
         console.print(f"started [bold]{started.workflow_id}[/] · {started.temporal_ui_url}", soft_wrap=True)
-        seen: dict[str, str] = {}
-        while True:
-            view = await read_template_run(client, settings, started.workflow_id)
-            if view.progress is None:
-                break
+        with temporal_errors(started.workflow_id):
+            view = await follow_run(client, settings, started.workflow_id)
+        print_view(view, as_json)
+        return view.status
+
+    if asyncio.run(main()) not in (None, "completed"):  # failed, canceled, terminated, timed out
+        raise typer.Exit(code=1)
+
+
+async def follow_run(client: Client, settings: Settings, workflow_id: str) -> RunView:
+    """Print the run's steps and gates as they change until Temporal reports it closed. A status
+    query no worker answers in time (none running, or a busy or restarting one) shows no progress:
+    that is no end, so the run is asked again."""
+    from convergio.graphflow.runs import read_template_run
+
+    seen: dict[str, str] = {}
+    unanswered = False
+    while True:
+        view = await read_template_run(client, settings, workflow_id)
+        if view.status != "running":
+            return view
+        if view.progress is None:
+            if not unanswered:
+                note = f"{view.error or 'no progress yet'}; still following the run"
+                err_console.print(note, style="yellow", markup=False)
+            unanswered = True
+        else:
+            unanswered = False
             for step in view.progress.steps:
                 if seen.get(step.id) != step.status:
                     seen[step.id] = step.status
@@ -271,13 +337,10 @@ def run(
                     seen[f"gate:{gate.gate_id}"] = "open"
                     console.print(
                         f"[bold yellow]waiting for approval[/] {gate.gate_id} (roles: {', '.join(gate.approvers)}): "
-                        f"convergio approve {started.workflow_id} {gate.gate_id} --role {gate.approvers[0]}",
+                        f"convergio approve {workflow_id} {gate.gate_id} --role {gate.approvers[0]}",
                         soft_wrap=True,
                     )
-            await asyncio.sleep(0.5)
-        print_view(view, as_json)
-
-    asyncio.run(main())
+        await asyncio.sleep(0.5)
 
 
 @app.command()
@@ -289,10 +352,8 @@ def status(workflow_id: str, as_json: JsonOption = False) -> None:
 
     async def main() -> None:
         client = await _connect_or_exit(settings)
-        try:
+        with temporal_errors(workflow_id):
             view = await read_template_run(client, settings, workflow_id)
-        except RPCError as exc:
-            raise fail(f"{workflow_id}: {exc.message}") from None
         print_view(view, as_json)
 
     asyncio.run(main())
@@ -324,10 +385,8 @@ def _decide_command(outcome: Literal["approve", "deny", "request_changes"]) -> C
         async def main() -> None:
             client = await _connect_or_exit(settings)
             handle = client.get_workflow_handle_for(GraphFlowWorkflow.run, workflow_id)
-            try:
+            with temporal_errors(workflow_id):
                 pending = await handle.query(GraphFlowWorkflow.pending_approvals)
-            except RPCError as exc:
-                raise fail(f"{workflow_id}: {exc.message}") from None
             gate = next((g for g in pending if g.gate_id == gate_id), None)
             if gate is None:
                 raise fail(f"gate {gate_id!r} is not pending (pending: {', '.join(g.gate_id for g in pending) or 'none'})")
@@ -336,7 +395,8 @@ def _decide_command(outcome: Literal["approve", "deny", "request_changes"]) -> C
             if outcome == "request_changes" and gate.change_requests_left <= 0:
                 raise fail(f"no change requests left for {gate_id!r}; approve or deny")
             decision = ApprovalDecision(gate_id=gate_id, approver=approver, role=role, comment=comment)
-            await decide(client, workflow_id, outcome, decision)
+            with temporal_errors(workflow_id):  # e.g. the run closed since the query
+                await decide(client, workflow_id, outcome, decision)
             console.print(f"{outcome.replace('_', ' ')} sent for {workflow_id} / {gate_id}")
 
         asyncio.run(main())
@@ -422,7 +482,7 @@ def costs(
     try:
         result = asyncio.run(main())
     except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback
-        raise fail(f"cannot read the cost ledger at {settings.effective_database_url}: {exc}") from None
+        raise fail(f"cannot read the cost ledger at {database_error(settings, exc)}") from None
     if as_json:
         print(result.model_dump_json(indent=2))
         return
@@ -497,7 +557,7 @@ def ingest(
                             importance=importance, on_file=on_file)
             )
         except (OSError, psycopg.Error, PoolTimeout) as exc:
-            raise fail(f"cannot reach the database at {settings.effective_database_url}: {exc}") from None
+            raise fail(f"cannot reach the database at {database_error(settings, exc)}") from None
         except EmbeddingError as exc:
             raise fail(str(exc)) from None
     console.print(f"{report.chunks_added} chunks added from {len(report.results)} files for tenant {tenant}")
@@ -590,10 +650,11 @@ async def _with_performance_records(settings: Settings, run: Any) -> Any:
             settings.effective_database_url, connect_timeout=5, autocommit=True
         ) as conn:
             return await with_performance_records(run, conn)
-    except psycopg.Error as exc:  # the class only: psycopg's message can quote the URL, password included
+    except psycopg.Error as exc:
         err_console.print(
-            f"[yellow]agents' performance records not read ({type(exc).__name__}: check "
-            "CONVERGIO_DATABASE_URL); using their profiles[/]"
+            f"agents' performance records not read ({database_error(settings, exc)}; check "
+            "CONVERGIO_DATABASE_URL); using their profiles",
+            style="yellow", markup=False, highlight=False, soft_wrap=True,
         )
         return run
 

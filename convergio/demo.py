@@ -61,7 +61,9 @@ async def run_demo(
     endpoints = await stack.start(progress)
     try:
         client = await connect_temporal(settings, endpoints.temporal_address)
-        async with open_resources(endpoints.database_url, endpoints.redis_url) as resources:
+        async with open_resources(
+            endpoints.database_url, endpoints.redis_url, event_retention=settings.event_retention
+        ) as resources:
             progress("knowledge base")
             await ingest_sample_knowledge(settings, resources, run.tenant)
             progress("worker")

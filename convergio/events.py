@@ -1,4 +1,5 @@
-"""Agent events published to Redis Streams, one stream per workflow.
+"""Agent events published to Redis Streams, one stream per workflow, kept
+CONVERGIO_EVENT_RETENTION_DAYS after its last event.
 
 The API (SSE / WebSocket) reads these streams; publishing never blocks a turn for
 long and a Redis outage never fails one (events are a view, the workflow is the truth).
@@ -11,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -60,39 +61,49 @@ class EventFactory:
 
 
 class EventPublisher:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    """Appends events to their run's stream. Each write also (re)sets the stream's expiry, in the
+    same round trip: a run's stream leaves Redis ``retention`` after its last event instead of
+    staying forever, and a workflow id reused later starts a fresh stream rather than extending
+    an old run's. The worker passes CONVERGIO_EVENT_RETENTION_DAYS; readers need none."""
+
+    def __init__(self, redis: aioredis.Redis, retention: timedelta = timedelta(days=30)) -> None:
         self._redis = redis
+        self._ttl_s = max(1, round(retention.total_seconds()))
 
     async def publish(self, event: AgentEvent) -> str | None:
         """Append the event; returns its stream id, or None when Redis could not take it."""
         try:
-            event_id = await self._redis.xadd(
-                stream_key(event.workflow_id),
-                {"event": event.model_dump_json()},
-                maxlen=STREAM_MAXLEN,
-                approximate=True,
-            )
+            async with self._redis.pipeline(transaction=False) as pipe:
+                self._append(pipe, event)
+                pipe.expire(stream_key(event.workflow_id), self._ttl_s)
+                event_id, _ = await pipe.execute()
         except aioredis.RedisError as exc:
             log.warning("could not publish %s event for %s: %s", event.type, event.workflow_id, exc)
             return None
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
     async def publish_many(self, events: list[AgentEvent]) -> None:
-        """Append several events in one round trip (pipelined XADDs)."""
+        """Append several events in one round trip (pipelined XADDs, then one EXPIRE per stream)."""
         if not events:
             return
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for event in events:
-                    pipe.xadd(
-                        stream_key(event.workflow_id),
-                        {"event": event.model_dump_json()},
-                        maxlen=STREAM_MAXLEN,
-                        approximate=True,
-                    )
+                    self._append(pipe, event)
+                for workflow_id in dict.fromkeys(event.workflow_id for event in events):
+                    pipe.expire(stream_key(workflow_id), self._ttl_s)
                 await pipe.execute()
         except aioredis.RedisError as exc:
             log.warning("could not publish %d events for %s: %s", len(events), events[0].workflow_id, exc)
+
+    @staticmethod
+    def _append(pipe: Any, event: AgentEvent) -> None:
+        pipe.xadd(
+            stream_key(event.workflow_id),
+            {"event": event.model_dump_json()},
+            maxlen=STREAM_MAXLEN,
+            approximate=True,
+        )
 
     async def read(self, workflow_id: str, after: str = "0-0", count: int = 1000) -> list[AgentEvent]:
         entries = await self._redis.xrange(stream_key(workflow_id), min=f"({after}" if after != "0-0" else "-", count=count)

@@ -6,6 +6,7 @@ laptop and against production servers, only these values differ.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -84,6 +85,10 @@ class Settings(BaseSettings):
         default=None, description="Redis URL. Unset: start the embedded redis-server."
     )
     redis_port: int = Field(default=6380, ge=1, le=65535, description="Embedded Redis port.")
+    event_retention_days: float = Field(
+        default=30.0, gt=0, le=3650,
+        description="A run's live event stream expires this many days after its last event (Redis memory).",
+    )
 
     model: str = Field(
         default="offline",
@@ -238,6 +243,10 @@ class Settings(BaseSettings):
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def event_retention(self) -> timedelta:
+        return timedelta(days=self.event_retention_days)
 
     @property
     def effective_temporal_ui_url(self) -> str:

@@ -3,7 +3,9 @@
 The SSE stream (``GET /workflows/{id}/events``) says when something happened; the run's view
 (``GET /workflows/{id}``) says where the run stands (steps, tokens, cost, open gates). Each
 event refreshes the view, and so does a slow poll, because gates and tool steps change state
-without agent events. A dropped stream resumes after the last event id it saw.
+without agent events. A dropped stream resumes after the last event id it saw, and a brief API
+outage (no connection, 429, 5xx) keeps the last view on screen and retries; only a definitive
+answer (401, 403, 404 and other 4xx) ends the watch.
 """
 
 from __future__ import annotations
@@ -46,6 +48,18 @@ class WatchError(Exception):
     """The run cannot be watched (unknown, not allowed, API unreachable); the message says why."""
 
 
+class ApiUnavailable(WatchError):
+    """The API did not answer this time (no connection, 408, 429, 5xx): worth asking again."""
+
+
+class ApiUnreachable(ApiUnavailable):
+    """No answer at all (connection refused, timed out)."""
+
+
+def _is_transient(status_code: int) -> bool:
+    return status_code in (408, 429) or status_code >= 500
+
+
 @dataclass
 class SseMessage:
     event: str = "message"
@@ -85,6 +99,7 @@ class WatchState:
     event_count: int = 0
     last_event_id: str | None = None
     stream_note: str = "connecting"
+    view_note: str | None = None  # why the view shown may be stale
     ended: bool = False
 
     def add(self, event: AgentEvent) -> None:
@@ -110,7 +125,7 @@ class WatchState:
 def render(state: WatchState) -> RenderableType:
     view = state.view
     if view is None:
-        return Text(f"{state.workflow_id}: waiting for the API…")
+        return Text(f"{state.workflow_id}: waiting for the API… {state.view_note or ''}".rstrip())
     progress, result = view.progress, view.result
     cost = progress.cost_usd if progress else result.cost_usd if result else 0.0
     head = Text.assemble(
@@ -130,7 +145,10 @@ def render(state: WatchState) -> RenderableType:
             str(step.prompt_tokens + step.completion_tokens),
             f"{step.cost_usd:.6f}",
         )
-    parts: list[RenderableType] = [head, steps]
+    parts: list[RenderableType] = [head]
+    if state.view_note:
+        parts.append(Text(state.view_note, style="yellow"))
+    parts.append(steps)
     for gate in progress.pending_approvals if progress else []:
         deadline = gate.deadline.isoformat(timespec="seconds") if gate.deadline else "none"
         parts.append(
@@ -153,12 +171,15 @@ def render(state: WatchState) -> RenderableType:
 
 
 async def fetch_view(http: httpx.AsyncClient, workflow_id: str) -> RunView:
+    """The run's view; :class:`ApiUnavailable` when asking again may help, :class:`WatchError`
+    when the answer is final (unknown run, key refused)."""
     try:
         response = await http.get(f"/workflows/{workflow_id}")
     except httpx.HTTPError as exc:
-        raise WatchError(f"cannot reach the API at {http.base_url}: {exc}") from None
+        raise ApiUnreachable(f"cannot reach the API at {http.base_url}: {exc}") from None
     if response.status_code != 200:
-        raise WatchError(f"{workflow_id}: {response.status_code} {_detail(response)}")
+        error = ApiUnavailable if _is_transient(response.status_code) else WatchError
+        raise error(f"{workflow_id}: {response.status_code} {_detail(response)}")
     try:
         return RunView.model_validate_json(response.content)
     except ValidationError as exc:
@@ -182,13 +203,33 @@ async def watch_run(
 ) -> WatchState:
     """Follow the run until it ends; ``live`` shows ``render(state)`` after every change."""
     state = WatchState(workflow_id)
-    state.view = await fetch_view(http, workflow_id)
     changed = asyncio.Event()
 
     def show() -> None:
         live.update(render(state), refresh=True)
         if on_update is not None:
             on_update(state)
+
+    async def refresh(*, unreachable_is_final: bool = False) -> bool:
+        """A fresh view; while the API is unavailable the last one stays, saying why."""
+        try:
+            state.view = await fetch_view(http, workflow_id)
+        except ApiUnreachable as exc:
+            if unreachable_is_final:
+                raise
+            problem: Exception = exc
+        except ApiUnavailable as exc:
+            problem = exc
+        else:
+            state.view_note = None
+            return True
+        state.view_note = f"view not refreshed ({problem}); retrying"
+        return False
+
+    async def refresh_until_answered(*, unreachable_is_final: bool = False) -> None:
+        while not await refresh(unreachable_is_final=unreachable_is_final):
+            show()
+            await asyncio.sleep(RETRY_S)
 
     async def follow() -> None:
         while not state.ended:
@@ -204,12 +245,17 @@ async def watch_run(
                 ) as response:
                     if response.status_code != 200:
                         await response.aread()
-                        raise WatchError(f"{workflow_id}/events: {response.status_code} {_detail(response)}")
+                        error = ApiUnavailable if _is_transient(response.status_code) else WatchError
+                        state.stream_note = f"reconnecting: {response.status_code}"
+                        raise error(f"{workflow_id}/events: {response.status_code} {_detail(response)}")
                     state.stream_note = "live"
                     async for message in read_sse(response.aiter_lines()):
                         if message.event == "end":
                             state.ended = True
                             break
+                        if message.event == "error":
+                            state.stream_note = f"reconnecting: {message.data[:100]}"
+                            continue
                         if message.id:
                             state.last_event_id = message.id
                         try:
@@ -219,10 +265,16 @@ async def watch_run(
                         changed.set()
             except httpx.HTTPError as exc:
                 state.stream_note = f"reconnecting: {exc.__class__.__name__}"
+            except ApiUnavailable:
+                pass  # the note says which status; a definitive WatchError ends the watch
+            if not state.ended:  # dropped or refused: resume after the last event id, a little later
                 changed.set()
                 await asyncio.sleep(RETRY_S)
         changed.set()
 
+    # No API at all at the start is most likely a wrong --api-url: that fails at once. An API that
+    # answers "busy" (429, 5xx) is waited for, like any outage later on.
+    await refresh_until_answered(unreachable_is_final=True)
     stream = asyncio.create_task(follow())
     fetched = time.monotonic()
     try:
@@ -236,10 +288,11 @@ async def watch_run(
             if stream.done():
                 stream.result()  # a WatchError from the stream surfaces here
             if time.monotonic() - fetched >= MIN_REFRESH_S:
-                state.view = await fetch_view(http, workflow_id)
+                await refresh()
                 fetched = time.monotonic()
             show()
-        state.view = await fetch_view(http, workflow_id)
+        # The final view (its status decides the exit code) is worth waiting for.
+        await refresh_until_answered()
         state.stream_note = "ended"
         show()
     finally:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest_asyncio
@@ -308,3 +311,118 @@ async def test_a_decision_on_what_a_gate_no_longer_holds_is_refused(api: httpx.A
     assert (await api.post(decide, json=current)).status_code == 202
     view = await _poll(api, workflow_id, lambda v: v["status"] != "running")
     assert view["status"] == "completed"
+
+
+async def test_the_event_stream_says_why_when_temporal_fails_mid_stream(
+    dev_client: Client, settings: Settings, resources: WorkerResources, redis_client
+) -> None:
+    """The run-state check after the response started raised out of the SSE route: the stream was
+    cut with a server traceback. Now it says why in an `error` event, as the WebSocket does."""
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from convergio.events import EventFactory, EventPublisher
+    from convergio.watch import read_sse
+    from tests.graphflow_helpers import custom_template, start
+    from tests.live_api import ADMIN_KEY as LIVE_KEY
+    from tests.live_api import bearer, live_api
+    from tests.test_approvals import gated_template
+
+    idle = settings.model_copy(update={"temporal_task_queue": "convergio-nobody-polls"})
+    handle = await start(dev_client, idle, custom_template(gated_template()), {}, search_attributes=False)
+    event = EventFactory(handle.id, "draft", "strategic")
+    publisher = EventPublisher(redis_client)
+    pumping = True
+
+    async def pump() -> None:  # events keep coming: the route checks the run only once they stop
+        while pumping:
+            await publisher.publish(event("text_chunk", text="."))
+            await asyncio.sleep(0.2)
+
+    async with live_api(dev_client, settings, resources) as base, httpx.AsyncClient(
+        base_url=base, headers=bearer(LIVE_KEY), timeout=httpx.Timeout(10, read=30)
+    ) as http:
+        pumper = asyncio.create_task(pump())
+        async with http.stream("GET", f"/workflows/{handle.id}/events") as response:
+            assert response.status_code == 200
+            execution = WorkflowExecution(workflow_id=handle.id)
+            await dev_client.workflow_service.delete_workflow_execution(
+                DeleteWorkflowExecutionRequest(namespace=dev_client.namespace, workflow_execution=execution)
+            )
+            for _ in range(100):  # deleted: describing the run now fails
+                try:
+                    await handle.describe()
+                except RPCError as exc:
+                    assert exc.status == RPCStatusCode.NOT_FOUND
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the run was never deleted")
+            pumping = False
+            await pumper
+            messages = [m async for m in read_sse(response.aiter_lines())]
+    kinds = [m.event for m in messages]
+    assert kinds[-1] == "error" and set(kinds[:-1]) <= {"text_chunk"}, kinds
+    assert "not found" in json.loads(messages[-1].data)["detail"].lower()
+
+
+def _node() -> str:
+    """Playwright (a test dependency) ships the node it drives browsers with."""
+    import playwright
+
+    return str(Path(playwright.__file__).parent / "driver" / "node")
+
+
+NODE = _node()
+INBOX_JS = Path(__file__).resolve().parents[1] / "convergio" / "api" / "static" / "inbox" / "inbox.js"
+# Runs the inbox's own readEvents on a stream cut into the given chunks; prints the events it shows.
+READ_EVENTS_IN_NODE = """
+const vm = require("vm"), fs = require("fs");
+const [path, chunksJson] = process.argv.slice(1);
+const shown = [];
+const context = vm.createContext({
+  document: { addEventListener() {}, getElementById() { return null; } },
+  window: {}, localStorage: { getItem() { return null; } }, shown,
+  ReadableStream, TextDecoderStream, TextEncoder, AbortController, console,
+});
+vm.runInContext(fs.readFileSync(path, "utf8"), context);
+vm.runInContext("showEvent = (event) => shown.push(event); scheduleRefresh = () => {};", context);
+(async () => {
+  const encoder = new TextEncoder();
+  const chunks = JSON.parse(chunksJson);
+  const body = new ReadableStream({
+    start(controller) {
+      for (const text of chunks) controller.enqueue(encoder.encode(text));
+      controller.close();
+    },
+  });
+  await context.readEvents(body, new AbortController().signal);
+  console.log(JSON.stringify(shown));
+})();
+"""
+
+
+def test_the_inbox_reads_events_whose_line_ends_are_split_across_chunks() -> None:
+    """The route's events end their lines with \\r\\n (sse-starlette). A network chunk ending
+    between the \\r and the \\n made the inbox read two line ends, a blank line, so one event
+    became two broken ones."""
+    from sse_starlette.sse import ServerSentEvent
+
+    wire = "".join(
+        ServerSentEvent(data=json.dumps({"n": n}), event=kind, id=f"17-{n}").encode().decode()
+        for n, kind in enumerate(["turn_started", "text_chunk", "turn_finished"])
+    )
+    expected = [{"event": kind, "data": json.dumps({"n": n}), "id": f"17-{n}"}
+                for n, kind in enumerate(["turn_started", "text_chunk", "turn_finished"])]
+
+    def shown(chunks: list[str]) -> list[dict[str, str]]:
+        out = subprocess.run([NODE, "-e", READ_EVENTS_IN_NODE, str(INBOX_JS), json.dumps(chunks)],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        return json.loads(out)
+
+    assert shown([wire]) == expected
+    cuts = [i + 1 for i, char in enumerate(wire) if char == "\r"]  # every \r\n, split in the middle
+    assert len(cuts) == 12
+    for cut in cuts:
+        assert shown([wire[:cut], wire[cut:]]) == expected, cut

@@ -288,3 +288,24 @@ def test_the_command_keeps_its_exit_status_and_output(tmp_path: Path) -> None:
     assert unreachable.returncode == 1 and "cannot reach Temporal" in unreachable.stderr
     unknown = convergio("no-such-command", env=env, cwd=tmp_path, timeout=60)
     assert unknown.returncode == 2 and "No such command" in unknown.stderr
+
+
+def test_database_errors_never_show_the_password(tmp_path: Path) -> None:
+    """`costs` and `ingest` printed CONVERGIO_DATABASE_URL whole, password included, when the
+    database could not be reached."""
+    secret = "s3cret-Pa55word"
+    port = free_port()
+    env = cli_env(
+        tmp_path / "data",
+        CONVERGIO_DATABASE_URL=f"postgresql://convergio:{secret}@127.0.0.1:{port}/convergio",
+        CONVERGIO_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    note = tmp_path / "note.md"
+    note.write_text("# Note\n\nSomething worth knowing.\n")
+    costs = convergio("costs", env=env, cwd=tmp_path, timeout=120)
+    ingest = convergio("ingest", str(note), env=env, cwd=tmp_path, timeout=300)
+    for result, says in [(costs, "cannot read the cost ledger at"), (ingest, "cannot reach the database at")]:
+        assert result.returncode == 1, result.stderr
+        assert says in result.stderr and f"convergio:***@127.0.0.1:{port}" in result.stderr, result.stderr
+        assert secret not in result.stdout + result.stderr
+        assert "Traceback" not in result.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import sys
@@ -14,7 +16,7 @@ import httpx
 from temporalio.client import Client
 
 from convergio.settings import Settings
-from convergio.workers.worker import WorkerResources
+from convergio.workers.worker import WorkerResources, build_worker
 from tests.graphflow_helpers import STRATEGIC_INPUTS
 from tests.live_api import ADMIN_KEY, bearer, live_api
 
@@ -169,3 +171,141 @@ async def test_watch_stops_cleanly_on_ctrl_c_and_names_an_unknown_run(
             json={"decision": "deny", "role": "executive", "comment": "test over"},
         )
         assert denied.status_code == 202, denied.text
+
+
+async def test_run_keeps_following_while_no_worker_answers_and_exits_by_outcome(
+    dev_client: Client, settings: Settings, resources: WorkerResources, tmp_path: Path
+) -> None:
+    """`convergio run` took a status query nobody answered (worker restarting) for the run's end,
+    printed it and exited 0 while the run went on. It must wait for Temporal to close the run and
+    exit by the outcome; a decision on a run closed meanwhile is one error line, no traceback."""
+    queue = "convergio-cli-run"
+    env = {
+        **cli_env(settings, tmp_path),
+        "CONVERGIO_TEMPORAL_TASK_QUEUE": queue,
+        "CONVERGIO_DATABASE_URL": str(settings.database_url),
+    }
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps(STRATEGIC_INPUTS))
+    queue_settings = settings.model_copy(update={"temporal_task_queue": queue})
+    async with build_worker(dev_client, queue_settings, resources):
+        runner = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "convergio", "run", "strategic-analysis", "--inputs-file", str(inputs),
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        assert runner.stdout is not None
+        shown: list[str] = []
+        while not any("waiting for approval" in line for line in shown):
+            line = (await asyncio.wait_for(runner.stdout.readline(), timeout=120)).decode()
+            assert line, f"`convergio run` ended early: {shown}"
+            shown.append(line)
+        workflow_id = next(line.split()[1] for line in shown if line.startswith("started "))
+    # No worker now: each status query times out (5 s). That is no end of the run.
+    await asyncio.sleep(12)
+    assert runner.returncode is None, "`convergio run` stopped although the run is still waiting"
+
+    await dev_client.get_workflow_handle(workflow_id).terminate("test over")
+    out_bytes, err_bytes = await asyncio.wait_for(runner.communicate(), timeout=60)
+    out, err = "".join(shown) + out_bytes.decode(), err_bytes.decode()
+    assert runner.returncode == 1, (out, err)
+    assert "terminated" in out and "still following the run" in err and "Traceback" not in err
+
+    async with build_worker(dev_client, queue_settings, resources):  # answers the query of the closed run
+        code, _, err = await convergio(
+            "approve", workflow_id, "executive_approval", "--role", "executive", env=env
+        )
+    assert code == 1 and err.startswith(f"error: {workflow_id}: "), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+class FlakyProxy:
+    """A TCP proxy in front of the live API that can have an outage: it then drops the connections
+    it carries and answers every new request 503, like an API restarting behind a load balancer."""
+
+    def __init__(self, target: str) -> None:
+        self._host, port = target.removeprefix("http://").split(":")
+        self._port = int(port)
+        self._open: set[asyncio.StreamWriter] = set()
+        self.down = False
+        self.refused = 0
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+        self.outage(False)
+        for writer in list(self._open):
+            writer.close()
+
+    def outage(self, down: bool) -> None:
+        self.down = down
+        if down:
+            for writer in list(self._open):
+                writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            with contextlib.suppress(Exception):
+                await reader.readuntil(b"\r\n\r\n")
+                body = b'{"detail": "restarting"}'
+                writer.write(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+                )
+                await writer.drain()
+            self.refused += 1
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection(self._host, self._port)
+        self._open.update((writer, up_writer))
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._open.difference_update((writer, up_writer))
+
+
+async def test_watch_rides_out_a_brief_api_outage(
+    dev_client: Client, settings: Settings, resources: WorkerResources, tmp_path: Path
+) -> None:
+    """A 503 (or a dropped connection) while refreshing the view ended `watch` with exit 1 although
+    the run went on; now the last view stays, the watch retries and follows the run to its end."""
+    env = cli_env(settings, tmp_path)
+    async with (
+        live_api(dev_client, settings, resources) as base,
+        httpx.AsyncClient(base_url=base, headers=bearer(ADMIN_KEY)) as http,
+    ):
+        proxy = FlakyProxy(base)
+        async with proxy as proxied:
+            started = await http.post(
+                "/workflows", json={"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS}
+            )
+            workflow_id = started.json()["workflow_id"]
+            await poll(http, workflow_id, gate_open(changes_left=2))
+            watcher = await start_watch(workflow_id, proxied, env)
+            assert watcher.stderr is not None
+            first = await asyncio.wait_for(watcher.stderr.readline(), timeout=60)
+            assert first.decode().startswith(f"watching {workflow_id}"), first
+
+            proxy.outage(True)  # the view's refresh (every second) and the stream's reconnects get 503
+            await asyncio.sleep(4)
+            assert proxy.refused >= 2, proxy.refused
+            assert watcher.returncode is None, "watch gave up during a brief outage"
+            proxy.outage(False)
+
+            approved = await http.post(
+                f"/workflows/{workflow_id}/approvals/executive_approval",
+                json={"decision": "approve", "role": "executive", "comment": "after the outage"},
+            )
+            assert approved.status_code == 202, approved.text
+            out_bytes, err_bytes = await asyncio.wait_for(watcher.communicate(), timeout=120)
+    out, err = out_bytes.decode(), err_bytes.decode()
+    assert watcher.returncode == 0, (out, err)
+    assert f"{workflow_id} · strategic-analysis · completed" in out and "(ended)" in out

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
+import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+from pydantic import ValidationError
 
 from convergio.events import (
     COALESCED_CHUNK_CHARS,
@@ -15,7 +18,9 @@ from convergio.events import (
     EventFactory,
     EventPublisher,
     coalesce_text_chunks,
+    stream_key,
 )
+from convergio.settings import Settings
 
 
 def test_consecutive_chunks_of_one_speaker_are_joined_up_to_the_limit() -> None:
@@ -88,3 +93,50 @@ async def test_events_go_out_within_the_linger_and_close_sends_the_rest_at_once(
     await short.close()
     stored = await publisher.read(workflow_id)
     assert [e.type for e in stored] == ["turn_started", "tool_call", "tool_result"]
+
+
+async def test_a_run_stream_expires_after_its_last_event_and_each_event_extends_it(redis_url: str) -> None:
+    """Streams used to stay in Redis forever (only their length was capped), and a workflow id
+    used again appended to the old run's events."""
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        workflow_id = f"expiry-{uuid.uuid4().hex[:8]}"
+        key = stream_key(workflow_id)
+        event = EventFactory(workflow_id, "step", "cfo")
+
+        # The default comes from CONVERGIO_EVENT_RETENTION_DAYS (30 days).
+        await EventPublisher(redis).publish(event("turn_started"))
+        assert 29 * 86_400 < await redis.ttl(key) <= 30 * 86_400
+
+        hour = EventPublisher(redis, retention=timedelta(hours=1))
+        await redis.expire(key, 5)
+        await hour.publish(event("text_chunk", text="a"))  # a new event: the stream lives on
+        assert 3_590 < await redis.ttl(key) <= 3_600
+        other = f"expiry-{uuid.uuid4().hex[:8]}"
+        await redis.expire(key, 5)
+        await hour.publish_many([event("turn_finished"), EventFactory(other, "s", "cmo")("turn_started")])
+        assert 3_590 < await redis.ttl(key) <= 3_600
+        assert 3_590 < await redis.ttl(stream_key(other)) <= 3_600
+
+        # Once expired, the same workflow id starts from an empty stream.
+        short = EventPublisher(redis, retention=timedelta(seconds=1))
+        await short.publish(event("turn_started"))
+        for _ in range(50):
+            if not await redis.exists(key):
+                break
+            await asyncio.sleep(0.1)
+        assert not await redis.exists(key)
+        await short.publish(event("tool_call", tool="npv"))
+        assert [e.type for e in await short.read(workflow_id)] == ["tool_call"]
+    finally:
+        await redis.aclose()
+
+
+def test_the_retention_is_a_setting() -> None:
+    def settings(**values: object) -> Settings:
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    assert settings().event_retention_days == 30
+    assert settings(event_retention_days=7).event_retention_days == 7
+    with pytest.raises(ValidationError):
+        settings(event_retention_days=0)

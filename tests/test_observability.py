@@ -250,7 +250,7 @@ async def test_dashboard_and_alerts_use_only_exported_metrics(traced_run: Traced
     ours with its Prometheus suffix). The happy run has no error and no SLA breach, and a counter
     without events has no series yet, so record one of each as the activities would."""
     traced_run.metrics.record_error("activity:Test")
-    traced_run.metrics.record_sla_breach("test")
+    traced_run.metrics.record_sla_breach("step")
     exported: set[str] = set()
     for family in traced_run.metrics.registry.collect():
         exported.add(family.name)
@@ -267,3 +267,29 @@ async def test_dashboard_and_alerts_use_only_exported_metrics(traced_run: Traced
         "convergio_errors_total", "convergio_budget_remaining_usd",
     }
     assert set(METRIC_NAMES) <= {n.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum") for n in exported}
+
+
+def test_sla_breaches_are_counted_by_scope_not_by_their_free_text_reason() -> None:
+    """The reason quotes the tenant's step labels: as a label it made one series per distinct text
+    (unbounded cardinality). Breaches are counted by scope, a step's or the whole run's SLA."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    metrics = Metrics(MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)]), registry)
+
+    def series() -> dict[tuple[tuple[str, str], ...], float]:
+        return {
+            tuple(sorted((k, v) for k, v in sample.labels.items() if not k.startswith("otel_"))): sample.value
+            for family in registry.collect()
+            for sample in family.samples
+            if sample.name == "convergio_sla_breaches_total"
+        }
+
+    try:
+        for scope in ("step", "step", "run"):
+            metrics.record_sla_breach(scope)
+        assert series() == {(("scope", "step"),): 2, (("scope", "run"),): 1}
+    finally:
+        metrics.shutdown()

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import redis.asyncio as aioredis
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from convergio.api.workflows import follow_events
-
-from convergio.events import EventPublisher
+from convergio.events import AgentEvent, EventFactory, EventPublisher
 from convergio.settings import Settings
 from convergio.workers.worker import WorkerResources, build_worker
 from convergio.workflows.graphflow import GraphFlowWorkflow
@@ -102,3 +102,37 @@ async def test_a_quiet_running_run_sends_heartbeats_then_end(
         await handle.result()
         rest = [item["event"] async for item in stream]
     assert rest[-1] == "end" and "approval_decided" in rest
+
+
+class LateLastEvent:
+    """The real Redis client, except that the first blocking read that comes back empty is followed
+    at once by the run's last event: the moment a run's final events land just after the read
+    gave up, before the stream looks at the (already closed) run."""
+
+    def __init__(self, redis: aioredis.Redis, late: AgentEvent) -> None:
+        self._redis = redis
+        self._late: AgentEvent | None = late
+
+    async def xread(self, streams: dict[str, str], count: int | None = None, block: int | None = None) -> Any:
+        batch = await self._redis.xread(streams, count=count, block=block)
+        if block is not None and not batch and self._late is not None:
+            await EventPublisher(self._redis).publish(self._late)
+            self._late = None
+        return batch
+
+
+async def test_events_that_land_as_the_run_closes_come_before_end(
+    dev_client: Client, settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    """Before, `end` followed an empty blocking read at once when the run was closed, and the run's
+    last events (written meanwhile) were never sent."""
+    from tests.test_approvals import gated_template
+
+    idle = settings.model_copy(update={"temporal_task_queue": "convergio-nobody-polls"})
+    handle = await start(dev_client, idle, custom_template(gated_template()), {}, search_attributes=False)
+    await handle.terminate("closed before its last event is read")
+    last = EventFactory(handle.id, "draft", "strategic")("turn_finished", completion_tokens=2)
+    redis: Any = LateLastEvent(redis_client, last)
+    items = [item async for item in follow_events(redis, dev_client, handle.id, "0-0")]
+    assert [item["event"] for item in items] == ["turn_finished", "end"]
+    assert json.loads(items[0]["data"])["data"]["completion_tokens"] == 2

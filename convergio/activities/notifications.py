@@ -39,7 +39,7 @@ class NotificationActivities:
 
     @activity.defn(name="notify_escalation")
     async def notify_escalation(self, notice: EscalationNotice) -> None:
-        get_metrics().record_sla_breach(notice.reason)
+        get_metrics().record_sla_breach("step" if notice.step_id else "run")
         await self._events.publish(
             AgentEvent(
                 type="sla_breach",

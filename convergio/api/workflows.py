@@ -470,10 +470,16 @@ async def workflow_events(
     await visible_run(temporal, principal, workflow_id)
 
     async def events() -> AsyncIterator[dict[str, str]]:
-        async for item in follow_events(redis, temporal, workflow_id, last_event_id or "0-0"):
-            if await request.is_disconnected():
-                return
-            yield item
+        try:
+            async for item in follow_events(redis, temporal, workflow_id, last_event_id or "0-0"):
+                if await request.is_disconnected():
+                    return
+                yield item
+        except RPCError as exc:
+            # The response has started: no status code can say it any more. Like the WebSocket,
+            # say why in an `error` event and close; a client reconnects with Last-Event-ID.
+            logger.warning("event stream of %s stopped: Temporal answered %s", workflow_id, exc.message)
+            yield {"event": "error", "data": json.dumps({"detail": exc.message})}
 
     # A client that cannot keep up is dropped after send_timeout; the worker never waits on it.
     return EventSourceResponse(events(), ping=15, send_timeout=10)
@@ -534,23 +540,37 @@ async def follow_events(
 ) -> AsyncIterator[dict[str, str]]:
     """The run's events after ``after``, as they come, then ``end`` once the run is over; a
     ``heartbeat`` (no id, so resuming is unaffected) after ``heartbeat_s`` without any event."""
+    key = stream_key(workflow_id)
     quiet_since = time.monotonic()
     while True:
-        batch = await redis.xread({stream_key(workflow_id): after}, count=200, block=EVENT_POLL_MS)
-        for _, entries in batch:
-            for entry_id, fields in entries:
-                after = entry_id.decode()
-                event = AgentEvent.model_validate_json(fields[b"event"])
-                yield {"id": after, "event": event.type, "data": event.model_dump_json()}
-                quiet_since = time.monotonic()
-        if batch:
+        items = _stream_items(await redis.xread({key: after}, count=200, block=EVENT_POLL_MS))
+        for item in items:
+            yield item
+        if items:
+            after, quiet_since = items[-1]["id"], time.monotonic()
             continue
         if not await _is_running(temporal, workflow_id):
+            # The last events may have landed after the blocking read gave up and before the run
+            # was seen closed: read once more, without blocking, so none is left out before `end`.
+            while items := _stream_items(await redis.xread({key: after}, count=200)):
+                for item in items:
+                    yield item
+                after = items[-1]["id"]
             yield {"event": "end", "data": "{}"}
             return
         if time.monotonic() - quiet_since >= heartbeat_s:
             yield {"event": "heartbeat", "data": json.dumps({"at": datetime.now(UTC).isoformat(), "running": True})}
             quiet_since = time.monotonic()
+
+
+def _stream_items(batch: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]) -> list[dict[str, str]]:
+    """XREAD's answer as SSE items, each with its stream id (what Last-Event-ID resumes after)."""
+    items = []
+    for _, entries in batch or []:
+        for entry_id, fields in entries:
+            event = AgentEvent.model_validate_json(fields[b"event"])
+            items.append({"id": entry_id.decode(), "event": event.type, "data": event.model_dump_json()})
+    return items
 
 
 async def _is_running(temporal: Client, workflow_id: str) -> bool:

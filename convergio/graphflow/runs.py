@@ -202,10 +202,13 @@ async def read_template_run(client: Client, settings: Settings, workflow_id: str
         try:
             view.progress = await handle.query(GraphFlowWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
         except RPCError as exc:
-            if exc.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+            if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+                # Queries are answered by a worker; without one the run is shown without its progress.
+                view.error = f"no worker answered within {QUERY_TIMEOUT.seconds}s; is a worker running?"
+            elif (await handle.describe()).status not in (None, WorkflowExecutionStatus.RUNNING):
+                return await read_template_run(client, settings, workflow_id)  # it closed meanwhile
+            else:
                 raise
-            # Queries are answered by a worker; without one the run is shown without its progress.
-            view.error = f"no worker answered within {QUERY_TIMEOUT.seconds}s; is a worker running?"
     elif status == WorkflowExecutionStatus.COMPLETED:
         view.result = await handle.result()
     else:

@@ -15,6 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
@@ -29,6 +30,7 @@ PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 86400)
 SCREEN_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 USD_BUCKETS = (0.00001, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+SlaScope = Literal["step", "run"]
 
 # Prometheus names of everything exported (counters get ``_total``; histograms ``_bucket/_sum/_count``).
 METRIC_NAMES = (
@@ -95,7 +97,9 @@ class Metrics:
         )
         self.tokens = meter.create_counter("convergio_tokens", description="Model tokens by kind and model.")
         self.errors = meter.create_counter("convergio_errors", description="Failures by kind.")
-        self.sla_breaches = meter.create_counter("convergio_sla_breaches", description="SLA escalations.")
+        self.sla_breaches = meter.create_counter(
+            "convergio_sla_breaches", description="SLA escalations, by scope (step or run)."
+        )
         self.security_verdicts = meter.create_counter(
             "convergio_security_verdicts",
             description="Security guardian verdicts by surface, category (the worst one; none when clean), "
@@ -168,8 +172,10 @@ class Metrics:
     def record_error(self, kind: str) -> None:
         self.errors.add(1, {"kind": kind})
 
-    def record_sla_breach(self, reason: str) -> None:
-        self.sla_breaches.add(1, {"reason": reason[:100]})
+    def record_sla_breach(self, scope: SlaScope) -> None:
+        """One SLA escalation, labelled by scope only: its reason quotes tenant-written step
+        labels, and a label per distinct text would grow the series without bound."""
+        self.sla_breaches.add(1, {"scope": scope})
 
     def set_pending_approvals(self, by_tenant: dict[str, int]) -> None:
         with self._gauges.lock:

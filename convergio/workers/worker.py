@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -41,22 +42,25 @@ class WorkerResources:
 
     pool: AsyncConnectionPool
     redis: aioredis.Redis
+    event_retention: timedelta = timedelta(days=30)  # CONVERGIO_EVENT_RETENTION_DAYS
 
     @property
     def events(self) -> EventPublisher:
-        return EventPublisher(self.redis)
+        return EventPublisher(self.redis, self.event_retention)
 
     def meter(self, settings: Settings) -> TurnMeter:
         return TurnMeter(RedisBudget(self.redis), default_price_table(settings.price_table))
 
 
 @asynccontextmanager
-async def open_resources(database_url: str, redis_url: str) -> AsyncIterator[WorkerResources]:
+async def open_resources(
+    database_url: str, redis_url: str, *, event_retention: timedelta = timedelta(days=30)
+) -> AsyncIterator[WorkerResources]:
     pool = connection_pool(database_url, max_size=10)
     await pool.open(wait=True, timeout=30)
     redis = aioredis.Redis.from_url(redis_url)
     try:
-        yield WorkerResources(pool=pool, redis=redis)
+        yield WorkerResources(pool=pool, redis=redis, event_retention=event_retention)
     finally:
         await redis.aclose()
         await pool.close()
@@ -119,7 +123,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     client = await connect_temporal(settings, sdk_metrics=True)
     sdk_metrics = asyncio.create_task(TemporalMetricsBridge.for_metrics(metrics).run(stop))
     try:
-        async with open_resources(settings.effective_database_url, settings.effective_redis_url) as resources:
+        urls = (settings.effective_database_url, settings.effective_redis_url)
+        async with open_resources(*urls, event_retention=settings.event_retention) as resources:
             worker = build_worker(client, settings, resources)
             async with worker:
                 await stop.wait()

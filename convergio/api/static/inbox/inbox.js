@@ -311,17 +311,35 @@ async function followEvents(workflowId, signal) {
   }
 }
 
+// Splits the text of an SSE stream, chunk by chunk, into its blocks (the text between blank lines);
+// lines may end in "\r\n", "\n" or "\r". A chunk can end between the "\r" and the "\n" of one
+// "\r\n": that "\r" waits for the next chunk, or it would read as a line end of its own and the
+// "\n" after it as a second one, cutting one event in two.
+function sseSplitter() {
+  let buffer = "";
+  let heldCR = false;
+  return (chunk) => {
+    let text = (heldCR ? "\r" : "") + chunk;
+    heldCR = text.endsWith("\r");
+    if (heldCR) text = text.slice(0, -1);
+    buffer += text.replace(/\r\n?/g, "\n");
+    const blocks = [];
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      blocks.push(buffer.slice(0, cut));
+      buffer = buffer.slice(cut + 2);
+    }
+    return blocks;
+  };
+}
+
 async function readEvents(body, signal) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
+  const split = sseSplitter();
   while (!signal.aborted) {
     const { value, done } = await reader.read();
     if (done) return false;
-    buffer += value.replace(/\r\n?/g, "\n");
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
+    for (const block of split(value)) {
       const event = parseBlock(block);
       if (!event) continue;
       if (event.id) state.lastEventId = event.id;
