@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from convergio.rag.embeddings import EmbeddingError, build_embedder
 from convergio.rag.models import (
@@ -22,7 +22,7 @@ from convergio.rag.models import (
     Hit,
     IngestResult,
     RetrievalQuery,
-    metadata_size_error,
+    DocumentMetadata,
 )
 from convergio.rag.readers import CONTENT_TYPES, DocumentError, parse_text
 from convergio.rag.store import KnowledgeStore
@@ -86,17 +86,10 @@ class KnowledgeUpload(BaseModel):
     )
     title: str = Field(default="", max_length=500)
     importance: float | None = Field(default=None, ge=0, le=1, description="Unset: front matter, else 0.5.")
-    metadata: dict[str, Any] = Field(
+    metadata: DocumentMetadata = Field(
         default_factory=dict,
         description=f"Stored with every chunk: at most {MAX_METADATA_BYTES} bytes of JSON.",
     )
-
-    @field_validator("metadata")
-    @classmethod
-    def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if error := metadata_size_error(value):
-            raise ValueError(error)
-        return value
 
 
 class DocumentSummary(BaseModel):

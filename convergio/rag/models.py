@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from convergio.contracts import SecurityFinding
 from convergio.security.policy import SecurityPolicy
@@ -40,12 +40,15 @@ def shorten_title(title: str, limit: int = MAX_TITLE_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
-def metadata_size_error(metadata: dict[str, Any]) -> str | None:
-    """Why ``metadata`` is too large to store with every chunk, or None when it fits."""
+def _small_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Metadata is stored with every chunk: more than MAX_METADATA_BYTES of JSON is refused."""
     size = len(json.dumps(metadata, ensure_ascii=False, default=str).encode("utf-8"))
     if size > MAX_METADATA_BYTES:
-        return f"metadata is {size} bytes of JSON, more than the {MAX_METADATA_BYTES} allowed"
-    return None
+        raise ValueError(f"metadata is {size} bytes of JSON, more than the {MAX_METADATA_BYTES} allowed")
+    return metadata
+
+
+DocumentMetadata = Annotated[dict[str, Any], AfterValidator(_small_metadata)]
 
 
 class Model(BaseModel):
@@ -60,7 +63,7 @@ class DocumentIn(Model):
     title: str = Field(default="", max_length=MAX_TITLE_CHARS, description="Longer titles are shortened.")
     text: str = Field(description="The document's text.")
     importance: float = Field(default=0.5, ge=0, le=1, description="How much its chunks weigh in retrieval.")
-    metadata: dict[str, Any] = Field(
+    metadata: DocumentMetadata = Field(
         default_factory=dict,
         description=f"Free JSON (at most {MAX_METADATA_BYTES} bytes); retrieval can filter on it.",
     )
@@ -81,13 +84,6 @@ class DocumentIn(Model):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("the document is empty")
-        return value
-
-    @field_validator("metadata")
-    @classmethod
-    def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if error := metadata_size_error(value):
-            raise ValueError(error)
         return value
 
 
