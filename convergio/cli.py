@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from convergio.agents.models import ModelConfigError, parse_model_setting, validate_model_setting
 from convergio.process_exit import exit_now, exit_status
@@ -312,13 +312,21 @@ def run(
 async def follow_run(client: Client, settings: Settings, workflow_id: str) -> RunView:
     """Print the run's steps and gates as they change until Temporal reports it closed. A status
     query no worker answers in time (none running, or a busy or restarting one) shows no progress:
-    that is no end, so the run is asked again."""
-    from convergio.graphflow.runs import read_template_run
+    that is no end, so the run is asked again, as after a moment Temporal could not be reached."""
+    from convergio.graphflow.runs import RunView, read_template_run
 
     seen: dict[str, str] = {}
     unanswered = False
     while True:
-        view = await read_template_run(client, settings, workflow_id)
+        try:
+            view = await read_template_run(client, settings, workflow_id)
+        except RPCError as exc:  # Temporal briefly unreachable: the run goes on, so ask again
+            if exc.status not in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+                raise
+            view = RunView(
+                workflow_id=workflow_id, status="running", workflow_type="GraphFlow",
+                temporal_ui_url=settings.workflow_ui_url(workflow_id), error=f"Temporal: {exc.message}",
+            )
         if view.status != "running":
             return view
         if view.progress is None:

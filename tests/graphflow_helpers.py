@@ -6,6 +6,8 @@ import asyncio
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, WorkflowRunner
 
 from convergio.agents.catalog import default_catalog
 from convergio.graphflow.loader import default_registry, parse_template
@@ -14,6 +16,7 @@ from convergio.graphflow.runs import build_run_input, start_template_run
 from convergio.graphflow.template import Template
 from convergio.settings import Settings
 from convergio.tools.registry import tool_names
+from convergio.workers.sandbox import workflow_runner
 from convergio.workflows.graphflow import GraphFlowWorkflow
 
 STRATEGIC_INPUTS = {
@@ -56,3 +59,12 @@ def decision(
     gate_id: str, role: str = "executive", approver: str = "Ada", comment: str = "", edits: str | None = None
 ) -> ApprovalDecision:
     return ApprovalDecision(gate_id=gate_id, approver=approver, role=role, comment=comment, edits=edits)
+
+
+def replayer(runner: WorkflowRunner | None = None) -> Replayer:
+    """A replayer with the worker's workflows, converter and sandbox runner (or ``runner``): the
+    default runner does not pass OpenTelemetry through, so replaying warned about late imports."""
+    from convergio.workers.worker import WORKFLOWS
+
+    runner = runner or workflow_runner()
+    return Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=runner)

@@ -23,8 +23,6 @@ from autogen_agentchat.messages import TextMessage
 from autogen_agentchat.teams import DiGraphBuilder, GraphFlow
 from autogen_core.models import LLMMessage, SystemMessage
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
 from convergio.activities.agent_turn import _task_messages
 from convergio.agents.offline import OfflineChatCompletionClient
@@ -39,8 +37,9 @@ from convergio.graphflow.autogen_graph import (
 )
 from convergio.graphflow.autogen_runs import start_autogen_graphflow
 from convergio.settings import Settings
-from convergio.workers.worker import WORKFLOWS, WorkerResources, build_worker
+from convergio.workers.worker import WorkerResources, build_worker
 from convergio.workflows.autogen_graphflow import AutoGenGraphFlowWorkflow
+from tests.graphflow_helpers import replayer
 
 MARKET_TASK = (
     "Assess entering the German market. Revenue grew 40% last year. "
@@ -83,7 +82,7 @@ async def _conformance(
         workflow_id = await start_autogen_graphflow(dev_client, settings, config, task)
         handle = dev_client.get_workflow_handle(workflow_id, result_type=AutoGenGraphFlowResult)
         result = await handle.result()
-    replay = await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
+    replay = await replayer().replay_workflow(
         await handle.fetch_history()
     )
     assert replay.replay_failure is None  # deterministic: the history replays on this code

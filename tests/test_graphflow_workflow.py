@@ -8,12 +8,10 @@ import json
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
 from convergio.graphflow.selector import ConversationState, select_speaker
 from convergio.settings import Settings
-from convergio.workers.worker import WORKFLOWS, WorkerResources, build_worker
+from convergio.workers.worker import WorkerResources, build_worker
 from convergio.workflows.graphflow import (
     COST_KEY,
     COST_REFRESH,
@@ -22,7 +20,14 @@ from convergio.workflows.graphflow import (
     GraphFlowWorkflow,
 )
 from convergio.agents.catalog import default_catalog
-from tests.graphflow_helpers import STRATEGIC_INPUTS, custom_template, decision, start, wait_for_gate
+from tests.graphflow_helpers import (
+    STRATEGIC_INPUTS,
+    custom_template,
+    decision,
+    replayer,
+    start,
+    wait_for_gate,
+)
 
 
 async def test_strategic_analysis_runs_end_to_end_with_approval(
@@ -172,8 +177,7 @@ async def test_a_skip_reaches_a_step_listed_before_it(
     assert {step.id: step.status for step in result.steps} == {
         "publish": "skipped", "draft": "skipped", "announce": "skipped"
     }
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
-    assert (await replayer.replay_workflow(history)).replay_failure is None
+    assert (await replayer().replay_workflow(history)).replay_failure is None
 
 
 async def test_team_step_follows_the_composite_selector(
@@ -461,7 +465,7 @@ async def test_team_answer_below_the_reviewer_threshold_is_revised_then_fails(
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
         history = await handle.fetch_history()
-    replay = await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)
+    replay = await replayer().replay_workflow(history)
     assert replay.replay_failure is None  # the review and revision path is deterministic
     report = failure.value.cause.details[0]
     assert [turn["purpose"] for turn in report["turns"]] == ["chat", "chat", "review", "chat", "chat", "review"]
@@ -580,8 +584,7 @@ async def test_an_agent_calls_its_tool_as_an_activity_then_answers_from_the_resu
         handle = await start(dev_client, settings, template, {}, search_attributes=False)
         result = await handle.result()
         history = await handle.fetch_history()
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
-    assert (await replayer.replay_workflow(history)).replay_failure is None
+    assert (await replayer().replay_workflow(history)).replay_failure is None
 
     first, second = [turn for turn in result.turns if turn.step_id == "returns"]
     assert [call.name for call in first.tool_calls] == ["financial_model"] and first.content == ""

@@ -16,16 +16,14 @@ from pathlib import Path
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from convergio.graphflow.loader import default_registry
 from convergio.settings import Settings
 from convergio.workers.sandbox import workflow_runner
-from convergio.workers.worker import WORKFLOWS, WorkerResources, build_worker
+from convergio.workers.worker import WorkerResources, build_worker
 from convergio.workflows.graphflow import ALL_CHANGES_V1, GraphFlowWorkflow
-from tests.graphflow_helpers import STRATEGIC_INPUTS, decision, start, wait_for_gate
+from tests.graphflow_helpers import STRATEGIC_INPUTS, decision, replayer, start, wait_for_gate
 
 HISTORIES = Path(__file__).parent / "histories"
 TEMPLATE_RUNS = {
@@ -41,13 +39,6 @@ TEMPLATE_RUNS = {
         "country_manager",
     ),
 }
-
-
-def replayer(runner: WorkflowRunner | None = None) -> Replayer:
-    """Convergio's sandbox runner (as the worker uses), or ``runner``."""
-    return Replayer(
-        workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=runner or workflow_runner()
-    )
 
 
 def test_every_template_has_a_recorded_history() -> None:

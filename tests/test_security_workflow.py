@@ -172,10 +172,7 @@ async def test_a_blocked_answer_to_an_approved_prompt_fails_the_step(
     """The person approved a flagged instruction (one IBAN); the answer repeats the IBAN until
     the guardian blocks it. The approval covered the prompt, not the answer: the step fails
     instead of going on with a withheld answer. The decision replays."""
-    from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.worker import Replayer
-
-    from convergio.workers.worker import WORKFLOWS
+    from tests.graphflow_helpers import replayer
 
     policy = {"on_flag": "approval", "on_block": "block", "approvers": ["security_officer"],
               "surfaces": ["instruction", "output"]}
@@ -187,7 +184,7 @@ async def test_a_blocked_answer_to_an_approved_prompt_fails_the_step(
             await asyncio.wait_for(handle.result(), 60)
         history = await handle.fetch_history()
     assert "security: blocked" in str(failure.value.cause) and "ex.iban" in str(failure.value.cause)
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = replayer()
     assert (await replayer.replay_workflow(history)).replay_failure is None
 
 

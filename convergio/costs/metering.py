@@ -17,6 +17,9 @@ from convergio.costs.pricing import PriceTable, TurnCost
 ESTIMATED_COMPLETION_TOKENS = 1000
 # A reservation outlives the longest turn (the step timeout is 5 minutes by default).
 RESERVATION_TTL_S = 900
+# A retry takes over the holds of the attempts before it, the latest this many (by then the
+# older holds have expired on their own).
+MAX_REPLACED = 20
 
 
 class BudgetBusy(RuntimeError):
@@ -48,7 +51,7 @@ class TurnMeter:
             turn.budget.limits,
             ttl_s=max(RESERVATION_TTL_S, longest_turn_s + 60),
             workflow_spent_usd=Decimal(repr(turn.run_cost_usd)),
-            replaces=[_turn_reservation(turn, earlier) for earlier in range(1, attempt)],
+            replaces=[_turn_reservation(turn, n) for n in range(max(1, attempt - MAX_REPLACED), attempt)],
         )
         if not result.granted and result.retryable:
             raise BudgetBusy(f"budget busy ({result.reason}): other turns hold the rest; retrying")

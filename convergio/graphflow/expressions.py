@@ -40,7 +40,7 @@ Semantics
   ``False``, ``not in`` is ``True``), and ``None`` is never a substring.
 - Arithmetic with ``None`` gives ``None`` (so ``inputs.budget * 2 > 100`` is ``False``
   when the budget is missing); with strings or booleans it is an evaluation error;
-  division by zero, and a result too large for a number, are evaluation errors.
+  division by zero is an evaluation error.
 - ``and``/``or`` short-circuit and return an operand, as in Python.
 - ``len(None)`` is 0; ``lower(None)``/``upper(None)`` are ``None``; ``number(x)``
   converts a number or numeric string to a finite float and gives ``None`` for
@@ -263,26 +263,16 @@ def _arithmetic(symbol: str, left: Any, right: Any) -> Any:
         raise _Problem(f"'{symbol}' needs numbers, got {_kind(left)} and {_kind(right)}", hint)
     try:
         if symbol == "+":
-            result = left + right
-        elif symbol == "-":
-            result = left - right
-        elif symbol == "*":
-            result = left * right
-        elif right == 0:
+            return left + right
+        if symbol == "-":
+            return left - right
+        if symbol == "*":
+            return left * right
+        if right == 0:
             raise _Problem("division by zero")
-        else:
-            result = left / right
+        return left / right
     except OverflowError:
         raise _Problem(f"number too large in '{symbol}'") from None
-    # Floats overflow to inf quietly (1e308 * 10); ints raise above. Either way the same error,
-    # unless an operand was already infinite (then inf is the honest answer).
-    if isinstance(result, float) and not math.isfinite(result) and _finite(left) and _finite(right):
-        raise _Problem(f"number too large in '{symbol}'")
-    return result
-
-
-def _finite(value: int | float) -> bool:
-    return not isinstance(value, float) or math.isfinite(value)
 
 
 def _contains(container: Any, item: Any) -> bool:

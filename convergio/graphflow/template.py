@@ -25,7 +25,9 @@ from pydantic import (
 from convergio.agents.definition import MissionPhase
 from convergio.security.policy import SecurityPolicy
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+# An exponent is read too: runs pinned before durations were written as exact seconds hold
+# forms like "1.0368e+06s" (12 days).
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 STEP_ID = r"^[a-z][a-z0-9_]{0,63}$"
 # Far beyond any real timeout or SLA, far below what timedelta and the workflow's

@@ -434,19 +434,22 @@ class GraphFlowWorkflow:
                     role=decision.role, outcome=f"edited the output of {edited.id}",
                 ))
             if decision.outcome != "request_changes":
-                await self._refresh_memories(reviewed)
+                if decision.outcome == "approve":
+                    await self._refresh_memories(reviewed)
                 return decision.outcome
             request = f"Changes requested by {decision.approver} ({decision.role}): {decision.comment}"
             for step in reviewed:
                 await self._rework(step, request)
 
     async def _refresh_memories(self, steps: list[StepSpec]) -> None:
-        """Store again the memory of a step whose output changed after it was remembered (edited
-        by a person, or reworked): later steps must retrieve the version that stands."""
+        """Store again the memory of a completed step whose output changed after it was remembered
+        (edited by a person, or reworked) and was approved: later steps must retrieve the version
+        that stands. A step still running is stored when it completes."""
         for step in steps:
+            state = self._steps[step.id]
             remembered = self._remembered.get(step.id)
-            changed = remembered is not None and remembered != (self._steps[step.id].output or "")
-            if changed and workflow.patched(MEMORY_REFRESH_PATCH):
+            changed = remembered is not None and remembered != (state.output or "")
+            if changed and state.status == "completed" and workflow.patched(MEMORY_REFRESH_PATCH):
                 await self._remember(step)
 
     async def _rework(self, step: StepSpec, request: str) -> None:
@@ -611,7 +614,7 @@ class GraphFlowWorkflow:
         query = render_text(spec.query, self._context()) if spec.query else ""
         if not query.strip():  # no query, or it rendered from empty values: search by the instruction
             query = instruction
-        if not query.strip():
+        if not query:  # a blank instruction fails its turn (below) with the reason
             raise StepFailed("knowledge retrieval: the instruction rendered empty: nothing to search for")
         try:
             found: KnowledgeContext = await workflow.execute_activity_method(
