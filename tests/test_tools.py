@@ -123,6 +123,26 @@ def test_never_paid_back() -> None:
     assert "never within the horizon" in out["summary"]
 
 
+def test_paid_back_only_if_it_stays_paid_back() -> None:
+    """Earning the investment back and falling behind again later is no payback (it reported the
+    first time the money was recovered)."""
+    assert model(100, [230, -132], 0.0)["payback_years"] is None  # ends 2 short
+    assert model(100, [100, -200, 0, 50, 200], 0.0)["payback_years"] == pytest.approx(4 + 150 / 200)
+    assert model(100, [50, 60], 0.0)["payback_years"] == pytest.approx(1 + 50 / 60)
+
+
+async def test_numbers_out_of_range_are_a_clear_tool_error() -> None:
+    """An overflow, or an infinite result, was a raw exception that Temporal retried in vain."""
+    cases = [
+        ({"initial_investment": 100, "cash_flows": [1.0] * 45, "discount_rate": -0.9999999}, "(arguments)"),
+        ({"initial_investment": 100, "cash_flows": [1e9, -1e9] * 25, "discount_rate": -0.999999}, "npv"),
+    ]
+    for arguments, field in cases:
+        with pytest.raises(ToolInputError) as info:
+            await run_tool("financial_model", arguments)
+        assert info.value.fields == [field] and "out of range" in str(info.value)
+
+
 def test_paid_back_but_not_discounted() -> None:
     out = model(1000, [500, 500], 0.10)
     assert out["payback_years"] == pytest.approx(2.0)

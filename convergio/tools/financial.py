@@ -127,13 +127,17 @@ def internal_rate_of_return(flows: Sequence[float]) -> float | None:
 
 
 def _payback(initial_investment: float, inflows: Sequence[float]) -> float | None:
-    """Fractional years until the cumulative ``inflows`` first cover the investment."""
+    """Fractional years until the cumulative ``inflows`` cover the investment for good: a
+    project that earns it back and then falls behind again has not paid back by then."""
     remaining = initial_investment
+    payback = 0.0 if remaining <= 0 else None
     for year, flow in enumerate(inflows, start=1):
-        if flow > 0 and flow >= remaining:
-            return year - 1 + remaining / flow
+        if remaining > 0 and flow >= remaining:
+            payback = year - 1 + remaining / flow
         remaining -= flow
-    return None
+        if remaining > 0:
+            payback = None
+    return payback
 
 
 def payback_period(initial_investment: float, cash_flows: Sequence[float]) -> float | None:

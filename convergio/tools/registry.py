@@ -23,6 +23,7 @@ import asyncio
 import functools
 import importlib
 import inspect
+import math
 import json
 import sys
 import typing
@@ -231,12 +232,30 @@ async def run_tool(name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
     """
     spec = get_tool(name)
     params = validate_arguments(name, arguments)
-    result = spec.function(params)
-    if inspect.isawaitable(result):
-        result = await result
+    try:
+        result = spec.function(params)
+        if inspect.isawaitable(result):
+            result = await result
+    except ArithmeticError as exc:  # overflow, division by zero: these arguments never compute
+        raise ToolInputError(name, [("(arguments)", f"the numbers are out of range ({exc})")]) from exc
     if not isinstance(result, spec.output_model):
         result = spec.output_model.model_validate(result)
+    output = result.model_dump(mode="python")
+    if unusable := _non_finite(output):
+        problem = "the result is not a finite number; the inputs are out of range"
+        raise ToolInputError(name, [(unusable, problem)])
     return result.model_dump(mode="json")
+
+
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The path of the first infinite or NaN number in a tool's output, if any."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "(result)"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if found := _non_finite(item, f"{path}.{key}" if path else str(key)):
+            return found
+    return None
 
 
 class RegisteredFunctionTool(FunctionTool):
