@@ -6,6 +6,7 @@ import asyncio
 import getpass
 import json
 import re
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,9 +55,9 @@ def main() -> None:
     exit_now(code)
 
 
-def fail(message: str) -> typer.Exit:
+def fail(message: str, code: int = 1) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=1)
+    return typer.Exit(code=code)
 
 
 @contextmanager
@@ -600,17 +601,24 @@ def demo(
             "(the demo decides itself; under `convergio up` a person does)"
         )
 
-    try:
-        result, ui_url = asyncio.run(
-            run_demo(
-                settings,
-                template_name=template,
-                inputs=given,
-                progress=lambda part: err_console.log(f"starting {part}"),
-                on_step=lambda step: print_step(step.title, step.status, step.agents, to=err_console),
-                on_gate=on_gate,
-            )
+    async def main() -> tuple[Any, str]:
+        # SIGTERM (like Ctrl-C) cancels the demo, so its servers are stopped on the way out.
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await run_demo(
+            settings,
+            template_name=template,
+            inputs=given,
+            progress=lambda part: err_console.log(f"starting {part}"),
+            on_step=lambda step: print_step(step.title, step.status, step.agents, to=err_console),
+            on_gate=on_gate,
         )
+
+    try:
+        result, ui_url = asyncio.run(main())
+    except asyncio.CancelledError:
+        raise fail("stopped; the embedded servers were stopped too", code=143) from None
     except StackError as exc:
         raise fail(str(exc)) from None
     except (KeyError, InputError) as exc:

@@ -241,6 +241,32 @@ def test_demo_runs_the_main_job_to_completion(tmp_path: Path, data_home: Path) -
     assert leftovers == []
 
 
+def test_demo_stopped_with_sigterm_leaves_no_server_behind(tmp_path: Path, data_home: Path) -> None:
+    """`kill` on the demo ended Python at once: Temporal, PostgreSQL and Redis went on running and
+    the next `up` found its ports taken. Now SIGTERM stops the demo as Ctrl-C does."""
+    env = cli_env(data_home / "data")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "convergio", "demo"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert demo.stderr is not None
+        for line in demo.stderr:  # the servers are up once the knowledge base is being loaded
+            if "starting knowledge base" in line:
+                break
+        else:
+            raise AssertionError("the demo ended before its servers were up")
+        servers = psutil.Process(demo.pid).children(recursive=True)
+        assert servers
+        demo.send_signal(signal.SIGTERM)
+        _, err = demo.communicate(timeout=120)
+    finally:
+        demo.kill()
+    assert demo.returncode == 143, err
+    assert "stopped; the embedded servers were stopped too" in err and "Traceback" not in err
+    assert [p.pid for p in servers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
 def test_up_uses_external_servers_when_configured(tmp_path: Path, data_home: Path, settings) -> None:
     """With every URL set, `up` starts only the worker and the API."""
     env = cli_env(
