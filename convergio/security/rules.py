@@ -376,7 +376,9 @@ JAILBREAK: list[Rule] = [
 ]
 
 # Personal data patterns (also used, one item at a time, by redaction).
-EMAIL = r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
+# The local part starts where its run of characters starts: tried from every word boundary
+# inside a long run without "@" ("a.a.a.…"), the scan took quadratic time.
+EMAIL = r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
 PHONE = r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}(?!\w)"
 CARD = r"(?<![\w-])(?:[2-6]\d{3}(?:[ -]?\d{4}){2}[ -]?\d{1,7}|3[47]\d{2}[ -]?\d{6}[ -]?\d{5})(?![\w-])"
 IBAN = r"\b(?!RF)[A-Z]{2}\d{2}(?:\s?[A-Z0-9]{4}){2,7}(?:\s?[A-Z0-9]{1,3})?\b"
@@ -384,6 +386,13 @@ SSN = r"\b(?:ssns?|social\s+security(?:\s+numbers?)?|sozialversicherungsnummer)\
 
 _EXFIL_SINK = r"(?:https?://|\b(?:an?\s+)?(?:external|remote|outside|third-party|attacker'?s?)\s+(?:server|url|endpoint|address|site|host|webhook)|\bthis\s+(?:url|endpoint|webhook|address|server)|\b[\w.+-]+@(?!(?:example|acme|ourcompany)\.)[\w-]+\.[a-z]{2,}|\bwebhook)"
 _SENSITIVE = r"(?:credentials?|passwords?|passwd|api[\s_-]?keys?|secret\s+keys?|secrets|access\s+tokens?|auth(?:entication)?\s+tokens?|tokens|private\s+keys?|ssh\s+keys?|session\s+cookies?|cookies|env(?:ironment)?\s+variables|\.env\s+file|system\s+prompt|conversation\s+history|chat\s+history|(?:entire\s+|full\s+|whole\s+)?conversation|user\s+data|customer\s+(?:records|database|list|pii)|personal\s+data|pii|database\s+dump|contents?\s+of\s+(?:the\s+)?(?:database|memory|context|files?)|(?:social\s+security|credit\s+card)\s+numbers)"
+
+# A URL's query with one parameter whose value carries data: a placeholder for it, or a long
+# encoded value. Parameters are skipped whole (``&`` to ``&``) and every scan is possessive or
+# stops at the next delimiter, so no text is tried two ways: with ``[^\s)]*?=`` (any ``=``) a
+# long run of ``?=`` took cubic time and hung the worker's event loop.
+_PLACEHOLDER = r"\{[^{}\n]*\}|\[[^\[\]\n]*\]|<[^<>\n]*>|\$\w+"
+_QUERY_VALUE = r"(?:[^\s)&]*+&)*?[^\s)&=]*+=(?:[^\s)&]*?(?:{placeholder})[^\s)&]*+|{long})"
 
 EXFILTRATION: list[Rule] = [
     _rule("ex.aws_key", "exfiltration", 0.9, r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b", "AWS access key id", flags=0, kind="aws_key"),
@@ -435,12 +444,17 @@ EXFILTRATION: list[Rule] = [
     _rule("ex.ssn", "exfiltration", 0.7, SSN, "a social security number", kind="ssn"),
     _rule(
         "ex.markdown_image", "exfiltration", 0.85,
-        r"!\[[^\]\n]{0,100}\]\(\s*<?https?://[^\s)?#]+\?[^\s)]*?=(?:[^\s)&]*(?:\{[^}]*\}|\[[^\]]*\]|<[^>]*>|\$\w+|%[0-9A-Fa-f]{2})[^\s)&]*|[A-Za-z0-9+/=_%.-]{16,})[^\s)]*\)",
+        r"!\[[^\]\n]{0,100}\]\(\s*<?https?://[^\s)?#]++\?"
+        + _QUERY_VALUE.format(placeholder=_PLACEHOLDER + r"|%[0-9A-Fa-f]{2}", long=r"[A-Za-z0-9+/=_%.-]{16,}+")
+        + r"[^\s)]*+\)",
         "markdown image whose URL carries data in its query string", kind="exfil_link",
     ),
     _rule(
         "ex.markdown_link_data", "exfiltration", 0.6,
-        r"(?<!!)\[[^\]\n]{0,100}\]\(\s*<?https?://[^\s)?#]+\?[^\s)]*?=(?:[^\s)&]*(?:\{[^}]*\}|\[[^\]]*\]|<[^>]*>|\$\w+)[^\s)&]*|[A-Za-z0-9+/=_%-]{40,})[^\s)]*\)|<img\s[^>]*src=['\"]?https?://[^\s'\">]+\?[^\s'\">]*=[^\s'\">&]{16,}",
+        r"(?<!!)\[[^\]\n]{0,100}\]\(\s*<?https?://[^\s)?#]++\?"
+        + _QUERY_VALUE.format(placeholder=_PLACEHOLDER, long=r"[A-Za-z0-9+/=_%-]{40,}+")
+        + r"[^\s)]*+\)"
+        r"|<img\s[^>]{0,500}?src=['\"]?https?://[^\s'\">?]++\?(?:[^\s'\">&]*+&)*?[^\s'\">&=]*+=[^\s'\">&]{16}",
         "link or image tag whose URL carries data or a placeholder for it", kind="exfil_link",
     ),
     _rule(
@@ -450,7 +464,9 @@ EXFILTRATION: list[Rule] = [
     ),
     _rule(
         "ex.render_url_with_data", "exfiltration", 0.65,
-        r"\b(?:render|display|show|output|include|add|insert)\b[^.\n]{0,40}\b(?:image|markdown|link|url|pixel)\b[^.\n]{0,80}\bhttps?://\S+\?\S*=\S*(?:\{|\[|<|\$|\bdata\b|\bsecret|\bpassword|\btoken|\bhistory|\bsummary)",
+        r"\b(?:render|display|show|output|include|add|insert)\b[^.\n]{0,40}\b(?:image|markdown|link|url|pixel)\b"
+        r"[^.\n]{0,80}\bhttps?://[^\s?]++\?[^\s=]*+=\S*?"
+        r"(?:\{|\[|<|\$|\bdata\b|\bsecret|\bpassword|\btoken|\bhistory|\bsummary)",
         "asks to render a URL that carries data",
     ),
     _rule(
