@@ -278,6 +278,8 @@ class AgentTurnActivities:
         if screens_output and not requested:  # text a model wrote before its tool calls is not the answer
             if output.output_action in ("redact", "block"):
                 held_chunks = [output.content]  # only the screened text is ever shown
+            elif output.output_action == "approval":
+                held_chunks = []  # a flagged answer is shown once a person has approved it
             for chunk in held_chunks:
                 events.add(event("text_chunk", text=chunk))
         cost_entry = self._meter.entry(turn, label, output.prompt_tokens, output.completion_tokens)
@@ -444,8 +446,7 @@ class AgentTurnActivities:
             if screened.action == "approval":
                 hold = "approval"
             elif screened.action == "redact":
-                for message in turn.context:
-                    message.content = redact(message.content)
+                _redact_context(turn)
                 redacted.append("context")
         return hold, redacted
 
@@ -566,9 +567,18 @@ def _redact_again(turn: AgentTurnInput) -> list[PromptPart]:
         thresholds = turn.security.thresholds if turn.security else DEFAULT_THRESHOLDS
         turn.request.task = screen(request, thresholds).redacted or redact(turn.request.task)
     if "context" in turn.prompt_redactions:
-        for message in turn.context:
-            message.content = redact(message.content)
+        _redact_context(turn)
     return list(turn.prompt_redactions)
+
+
+def _redact_context(turn: AgentTurnInput) -> None:
+    """Redact the context message by message as the guardian redacts a text: secrets and the
+    attack spans it found (``redact`` alone removes secrets only, so an injected instruction
+    in a retrieved document reached the model under the ``redact`` action)."""
+    thresholds = turn.security.thresholds if turn.security else DEFAULT_THRESHOLDS
+    for message in turn.context:
+        request = ScreenRequest(text=message.content, surface="context", tenant=turn.request.tenant)
+        message.content = screen(request, thresholds).redacted or redact(message.content)
 
 
 def _assistant(turn: AgentTurnInput, client: ChatCompletionClient, offered: list[str]) -> AssistantAgent:

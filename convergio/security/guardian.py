@@ -128,11 +128,12 @@ def _bounded(text: str) -> str:
 
 
 def _snippet(value: str, limit: int = 60) -> str:
-    value = " ".join(value.split())
+    # Never echo a secret back in a reason: redact the whole match first (a key cut short no
+    # longer looks like a key, and its first characters stayed in the reason).
+    value = " ".join(redact(value).split())
     if len(value) > limit:
         value = value[: limit - 1] + "…"
-    # Never echo a secret back in a reason.
-    return redact(value)
+    return value
 
 
 @dataclass(frozen=True)
