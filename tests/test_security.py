@@ -404,3 +404,18 @@ def test_the_safer_patterns_still_catch_data_in_urls_and_emails() -> None:
         assert "exfiltration" in verdict.categories, text
     emails = " ".join(f"person{i}@example-corp.com" for i in range(6))
     assert redact(emails).count("[REDACTED:email]") == 6
+
+
+def test_credentials_in_json_and_bearer_headers_are_caught_and_redacted() -> None:
+    """`{"password": "…"}` (the key's closing quote before the colon) and `Authorization: Bearer …`
+    passed as allowed, and their values were stored unredacted in the verdict's sample."""
+    for text, secret in [
+        ('{"user": "ada", "password": "hunter2hunter2"}', "hunter2hunter2"),
+        ("Authorization: Bearer abc123def456ghi789", "abc123def456ghi789"),
+    ]:
+        verdict = screen(ScreenRequest(text=text, surface="context", tenant="t"), DEFAULT_THRESHOLDS)
+        assert verdict.decision != "allow" and "exfiltration" in verdict.categories, text
+        assert secret not in redact(text) and "[REDACTED:credential]" in redact(text)
+    for benign in ("The password policy is strict.", "Send a bearer token in the header."):
+        verdict = screen(ScreenRequest(text=benign, surface="context", tenant="t"), DEFAULT_THRESHOLDS)
+        assert verdict.decision == "allow", benign

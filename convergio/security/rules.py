@@ -425,7 +425,10 @@ EXFILTRATION: list[Rule] = [
     ),
     _rule(
         "ex.credential_assignment", "exfiltration", 0.7,
-        r"\b(?:password|passwd|pwd|passphrase|secret|client_secret|api[_-]?key|access[_-]?token|auth[_-]?token|bearer)\b\s*(?:[:=]|\bis\b)\s*['\"]?(?=[^\s'\"]*\d)(?=[^\s'\"]*[A-Za-z])(?!\[REDACTED)[^\s'\",;]{8,}",
+        # "password: x", password="x", {"password": "x"} (the key's closing quote), Bearer x
+        r"\b(?:password|passwd|pwd|passphrase|secret|client_secret|api[_-]?key|access[_-]?token|auth[_-]?token|bearer)\b"
+        r"(?:['\"]?\s*(?:[:=]|\bis\b)\s*['\"]?|(?<=bearer)\s+)"
+        r"(?=[^\s'\"]*\d)(?=[^\s'\"]*[A-Za-z])(?!\[REDACTED)[^\s'\",;]{8,}",
         "a password or key value", kind="credential",
     ),
     _rule(
