@@ -68,3 +68,30 @@ async def test_other_early_exits_are_not_retried_and_the_panic_leads_the_log_tai
     shown = tail(panicking.log_path)
     assert shown.splitlines()[0] == "panic: failed assigning ephemeral port"  # 40 frames follow it
     assert shown.splitlines()[-1] == "goroutine frame 39"
+
+
+def test_a_pidfile_naming_another_program_is_stale(tmp_path: Path) -> None:
+    """After a reboot the pid in PostgreSQL's pidfile often belongs to some other process: `up`
+    refused to start ("PostgreSQL already runs"). A pidfile naming a live PostgreSQL still stops
+    it, so a running server's data directory is never shared."""
+    import subprocess
+
+    from convergio.stack.postgres_server import EmbeddedPostgres
+
+    server = EmbeddedPostgres(tmp_path, port=free_port())
+    server.pgdata.mkdir(parents=True)
+    pidfile = server.pgdata / "postmaster.pid"
+    other = subprocess.Popen(["sleep", "60"])
+    looks_like_postgres = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "postgres"])
+    try:
+        pidfile.write_text(f"{other.pid}\n{server.pgdata}\n")
+        server._remove_stale_pidfile()  # noqa: SLF001 - the check `start` runs first
+        assert not pidfile.exists()
+
+        pidfile.write_text(f"{looks_like_postgres.pid}\n{server.pgdata}\n")
+        with pytest.raises(StackError, match="PostgreSQL already runs"):
+            server._remove_stale_pidfile()  # noqa: SLF001
+        assert pidfile.exists()
+    finally:
+        other.kill()
+        looks_like_postgres.kill()

@@ -54,6 +54,18 @@ def _prepare_system_user(pgdata: Path, bin_dir: Path) -> str:
     return SYSTEM_USER
 
 
+def _is_postgres(pid: int) -> bool:
+    """Whether process ``pid`` is a PostgreSQL server; True when that cannot be told (no /proc),
+    so a live server is never taken for a stale pidfile."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # no /proc: trust the pid
+    except OSError:
+        return True
+    return b"postgres" in command
+
+
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path, *, port: int, host: str = "127.0.0.1") -> None:
         self.host = host
@@ -122,6 +134,9 @@ class EmbeddedPostgres:
             return
         except PermissionError:
             pass
+        if not _is_postgres(pid):  # after a reboot the old pid may belong to anything else
+            pidfile.unlink(missing_ok=True)
+            return
         raise StackError(
             f"PostgreSQL already runs on {self.pgdata} (pid {pid}); stop it or use another "
             "CONVERGIO_DATA_DIR."
