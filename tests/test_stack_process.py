@@ -82,8 +82,13 @@ def test_a_pidfile_naming_another_program_is_stale(tmp_path: Path) -> None:
     server.pgdata.mkdir(parents=True)
     pidfile = server.pgdata / "postmaster.pid"
     other = subprocess.Popen(["sleep", "60"])
-    looks_like_postgres = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "postgres"])
+    looks_like_postgres = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)", "postgres"],
+        stdout=subprocess.PIPE, text=True,
+    )
     try:
+        assert looks_like_postgres.stdout is not None
+        assert looks_like_postgres.stdout.readline() == "up\n"  # running its own command line now
         pidfile.write_text(f"{other.pid}\n{server.pgdata}\n")
         server._remove_stale_pidfile()  # noqa: SLF001 - the check `start` runs first
         assert not pidfile.exists()
