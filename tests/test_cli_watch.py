@@ -74,6 +74,21 @@ def gate_open(changes_left: int) -> Callable[[dict[str, Any]], bool]:
     return check
 
 
+async def watch_a_parked_run(
+    http: httpx.AsyncClient, api_url: str, env: dict[str, str]
+) -> tuple[str, asyncio.subprocess.Process, str]:
+    """Start a Strategic Analysis run, wait until it waits at its gate, and watch it through
+    ``api_url``: the run's id, the watcher, and the first line the watcher wrote."""
+    body = {"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS}
+    started = await http.post("/workflows", json=body)
+    workflow_id = started.json()["workflow_id"]
+    await poll(http, workflow_id, gate_open(changes_left=2))
+    watcher = await start_watch(workflow_id, api_url, env)
+    assert watcher.stderr is not None
+    first = await asyncio.wait_for(watcher.stderr.readline(), timeout=60)
+    return workflow_id, watcher, first.decode()
+
+
 async def test_watch_follows_a_run_through_a_change_request_to_the_end(
     dev_client: Client, settings: Settings, resources: WorkerResources, tmp_path: Path
 ) -> None:
@@ -143,16 +158,9 @@ async def test_watch_stops_cleanly_on_ctrl_c_and_names_an_unknown_run(
         code, _, err = await convergio("watch", "no-such-run", "--api-url", base, env=env)
         assert code == 1 and "no-such-run" in err and "404" in err
 
-        started = await http.post(
-            "/workflows", json={"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS}
-        )
-        workflow_id = started.json()["workflow_id"]
-        await poll(http, workflow_id, gate_open(changes_left=2))
-        watcher = await start_watch(workflow_id, base, env)
+        workflow_id, watcher, first = await watch_a_parked_run(http, base, env)
         # Once the watcher says it follows the stream, interrupt it.
-        assert watcher.stderr is not None
-        first = await asyncio.wait_for(watcher.stderr.readline(), timeout=60)
-        assert first.decode().startswith(f"watching {workflow_id} at {base}"), first
+        assert first.startswith(f"watching {workflow_id} at {base}"), first
         await asyncio.sleep(0.5)
         assert watcher.returncode is None, "watch ended although the run is still waiting"
         watcher.send_signal(signal.SIGINT)
@@ -284,15 +292,8 @@ async def test_watch_rides_out_a_brief_api_outage(
     ):
         proxy = FlakyProxy(base)
         async with proxy as proxied:
-            started = await http.post(
-                "/workflows", json={"template": "strategic-analysis", "inputs": STRATEGIC_INPUTS}
-            )
-            workflow_id = started.json()["workflow_id"]
-            await poll(http, workflow_id, gate_open(changes_left=2))
-            watcher = await start_watch(workflow_id, proxied, env)
-            assert watcher.stderr is not None
-            first = await asyncio.wait_for(watcher.stderr.readline(), timeout=60)
-            assert first.decode().startswith(f"watching {workflow_id}"), first
+            workflow_id, watcher, first = await watch_a_parked_run(http, proxied, env)
+            assert first.startswith(f"watching {workflow_id}"), first
 
             proxy.outage(True)  # the view's refresh (every second) and the stream's reconnects get 503
             await asyncio.sleep(4)
