@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, WorkflowRunner
 
 from convergio.agents.catalog import default_catalog
+from convergio.contracts import AgentTurnInput
 from convergio.graphflow.loader import default_registry, parse_template
 from convergio.graphflow.run_models import ApprovalDecision, GraphFlowResult, PendingApproval
 from convergio.graphflow.runs import build_run_input, start_template_run
@@ -68,3 +70,12 @@ def replayer(runner: WorkflowRunner | None = None) -> Replayer:
 
     runner = runner or workflow_runner()
     return Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=runner)
+
+
+def turn_inputs(history: WorkflowHistory, step_id: str) -> list[AgentTurnInput]:
+    """What each model turn of a step was sent (decoded from the history), in order."""
+    scheduled = [e.activity_task_scheduled_event_attributes for e in history.events
+                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    inputs = [pydantic_data_converter.payload_converter.from_payload(a.input.payloads[0], AgentTurnInput)
+              for a in scheduled if a.activity_type.name == "run_agent_turn"]
+    return [turn for turn in inputs if turn.step_id == step_id]

@@ -14,7 +14,7 @@ from convergio.events import EventPublisher
 from convergio.settings import Settings
 from convergio.workers.worker import WorkerResources, build_worker
 from convergio.workflows.graphflow import GraphFlowWorkflow
-from tests.graphflow_helpers import custom_template, decision, start, wait_for_gate
+from tests.graphflow_helpers import custom_template, decision, replayer, start, turn_inputs, wait_for_gate
 
 
 def gated_template(gate: dict[str, Any] | None = None, **template: Any) -> dict[str, Any]:
@@ -224,8 +224,18 @@ async def test_request_changes_reruns_the_step_with_the_comment_a_bounded_number
         await handle.signal(GraphFlowWorkflow.request_changes, decision("sign_off", comment="And more"))
         await handle.signal(GraphFlowWorkflow.approve, decision("sign_off", edits="## Plan\nThe final, edited plan."))
         result = await finish(time_skipping_env, handle)
+        history = await handle.fetch_history()
     drafts = [t for t in result.turns if t.step_id == "draft"]
-    assert len(drafts) == 2 and "Add the hiring plan for Munich." in drafts[1].content
+    assert len(drafts) == 2 and "## Changes requested\n- Add the hiring plan for Munich." in drafts[1].content
+    # The rework revises the answer under review: the agent sees it as its own earlier reply.
+    sent = turn_inputs(history, "draft")
+    assert sent[0].context == []
+    assert [(m.source, m.content) for m in sent[1].context] == [("strategic", drafts[0].content)]
+    assert sent[1].request.task.endswith(
+        "Changes requested by Ada (executive): Add the hiring plan for Munich.\n"
+        "Revise your previous answer (the last message above) accordingly."
+    )
+    assert (await replayer().replay_workflow(history)).replay_failure is None
     outcomes = [e.outcome for e in result.audit]
     assert outcomes == [
         "changes requested",

@@ -26,6 +26,7 @@ from tests.graphflow_helpers import (
     decision,
     replayer,
     start,
+    turn_inputs,
     wait_for_gate,
 )
 
@@ -143,8 +144,24 @@ async def test_bounded_loop_runs_its_body_max_iterations_times(
     async with build_worker(dev_client, settings, resources):
         handle = await start(dev_client, settings, template, {}, search_attributes=False)
         result = await handle.result()
+        history = await handle.fetch_history()
     steps = {step.id: step for step in result.steps}
     assert steps["draft"].iterations == 3 and steps["critique"].iterations == 3
+    # A round after the first sees why it runs again, the loop step's verdict and its own last answer.
+    drafted = [t.content for t in result.turns if t.step_id == "draft"]
+    criticised = [t.content for t in result.turns if t.step_id == "critique"]
+    drafts, critiques = turn_inputs(history, "draft"), turn_inputs(history, "critique")
+    assert drafts[0].context == [] and "round" not in drafts[0].request.task
+    for n in (1, 2):  # rounds 2 and 3
+        why = f"This is round {n + 1} of this step: after 'Critique' the loop condition "
+        assert why in drafts[n].request.task and why in critiques[n].request.task
+        assert [(m.source, m.content) for m in drafts[n].context] == [
+            ("reviewer", criticised[n - 1]), ("strategic", drafted[n - 1]),
+        ]
+        assert [(m.source, m.content) for m in critiques[n].context] == [
+            ("strategic", drafted[n]), ("reviewer", criticised[n - 1]),
+        ]
+    assert (await replayer().replay_workflow(history)).replay_failure is None
     assert steps["publish"].iterations == 1
     assert [turn.step_id for turn in result.turns] == ["draft", "critique"] * 3 + ["publish"]
     # Every round's cost stays counted: the steps' and the run's totals are their turns'.

@@ -436,3 +436,14 @@ def test_a_revision_adds_the_sections_a_check_found_missing() -> None:
     for fix in ("Fix: missing section 'Risks'", "Fix: reviewer score 5 below 8: 1. Add a section 'Risks'."):
         revised = write_grounded_answer("cfo", f"{task}\n\nRevise your previous answer. {fix}", material)
         assert sections_of(revised).keys() == {"Summary", "Risks"}
+
+
+def test_a_rework_quotes_the_change_requests_it_was_given() -> None:
+    task = "Write the memo. Cover: Summary."
+    material = "Revenue grew 40%. Two competitors discount aggressively."
+    assert "## Changes requested" not in write_grounded_answer("cfo", task, material)
+    rework = (f"{task}\n\nChanges requested by Ada (executive): Add the Munich hiring plan.\n"
+              "Revise your previous answer (the last message above) accordingly.")
+    answer = write_grounded_answer("cfo", rework, material)
+    assert sections_of(answer).keys() == {"Summary", "Changes requested"}
+    assert answer.endswith("## Changes requested\n- Add the Munich hiring plan.")

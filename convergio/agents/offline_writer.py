@@ -515,6 +515,12 @@ def _deal_out(items: list[_Scored], sections: list[list[_Scored]]) -> None:
 _MISSING_SECTION = re.compile(r"(?:missing section|add a section) '([^'\n]+)'", re.IGNORECASE)
 
 
+# A person's change request ("Changes requested by Ada (executive): Add the hiring plan."): the
+# revised answer quotes it, as a model would say what it changed.
+_CHANGE_REQUEST = re.compile(r"^Changes requested by [^:\n]+: *(\S[^\n]*)$", re.MULTILINE)
+CHANGES_SECTION = "Changes requested"
+
+
 def _sections_to_write(task: str) -> list[str]:
     sections = extract_requested_sections(task) or list(DEFAULT_SECTIONS)
     for name in _MISSING_SECTION.findall(task):
@@ -542,6 +548,8 @@ def write_grounded_answer(role: str, task: str, material: str) -> str:
     for name, sentences in zip(sections, assigned):
         body = "\n".join(f"- {sentence.render()}" for sentence in sentences) or empty_line
         blocks.append(f"## {name}\n{body}")
+    if requests := _CHANGE_REQUEST.findall(task):
+        blocks.append(f"## {CHANGES_SECTION}\n" + "\n".join(f"- {request.strip()}" for request in requests))
     return "\n\n".join(blocks)
 
 

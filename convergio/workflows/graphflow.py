@@ -194,6 +194,7 @@ class GraphFlowWorkflow:
         self._call_turns: dict[str, int] = {}  # step id -> the turn of its latest model call
         self._remembered: dict[str, str] = {}  # step id -> the output last stored as its memory
         self._loop_counts: dict[str, int] = {}
+        self._looped_by: dict[str, str] = {}  # step id -> the step whose loop sent the run back to it
         self._change_requests: dict[str, int] = {}
         self._sla_failure: str | None = None
         self._findings: list[SecurityFinding] = []
@@ -341,6 +342,7 @@ class GraphFlowWorkflow:
         assert self._run is not None
         again = _between(self._run.template, loop.back_to, step.id)
         for step_id in again:
+            self._looped_by[step_id] = step.id
             previous = self._steps[step_id]
             self._steps[step_id] = StepState(
                 id=step_id,
@@ -462,8 +464,7 @@ class GraphFlowWorkflow:
 
     async def _agent_step(self, step: StepSpec, agent_name: str, extra: str = "") -> None:
         state = self._steps[step.id]
-        instruction = render_text(step.instruction, self._context()) + (f"\n\n{extra}" if extra else "")
-        context = self._dependency_context(step)
+        instruction, context = self._task(step, extra)
         instruction, context = await self._with_knowledge(step, instruction, context)
         feedback = ""
         for revision in range(_max_revisions(step) + 1):
@@ -515,9 +516,8 @@ class GraphFlowWorkflow:
         sections and length, then its reviewer's score; a failing answer sends the team back to
         chat again with the fixes, up to ``max_revisions`` times."""
         state = self._steps[step.id]
-        instruction = render_text(step.instruction, self._context()) + (f"\n\n{extra}" if extra else "")
         # What every speaker sees before the instruction: the inputs to the chat, then the chat.
-        context = self._dependency_context(step)
+        instruction, context = self._task(step, extra)
         instruction, context = await self._with_knowledge(step, instruction, context)
         feedback = ""
         for revision in range(_max_revisions(step) + 1):
@@ -1149,6 +1149,41 @@ class GraphFlowWorkflow:
             "inputs": self._run.inputs,
             "steps": {step_id: state.as_context() for step_id, state in self._steps.items()},
         }
+
+    def _task(self, step: StepSpec, change_request: str = "") -> tuple[str, list[TranscriptMessage]]:
+        """A working step's instruction and the outputs it builds on. A step that runs again
+        because a person asked for changes, or because a loop came back to it, also sees why and
+        its previous answer, so that it revises that answer instead of starting over."""
+        state = self._steps[step.id]
+        instruction = render_text(step.instruction, self._context())
+        context = self._dependency_context(step)
+        reasons = [change_request] if change_request else []
+        looped_by = self._looped_by.get(step.id)
+        if looped_by is not None:
+            loop_step = self._run_step(looped_by)
+            assert loop_step.loop is not None
+            reasons.append(
+                f"This is round {state.iterations} of this step: after '{loop_step.label}' the loop "
+                f"condition `{loop_step.loop.while_}` held, so the run came back here."
+            )
+            loop_output = self._steps[looped_by].output
+            if looped_by != step.id and looped_by not in step.depends_on and loop_output:
+                context.append(TranscriptMessage(source=self._author(looped_by), content=loop_output))
+        if not reasons:
+            return instruction, context
+        if state.output:
+            context.append(TranscriptMessage(source=self._author(step.id), content=state.output))
+            reasons.append("Revise your previous answer (the last message above) accordingly.")
+        return instruction + "\n\n" + "\n".join(reasons), context
+
+    def _author(self, step_id: str) -> str:
+        """Who wrote a step's latest answer (a reviewer's verdict is not an answer)."""
+        answers = (r.agent for r in reversed(self._turns) if r.step_id == step_id and r.purpose != "review")
+        return _source_name(next(answers, step_id))
+
+    def _run_step(self, step_id: str) -> StepSpec:
+        assert self._run is not None
+        return self._run.template.step(step_id)
 
     def _dependency_context(self, step: StepSpec) -> list[TranscriptMessage]:
         """Outputs of the steps this one depends on, as messages from who produced them."""
