@@ -146,6 +146,8 @@ def _old_openai_compatible_server(requests: list[dict[str, object]]) -> object:
         async def stream():  # type: ignore[no-untyped-def]
             yield chunk({"role": "assistant", "content": "Payback comes "}, None)
             yield chunk({"content": "in year three."}, None)
+            if body["messages"][-1]["content"].startswith("Cut"):
+                raise ConnectionResetError("the server went away mid-answer")
             yield chunk({}, "stop")
             yield "data: [DONE]\n\n"
 
@@ -157,10 +159,12 @@ def _old_openai_compatible_server(requests: list[dict[str, object]]) -> object:
 async def test_a_server_that_refuses_stream_options_still_streams_and_is_counted() -> None:
     """The first streamed call is refused for asking for usage; it is sent again without the
     field, the answer is counted by estimate, and later calls to that server do not ask again
-    (before: every streamed turn on such a server failed)."""
+    (before: every streamed turn on such a server failed). A stream the server cuts off
+    mid-answer is counted by estimate too (before: not at all)."""
     import asyncio
     from typing import Any
 
+    import openai
     import uvicorn
     from autogen_core.models import CreateResult, UserMessage
 
@@ -186,6 +190,19 @@ async def test_a_server_that_refuses_stream_options_still_streams_and_is_counted
             assert isinstance(result, CreateResult) and result.content == "Payback comes in year three."
             assert client.results[0].usage.completion_tokens > 0  # counted by estimate
         assert ["stream_options" in body for body in requests] == [True, False, False]
+
+        # A stream cut off mid-answer reports no usage, yet was billed: it is counted by estimate.
+        client = MeteredChatCompletionClient(build_model_client(make_settings(model=setting), setting))
+        cut = [UserMessage(content="Cut off: when does the Munich office pay back?", source="user")]
+        received = []
+        with pytest.raises(openai.APIConnectionError):
+            async for item in client.create_stream(cut):
+                received.append(item)
+        await client.close()
+        assert "".join(received) == "Payback comes in year three."
+        [counted] = client.results
+        assert counted.finish_reason == "unknown" and counted.content == "Payback comes in year three."
+        assert counted.usage.prompt_tokens > 0 and counted.usage.completion_tokens > 0
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, timeout=30)

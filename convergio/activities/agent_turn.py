@@ -337,8 +337,8 @@ class AgentTurnActivities:
         id, or release its hold when it finished none. Had the attempt recorded the turn, this
         commit is the one it made (same id, same amount), so nothing is counted twice. The
         ledger only holds recorded turns: a paid attempt that failed is counted in the live
-        budget, logged and counted in the cost metrics. A call cut off mid-stream reports no
-        usage, so what it may have cost is not counted."""
+        budget, logged and counted in the cost metrics. A call cut off mid-stream is among the
+        finished ones, counted by estimate (see ``MeteredChatCompletionClient``)."""
         calls = client.results
         try:
             if not calls:

@@ -153,13 +153,31 @@ class MeteredChatCompletionClient(ChatCompletionClient):
         json_output: bool | type[BaseModel] | None,
         cancellation_token: CancellationToken | None,
     ) -> AsyncGenerator[str | CreateResult, None]:
-        async for item in self.inner.create_stream(
-            messages, tools=tools, tool_choice=tool_choice, json_output=json_output,
-            extra_create_args=extra_create_args, cancellation_token=cancellation_token,
-        ):
-            if isinstance(item, CreateResult):
-                self._record(item, messages, tools)
-            yield item
+        received: list[str] = []
+        finished = False
+        try:
+            async for item in self.inner.create_stream(
+                messages, tools=tools, tool_choice=tool_choice, json_output=json_output,
+                extra_create_args=extra_create_args, cancellation_token=cancellation_token,
+            ):
+                if isinstance(item, CreateResult):
+                    finished = True
+                    self._record(item, messages, tools)
+                else:
+                    received.append(item)
+                yield item
+        finally:
+            if received and not finished:
+                self._record_cut_stream("".join(received), messages, tools)
+
+    def _record_cut_stream(
+        self, text: str, messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema]
+    ) -> None:
+        """A stream cut off after it began (the connection dropped, the turn timed out or was
+        cancelled) never reports usage, yet the provider bills the prompt and what it generated:
+        count both by estimate, so that the failed attempt is settled at that cost."""
+        partial = CreateResult(finish_reason="unknown", content=text, usage=RequestUsage(0, 0), cached=False)
+        self._record(partial, messages, tools)
 
     async def close(self) -> None:
         await self.inner.close()
