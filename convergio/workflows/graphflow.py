@@ -151,6 +151,10 @@ MEMORY_REFRESH_PATCH = "memory-refresh-v1"
 SECTION_MATCH_PATCH = "section-match-v1"
 
 
+# A timer is always started (a zero wait would start none and change the run's commands).
+MIN_TIMER = timedelta(seconds=1)
+
+
 def _escalation_waits(sla: timedelta, chain: list[EscalationSpec]) -> list[timedelta]:
     """How long before each link of an escalation chain runs, each after the one before it (the
     first counted from the start, so past the SLA by its ``after``)."""
@@ -1065,7 +1069,10 @@ class GraphFlowWorkflow:
         if sla.total is None or not _patched(SLA_PATCH):
             return
         chain = sla.escalation
-        for link, wait in zip(chain, _escalation_waits(sla.total, chain)):
+        waits = _escalation_waits(sla.total, chain)
+        if waits:  # the run's clock started with the run, before its inputs were screened
+            waits[0] = max(waits[0] - (workflow.now() - workflow.info().start_time), MIN_TIMER)
+        for link, wait in zip(chain, waits):
             await workflow.sleep(wait)
             await self._escalate(link, f"SLA of {_human(sla.total)} for the whole run breached", None, None)
 
