@@ -25,6 +25,20 @@ def vendor_review(name: str, version: int = 1, instruction: str = "Assess {input
     }
 
 
+def now_refused(name: str) -> dict:
+    """A template the API stored before three load-time rules: quality on a gate, a loop that
+    never repeats, and a literal tool argument of the wrong type (this tool step never runs)."""
+    body = vendor_review(name)
+    body["steps"][0]["loop"] = {"back_to": "review", "while": "true", "max_iterations": 1}
+    body["steps"][1]["quality"] = {"min_length": 10}
+    body["steps"].append({
+        "id": "numbers", "kind": "tool", "tool": "break_even", "depends_on": ["sign_off"],
+        "when": "inputs.vendor == 'never'",
+        "arguments": {"fixed_costs": 1, "price_per_unit": "ten", "variable_cost_per_unit": 1},
+    })
+    return body
+
+
 async def test_register_version_list_and_run_a_custom_template(
     api: httpx.AsyncClient, db_pool: AsyncConnectionPool
 ) -> None:
@@ -112,6 +126,9 @@ async def test_invalid_custom_templates_are_rejected_with_field_errors(
         ),
         ({**vendor_review(name), "version": 0}, "version"),
         ({"name": name, "version": 1}, "steps"),
+        (now_refused(name), "steps[1].quality: 'quality' applies to agent and team steps only"),
+        (now_refused(name), "steps[0].loop.max_iterations: 1 means the loop never repeats"),
+        (now_refused(name), "steps[2].arguments.price_per_unit: wrong type for 'break_even'"),
     ]
     for body, named in cases:
         response = await api.post("/templates", json=body, headers=headers("acme-operator"))
@@ -156,3 +173,31 @@ async def test_a_custom_templates_budget_cannot_lift_the_operators_limits(
         assert run.budget.workflow_usd == Decimal(str(settings.budget_workflow_usd))
     finally:
         await handle.terminate("test done")
+
+
+async def test_a_template_stored_before_the_new_rules_still_lists_and_runs(
+    api: httpx.AsyncClient, db_pool: AsyncConnectionPool
+) -> None:
+    """The rules run where a template is submitted, not where the store reads it back (with the
+    model alone) or a run decodes its pinned copy: such a template is listed and runs as before,
+    and only a new submission of it is refused."""
+    from convergio.api import template_store
+    from convergio.graphflow.template import Template
+
+    name = f"stored-{uuid.uuid4().hex[:8]}"
+    acme = headers("acme-operator")
+    await template_store.register(db_pool, "acme", Template.model_validate(now_refused(name)), "before")
+
+    listed = await api.get("/templates", headers=acme)
+    assert listed.status_code == 200 and name in {t["name"] for t in listed.json()}
+    run = {"template": name, "inputs": {"vendor": "Initech"}}
+    started = await api.post("/workflows", json=run, headers=acme)
+    assert started.status_code == 202, started.text
+    workflow_id = started.json()["workflow_id"]
+    try:
+        view = await _poll(api, workflow_id, lambda v: v["progress"] and v["progress"]["pending_approvals"])
+        assert view["status"] == "running"
+    finally:
+        await api.post(f"/workflows/{workflow_id}/cancel", headers=acme)
+    again = await api.post("/templates", json=now_refused(name), headers=acme)
+    assert again.status_code == 422 and "steps[0].loop.max_iterations" in again.json()["detail"], again.text

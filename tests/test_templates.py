@@ -220,6 +220,36 @@ def test_valid_template_loads(tmp_path: Path) -> None:
          "'{inputs}' is not a placeholder"),
         (lambda d: d["steps"][2].update(instruction="Plan from {steps}."), "steps[2].instruction",
          "'{steps}' is not a placeholder"),
+        # Quality checks the workflow runs on agent and team answers only: elsewhere they were ignored.
+        (lambda d: d["steps"][1].update(quality={"min_length": 50}), "steps[1].quality",
+         "'quality' applies to agent and team steps only; the output of this tool step is never checked"),
+        (lambda d: d["steps"][3].update(quality={"reviewer": {"agent": "reviewer"}}), "steps[3].quality",
+         "'quality' applies to agent and team steps only; the output of this approval step is never checked"),
+        # A loop whose bound counts only the first run never repeats.
+        (lambda d: d["steps"][2].update(loop={"back_to": "research", "while": "true", "max_iterations": 1}),
+         "steps[2].loop.max_iterations",
+         "1 means the loop never repeats: max_iterations counts the first run too, so it must be at least 2"),
+        # Literal tool arguments of the wrong type fail every run.
+        (lambda d: d["steps"][1]["arguments"].update(price_per_unit="ten"),
+         "steps[1].arguments.price_per_unit",
+         "wrong type for 'break_even': Input should be a valid number, unable to parse string as a number "
+         "(got 'ten')"),
+        (lambda d: d["steps"][1]["arguments"].update(currency=978), "steps[1].arguments.currency",
+         "wrong type for 'break_even': Input should be a valid string (got 978)"),
+        (lambda d: d["steps"][1]["arguments"].update(variable_cost_per_unit=None),
+         "steps[1].arguments.variable_cost_per_unit",
+         "wrong type for 'break_even': Input should be a valid number (got None)"),
+        (lambda d: d["steps"][1].update(tool="financial_model", arguments={
+            "initial_investment": "{inputs.budget}", "cash_flows": [100, "lots"], "discount_rate": 0.1}),
+         "steps[1].arguments.cash_flows[1]",
+         "wrong type for 'financial_model': Input should be a valid number, unable to parse string as a "
+         "number (got 'lots')"),
+        (lambda d: d["steps"][1].update(tool="market_sizing", arguments={
+            "total_companies": 10.5, "adoption_rate": "{inputs.budget}", "serviceable_share": 0.5,
+            "annual_contract_value": "{inputs.budget}"}),
+         "steps[1].arguments.total_companies",
+         "wrong type for 'market_sizing': Input should be a valid integer, got a number with a fractional "
+         "part (got 10.5)"),
     ],
 )
 def test_invalid_templates_name_file_field_and_problem(tmp_path: Path, change, path: str, problem: str) -> None:  # noqa: ANN001
@@ -257,6 +287,118 @@ def test_more_that_still_loads(tmp_path: Path) -> None:
     template = load(write(tmp_path, data))
     assert template.step("plan").retry.initial_interval == timedelta(seconds=30)
     assert template.step("sign_off").escalation[0].after == timedelta(0)
+
+
+def test_quality_loops_and_literal_arguments_used_rightly_still_load(tmp_path: Path) -> None:
+    """Quality on agent and team steps, a loop of two runs, and tool arguments whose literals have
+    the tool's types: placeholders (whole, or inside a list), numbers written as text (the tool
+    reads "12.5" as 12.5 at run time too), and a value out of range, which is the run's to reject."""
+    data = copy.deepcopy(VALID)
+    data["steps"][0]["quality"] = {"required_sections": ["Market"], "min_length": 10}
+    data["steps"][2].update(kind="team", agent=None, participants=["cfo", "strategic"],
+                            quality={"reviewer": {"agent": "reviewer", "threshold": 6}},
+                            loop={"back_to": "research", "while": "steps.plan.score < 8",
+                                  "max_iterations": 2})
+    data["steps"][1]["arguments"].update(price_per_unit="12.5", currency="USD")
+    data["steps"].append({"id": "invest", "kind": "tool", "tool": "financial_model", "arguments": {
+        "initial_investment": -5, "cash_flows": ["{inputs.budget}", 20], "discount_rate": 0}})
+    template = load(write(tmp_path, data))
+    assert template.step("plan").loop is not None and template.step("plan").loop.max_iterations == 2
+    assert template.step("model").arguments["price_per_unit"] == "12.5"
+
+
+def test_a_tool_validator_that_needs_the_run_time_arguments_does_not_break_the_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Literals are validated without the placeholder-valued arguments: a tool's validator reading
+    one of those must not turn a valid template into an error (from the API: a 500)."""
+    from pydantic import BaseModel, ValidationInfo, field_validator
+
+    from convergio.tools import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    class RangeInput(BaseModel):
+        low: float
+        high: float
+
+        @field_validator("high")
+        @classmethod
+        def _above_low(cls, value: float, info: ValidationInfo) -> float:
+            if value <= info.data["low"]:  # a KeyError when 'low' is left out
+                raise ValueError("must be above low")
+            return value
+
+    class RangeOutput(BaseModel):
+        summary: str
+
+    @registry.register_tool("range_for_tests", "Echo a range.")
+    def echo(params: RangeInput) -> RangeOutput:
+        return RangeOutput(summary=f"{params.low}..{params.high}")
+
+    data = broken(lambda d: d["steps"][1].update(tool="range_for_tests",
+                                                 arguments={"low": "{inputs.budget}", "high": 5}))
+    template = parse_template(data, agents=default_catalog().names(), tools=tool_names(), source="template")
+    assert template.step("model").tool == "range_for_tests"
+
+
+def test_the_new_rules_apply_at_load_not_to_pinned_runs_or_stored_templates(tmp_path: Path) -> None:
+    """Runs pin their template and the API's store re-reads templates with the model alone: a template
+    valid before these rules must still decode there, and is refused only where a template loads."""
+    data = broken(lambda d: (
+        d["steps"][1].update(quality={"min_length": 5}),
+        d["steps"][1]["arguments"].update(price_per_unit="ten"),
+        d["steps"][2].update(loop={"back_to": "research", "while": "true", "max_iterations": 1}),
+    ))
+    pinned = Template.model_validate(data)
+    assert Template.model_validate_json(pinned.model_dump_json()) == pinned
+    with pytest.raises(TemplateError) as error:
+        load(write(tmp_path, data))
+    assert sorted(problem.path for problem in error.value.problems) == [
+        "steps[1].arguments.price_per_unit", "steps[1].quality", "steps[2].loop.max_iterations",
+    ]
+
+
+# Three levels of a "billion laughs": nine more levels make a billion strings once dumped or validated.
+LAUGHS = (
+    "name: laughs\nversion: 1\n"
+    "x: &a [lol, lol, lol]\n"
+    "y: &b [*a, *a, *a]\n"
+    "steps:\n  - id: research\n    agent: cfo\n    instruction: Research.\n"
+    "    kind: tool\n    tool: break_even\n    arguments: {fixed_costs: [*b, *b, *b]}\n"
+)
+
+
+def test_yaml_anchors_and_aliases_are_refused_naming_file_and_line(tmp_path: Path) -> None:
+    """No shipped template or agent uses them, and nested aliases expand without bound."""
+    file = write(tmp_path, LAUGHS)
+    with pytest.raises(TemplateError) as error:
+        load(file)
+    assert str(error.value) == (
+        f"{file}: line 3: invalid YAML: found &a: anchors (&) and aliases (*) are not allowed; "
+        "write the value out"
+    )
+    file = write(tmp_path, "name: alias\nversion: 1\nsteps:\n  - {id: a, agent: cfo, instruction: *text}\n")
+    with pytest.raises(TemplateError, match=r"line 4: invalid YAML: found \*text: anchors \(&\) and aliases"):
+        load(file)
+    # '&' and '*' inside text are no YAML syntax.
+    file = write(tmp_path, "name: text\nversion: 1\nsteps:\n  - id: a\n    agent: cfo\n"
+                           "    instruction: R&D, *all* of it & '*this*'\n")
+    assert load(file).steps[0].instruction == "R&D, *all* of it & '*this*'"
+
+
+def test_agent_definition_files_refuse_yaml_aliases_too(tmp_path: Path) -> None:
+    """Agent definitions are read with the same loader as templates (YAML files and front matter)."""
+    from convergio.agents.catalog import AgentCatalogError, load_definition_file
+
+    (tmp_path / "cfo.yaml").write_text("name: cfo\nrole: &role CFO\nsystem_message: *role\n")
+    (tmp_path / "reviewer.md").write_text("---\nname: reviewer\nrole: Reviewer\ndomains: *all\n---\nHi.\n")
+    with pytest.raises(AgentCatalogError) as error:
+        load_definition_file(tmp_path / "cfo.yaml")
+    assert "cfo.yaml:2: invalid YAML: found &role: anchors (&) and aliases (*)" in str(error.value)
+    with pytest.raises(AgentCatalogError) as error:
+        load_definition_file(tmp_path / "reviewer.md")
+    assert "reviewer.md:4: invalid YAML: found *all: anchors (&) and aliases (*)" in str(error.value)
 
 
 def test_long_durations_survive_the_json_round_trip(tmp_path: Path) -> None:

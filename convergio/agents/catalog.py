@@ -84,7 +84,21 @@ class UnknownAgentError(KeyError):
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys instead of silently keeping the last one."""
+    """SafeLoader that rejects duplicate keys instead of silently keeping the last one, and
+    anchors and aliases: no shipped file uses them, and a few nested aliases ("billion laughs")
+    expand to billions of values once the data is validated or dumped."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
+            sign = "*" if isinstance(event, yaml.AliasEvent) else "&"
+            raise yaml.composer.ComposerError(
+                None, None,
+                f"found {sign}{event.anchor}: anchors (&) and aliases (*) are not allowed; "
+                "write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:

@@ -48,7 +48,7 @@ def load_template_file(path: Path, *, agents: Collection[str], tools: Collection
     except OSError as exc:
         raise TemplateError(source, [Problem("(file)", f"cannot read: {exc.strerror}")]) from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader that refuses duplicate keys
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - SafeLoader, no duplicate keys or aliases
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "(file)"

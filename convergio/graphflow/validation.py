@@ -6,19 +6,34 @@ prefixed with the file, points at the exact line to fix.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from convergio.graphflow.expressions import Expression, ExpressionError, compile_expression
-from convergio.graphflow.placeholders import is_placeholder_name, malformed_placeholders, placeholder_paths
+from convergio.graphflow.placeholders import (
+    PLACEHOLDER,
+    is_placeholder_name,
+    malformed_placeholders,
+    placeholder_paths,
+    render_value,
+)
 from convergio.graphflow.run_models import STEP_CONTEXT_FIELDS
 from convergio.graphflow.success_metrics import METRIC_ROOTS, RUN_FIELDS, template_metrics
 from convergio.graphflow.template import EscalationSpec, StepSpec, Template, format_duration
 
 
 MAX_INPUT_NAME = 64
+# Pydantic errors that say a value is of the wrong type (its other errors are about ranges,
+# lengths and the tool's own validators: those are left to run time, like placeholders).
+_TYPE_ERRORS = frozenset({
+    "int_from_float", "none_required", "enum", "literal_error", "is_instance_of",
+    "union_tag_invalid", "union_tag_not_found",
+})
 
 
 @dataclass(frozen=True)
@@ -115,10 +130,16 @@ class _Checker:
             self._check_tool_arguments(where, step.tool, step.arguments)
         if step.on_failure.action == "fallback" and step.kind in ("tool", "approval"):
             self.add(f"{where}.on_failure.action", f"a {step.kind} step has no agent to fall back from")
+        if step.quality is not None and step.kind in ("tool", "approval"):  # the workflow never reads it
+            self.add(f"{where}.quality", "'quality' applies to agent and team steps only; "
+                                         f"the output of this {step.kind} step is never checked")
         if step.kind == "team" and len(set(step.participants)) != len(step.participants):
             self.add(f"{where}.participants", "a participant is listed twice")
         if step.loop and step.loop.back_to not in ids:
             self.add(f"{where}.loop.back_to", f"unknown step '{step.loop.back_to}'")
+        if step.loop and step.loop.max_iterations < 2:  # not in LoopSpec: pinned runs must still decode
+            self.add(f"{where}.loop.max_iterations", "1 means the loop never repeats: max_iterations counts "
+                                                     "the first run too, so it must be at least 2")
         is_gate = step.kind == "approval" or step.requires_approval
         for position, link in enumerate(step.escalation):
             if link.action in ("reassign", "auto_decide") and not is_gate:
@@ -159,13 +180,14 @@ class _Checker:
                                     f"'{gate_of[target]}'; a step can follow the denial of one gate only")
 
     def _check_tool_arguments(self, where: str, tool: str, arguments: Mapping[str, Any]) -> None:
-        """Argument names against the tool's input model (values may be placeholders, checked at run time)."""
+        """Argument names, and the types of literal values, against the tool's input model."""
         from convergio.tools.registry import UnknownToolError, get_tool
 
         try:
-            fields = get_tool(tool).input_model.model_fields
+            model = get_tool(tool).input_model
         except UnknownToolError:
             return  # a tool the caller knows but this process has not registered: nothing to check against
+        fields = model.model_fields
         for name in arguments:
             if name not in fields:
                 self.add(f"{where}.arguments.{name}", f"'{tool}' has no argument '{name}'; its arguments: "
@@ -173,6 +195,33 @@ class _Checker:
         for name, info in fields.items():
             if info.is_required() and name not in arguments:
                 self.add(f"{where}.arguments", f"'{tool}' needs the argument '{name}'")
+        self._check_literal_types(where, tool, model, arguments)
+
+    def _check_literal_types(
+        self, where: str, tool: str, model: type[BaseModel], arguments: Mapping[str, Any]
+    ) -> None:
+        """Literal values of the wrong type fail every run; a value with a placeholder anywhere in it
+        is only known at run time. The literals are validated as the run will (same model, same
+        unescaping of '{{' and '}}'), and only type errors at a literal's own path are kept."""
+        literals = {
+            name: render_value(value, {}) for name, value in arguments.items()
+            if name in model.model_fields and not _has_placeholder(value)
+        }
+        try:
+            model.model_validate(literals)
+        except ValidationError as exc:
+            errors = exc.errors()
+        except Exception:  # noqa: BLE001 - a tool validator that needs the run-time arguments too
+            return
+        else:
+            return
+        for error in errors:
+            location = error["loc"]
+            if not location or location[0] not in literals or not _is_type_error(error["type"]):
+                continue
+            path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location)
+            self.add(f"{where}.arguments{path}",
+                     f"wrong type for '{tool}': {error['msg']} (got {reprlib.repr(error['input'])})")
 
     def _check_cycles(self) -> None:
         """depends_on must be acyclic; bounded repetition is written with ``loop``."""
@@ -277,6 +326,21 @@ class _Checker:
                     "(it waits for a step of the gate's on_denied path and a step after its approval); "
                     "use join: any, or depend on one path only",
                 )
+
+
+def _has_placeholder(value: Any) -> bool:
+    """Whether a tool argument is filled in at run time, wholly or in part."""
+    if isinstance(value, str):
+        return PLACEHOLDER.search(value) is not None
+    if isinstance(value, list):
+        return any(_has_placeholder(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_placeholder(item) for item in value.values())
+    return False
+
+
+def _is_type_error(kind: str) -> bool:
+    return kind.endswith(("_type", "_parsing")) or kind in _TYPE_ERRORS
 
 
 def _agent_fields(where: str, step: StepSpec) -> Iterator[tuple[str, str]]:
