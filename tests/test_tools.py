@@ -166,6 +166,64 @@ def test_irr_with_several_sign_changes() -> None:
     assert internal_rate_of_return(flows) == pytest.approx(0.10, abs=1e-9)
 
 
+def _flows_with_rates(*rates: float) -> list[float]:
+    """Cash flows whose NPV is ``-(x - x1)(x - x2)…`` in ``x = 1 / (1 + r)``: IRRs exactly ``rates``."""
+    flows = [-1.0]
+    for rate in rates:
+        root = 1 / (1 + rate)
+        shifted = [0.0, *flows]  # flows times x, minus flows times root
+        flows = [a - root * b for a, b in zip(shifted, [*flows, 0.0])]
+    return flows
+
+
+def test_irr_finds_two_rates_closer_than_the_old_grid_step() -> None:
+    """Two IRRs within one step of the old 2,000-point grid (~0.4% near 10%) gave no sign change
+    at any sample, so neither was found."""
+    for rates in [(0.10, 0.1001), (0.05, 0.0505), (0.10, 0.1001, 0.30), (-0.5, -0.4999)]:
+        flows = _flows_with_rates(*rates)
+        roots = irr_candidates(flows)
+        assert roots == pytest.approx(sorted(rates), abs=1e-9), flows
+        assert all(net_present_value(r, flows) == pytest.approx(0, abs=1e-12) for r in roots)
+    assert internal_rate_of_return(_flows_with_rates(0.10, 0.1001)) == pytest.approx(0.10, abs=1e-9)
+
+
+def test_irr_double_root_where_npv_touches_zero() -> None:
+    """NPV that touches zero without changing sign has an IRR there (no sign change to bracket)."""
+    assert irr_candidates([-1, 2, -1]) == [0.0]  # -(1 - x)**2: a double root at 0%
+    assert internal_rate_of_return([-1, 2, -1]) == 0.0
+    out = model(1, [2, -1], 0.05)
+    assert out["irr"] == 0.0 and "IRR 0.00%" in out["summary"] and "several" not in out["summary"]
+    assert irr_candidates([100, -220, 121]) == pytest.approx([0.10], abs=1e-9)  # (10 - 11x)**2
+    assert irr_candidates([-1, 3, -3, 1]) == [0.0]  # -(1 - x)**3, a triple root
+    # a double root next to a simple one
+    assert irr_candidates(_flows_with_rates(0.10, 0.10, 0.30)) == pytest.approx([0.10, 0.30], abs=1e-9)
+    # just short of touching: no IRR; just past it: two, either side of 0%
+    assert irr_candidates([-1 - 1e-10, 2, -1]) == []
+    assert irr_candidates([-1 + 1e-10, 2, -1]) == pytest.approx([-1e-5, 1e-5], abs=1e-8)
+
+
+def test_irr_with_many_sign_changes_agrees_with_its_own_npv() -> None:
+    """Each root zeroes the NPV (to rounding), roots are distinct, and the result is the same every time."""
+    import random
+
+    rng = random.Random(11)
+    for _ in range(200):
+        flows = [rng.uniform(-1000, 1000) for _ in range(rng.randint(3, 12))]
+        roots = irr_candidates(flows)
+        assert roots == sorted(set(roots)) and roots == irr_candidates(flows)
+        for r in roots:
+            assert -0.99 <= r <= 10.0
+            size = net_present_value(r, [abs(flow) for flow in flows])  # near -99% the terms are huge
+            assert net_present_value(r, flows) == pytest.approx(0, abs=1e-10 * size)
+
+
+def test_irr_single_root_unchanged() -> None:
+    """Conventional flows (one sign change) keep their bisection in r: the same rates as before."""
+    assert irr_candidates([-1000, 500, 500, 500]) == [pytest.approx(0.23375192852821158, abs=1e-15)]
+    assert internal_rate_of_return([-1000, 100, 100, 100]) == pytest.approx(-0.4244174438318141, abs=1e-15)
+    assert internal_rate_of_return([-100, 0, 0, 150]) == pytest.approx(1.5 ** (1 / 3) - 1, abs=1e-12)
+
+
 def test_irr_high_rate_and_deterministic() -> None:
     flows = [-100, 600]  # IRR 500%
     assert internal_rate_of_return(flows) == pytest.approx(5.0, rel=1e-9)

@@ -7,6 +7,7 @@ discounted by ``(1 + rate) ** t`` and the initial investment is made at ``t = 0`
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -33,10 +34,9 @@ __all__ = [
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. 'EUR'.")]
 
-# IRR search interval and resolution.
+# IRR search interval, and the bisection tolerance of the one-sign-change case.
 IRR_LOW = -0.99
 IRR_HIGH = 10.0
-_IRR_GRID_POINTS = 2000
 _IRR_TOLERANCE = 1e-12
 
 
@@ -75,13 +75,80 @@ def _bisect(flows: Sequence[float], low: float, high: float, f_low: float) -> fl
     return (low + high) / 2.0
 
 
-def irr_candidates(flows: Sequence[float], low: float = IRR_LOW, high: float = IRR_HIGH) -> list[float]:
-    """Every rate in [low, high] where NPV changes sign, ascending.
+def _horner(coeffs: Sequence[float], x: float) -> float:
+    """``sum(coeffs[t] * x**t)``."""
+    total = 0.0
+    for c in reversed(coeffs):
+        total = total * x + c
+    return total
 
-    NPV(r) is sampled on a grid uniform in ``log(1 + r)`` (dense near -1, where NPV moves
-    fastest), and each bracket with a sign change is refined by bisection. Flows that change
-    sign once (an investment, then returns) have exactly one rate above -100% (Descartes' rule
-    of signs), a simple root: bisecting [low, high] finds it without the grid.
+
+def _rounding_bound(coeffs: Sequence[float], x: float) -> float:
+    """How far :func:`_horner` may be from the exact value at ``x`` (x > 0): a value this small is
+    indistinguishable from zero, so a polynomial touching zero there is taken to touch it."""
+    return 4 * len(coeffs) * sys.float_info.epsilon * _horner([abs(c) for c in coeffs], x)
+
+
+def _bisect_polynomial(coeffs: Sequence[float], a: float, b: float, a_positive: bool) -> float:
+    """The root of the polynomial in [a, b], whose ends have opposite signs, to the last bit."""
+    for _ in range(200):  # ends when the midpoint is an end: ~60 halvings within (0, 100]
+        mid = (a + b) / 2.0
+        if mid <= a or mid >= b:
+            break
+        value = _horner(coeffs, mid)
+        if value == 0.0:
+            return mid
+        if (value > 0) == a_positive:
+            a = mid
+        else:
+            b = mid
+    return (a + b) / 2.0
+
+
+def _polynomial_roots(coeffs: Sequence[float], lo: float, hi: float) -> list[float]:
+    """Real roots of ``sum(coeffs[t] * x**t)`` in [lo, hi] (0 < lo < hi), ascending; a multiple
+    root once.
+
+    Between consecutive roots of the derivative (found the same way) the polynomial is monotone,
+    so each piece holds at most one root: a sign change, bisected, or a point where the polynomial
+    touches zero without crossing it, which is itself a root of the derivative. Unlike sampling,
+    this misses neither two roots closer than a sample step nor a double root. By Descartes' rule
+    of signs, coefficients that change sign at most once have at most one positive root, a simple
+    one, so the recursion stops there (at once for conventional cash flows).
+    """
+    coeffs = list(coeffs)
+    while coeffs and coeffs[-1] == 0:
+        coeffs.pop()
+    if len(coeffs) < 2:
+        return []
+    scale = max(abs(c) for c in coeffs)
+    coeffs = [c / scale for c in coeffs]  # roots unchanged; derivatives of degree 50 cannot overflow
+    changes = _sign_changes(coeffs)
+    if changes == 0:
+        return []
+    critical = [] if changes == 1 else _polynomial_roots([t * c for t, c in enumerate(coeffs)][1:], lo, hi)
+    points = [lo, *(x for x in critical if lo < x < hi), hi]
+    signs: list[int] = []
+    for x in points:
+        value = _horner(coeffs, x)
+        signs.append(0 if abs(value) <= _rounding_bound(coeffs, x) else 1 if value > 0 else -1)
+    roots: list[float] = []
+    for i, x in enumerate(points):
+        if signs[i] == 0:
+            roots.append(x)
+        if i + 1 < len(points) and signs[i] * signs[i + 1] < 0:
+            roots.append(_bisect_polynomial(coeffs, x, points[i + 1], signs[i] > 0))
+    return roots
+
+
+def irr_candidates(flows: Sequence[float], low: float = IRR_LOW, high: float = IRR_HIGH) -> list[float]:
+    """Every rate in [low, high] where NPV is zero, ascending; a multiple root once.
+
+    Flows that change sign once (an investment, then returns) have exactly one rate above -100%
+    (Descartes' rule of signs), a simple root: bisecting [low, high] finds it. Otherwise NPV is the
+    polynomial ``sum(flows[t] * x**t)`` in ``x = 1 / (1 + r)``, whose roots are all found, including
+    two rates closer than any sampling step and a rate where NPV touches zero without changing sign
+    (``[-1, 2, -1]`` is ``-(1 - x)**2``: a double root at 0%).
     """
     changes = _sign_changes(flows)
     if changes == 0:
@@ -93,25 +160,12 @@ def irr_candidates(flows: Sequence[float], low: float = IRR_LOW, high: float = I
         if math.isfinite(f_low) and math.isfinite(f_high) and (f_low > 0) != (f_high > 0):
             return [_bisect(flows, low, high, f_low)]
         return []
-    x_low, x_high = math.log1p(low), math.log1p(high)
-    step = (x_high - x_low) / _IRR_GRID_POINTS
-    grid = [math.expm1(x_low + i * step) for i in range(_IRR_GRID_POINTS + 1)]
-    grid[0], grid[-1] = low, high
-    roots: list[float] = []
-    prev_r, prev_f = grid[0], net_present_value(grid[0], flows)
-    if prev_f == 0.0:
-        roots.append(prev_r)
-    for r in grid[1:]:
-        f = net_present_value(r, flows)
-        if not (math.isfinite(f) and math.isfinite(prev_f)):
-            prev_r, prev_f = r, f
-            continue
-        if f == 0.0:
-            roots.append(r)
-        elif prev_f != 0.0 and (f > 0) != (prev_f > 0):
-            roots.append(_bisect(flows, prev_r, r, prev_f))
-        prev_r, prev_f = r, f
-    return roots
+    x_low, x_high = 1.0 / (1.0 + high), 1.0 / (1.0 + low)  # r ascending is x descending
+    rates: list[float] = []
+    for x in reversed(_polynomial_roots(flows, x_low, x_high)):
+        rate = low if x == x_high else high if x == x_low else 1.0 / x - 1.0
+        rates.append(min(max(rate, low), high))
+    return rates
 
 
 def internal_rate_of_return(flows: Sequence[float]) -> float | None:
