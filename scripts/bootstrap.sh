@@ -8,13 +8,50 @@ if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
     echo "error: Convergio needs Python 3.11 or newer; set PYTHON=/path/to/python3.11" >&2
     exit 1
 fi
-if [ ! -x .venv/bin/python ]; then
-    echo "==> creating .venv"
-    "$PYTHON" -m venv .venv
-fi
 extras="${1:-}"
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
+# A run interrupted while making .venv leaves it half-made: no pip, or a partial install, and every
+# later run failed the same way. .venv/.incomplete exists from before the venv is created until its
+# first install succeeds, so such a venv is known to hold nothing worth keeping.
+MARKER=.venv/.incomplete
+
+venv_problem() {  # why .venv cannot be used as it is; nothing when it can (one python start, ~50 ms)
+    if [ ! -f .venv/pyvenv.cfg ]; then
+        echo "it has no pyvenv.cfg"
+    elif ! .venv/bin/python -c 'import pip' >/dev/null 2>&1; then
+        echo "its python does not run or has no pip"
+    fi
+}
+
+make_venv() {
+    rm -rf .venv
+    mkdir .venv
+    touch "$MARKER"
+    "$PYTHON" -m venv .venv
+}
+
+install_convergio() {
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip &&
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
+}
+
+if [ ! -e .venv ]; then
+    echo "==> creating .venv"
+    make_venv
+elif problem="$(venv_problem)" && [ -n "$problem" ]; then
+    echo "==> .venv is unusable ($problem), e.g. after an interrupted first run: recreating it"
+    make_venv
+elif [ -e "$MARKER" ]; then
+    echo "==> .venv was left half-installed by an interrupted run: finishing the install"
+fi
 echo "==> installing convergio${extras:+ [$extras]} into .venv"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
+if ! install_convergio; then
+    # A venv that once installed completely is kept (the failure may be the network); a half-made one
+    # may be what fails, so it is made afresh once.
+    [ -e "$MARKER" ] || exit 1
+    echo "==> installing into the half-made .venv failed: recreating .venv and trying once more"
+    make_venv
+    install_convergio
+fi
+rm -f "$MARKER"

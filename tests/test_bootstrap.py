@@ -1,0 +1,170 @@
+"""scripts/bootstrap.sh recovers from a half-made .venv (an interrupted first run) and keeps a good one.
+
+The real script runs in a temporary project against stand-ins for python3 and the venv's python
+(which log their calls and make a fake venv), so no test downloads or installs anything. One case
+uses a real venv made without pip: the state an interrupted `python -m venv` leaves behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Stands in for python3: passes the version check; `-m venv DIR` makes a venv whose python is VENV_PYTHON.
+BASE_PYTHON = """#!/usr/bin/env bash
+echo "base $*" >> "$STUB_LOG"
+if [ "$1" = -m ] && [ "$2" = venv ]; then
+    mkdir -p "$3/bin" && echo "home = /stub" > "$3/pyvenv.cfg" && cp "$STUB_VENV_PYTHON" "$3/bin/python"
+fi
+"""
+# The venv's python: `pip install` fails while the number in $STUB_FAILURES is above 0.
+VENV_PYTHON = """#!/usr/bin/env bash
+echo "venv $*" >> "$STUB_LOG"
+if [ "$1 $2 $3" = "-m pip install" ]; then
+    left="$(cat "$STUB_FAILURES")"
+    if [ "$left" -gt 0 ]; then echo $((left - 1)) > "$STUB_FAILURES"; echo "pip: network down" >&2; exit 1; fi
+fi
+"""
+
+
+class Project:
+    """A temporary checkout holding only scripts/bootstrap.sh, and the stand-ins' call log."""
+
+    def __init__(self, root: Path, repo_root: Path) -> None:
+        self.root = root
+        (root / "scripts").mkdir()
+        shutil.copy(repo_root / "scripts" / "bootstrap.sh", root / "scripts" / "bootstrap.sh")
+        self.stubs = root.parent / "stubs"
+        self.stubs.mkdir()
+        for name, text in [("python3", BASE_PYTHON), ("venv-python", VENV_PYTHON)]:
+            (self.stubs / name).write_text(text)
+            (self.stubs / name).chmod(0o755)
+        self.log = self.stubs / "calls.log"
+        self.venv = root / ".venv"
+
+    def good_venv(self, *, incomplete: bool = False) -> None:
+        """A venv as a completed bootstrap leaves it (or an interrupted one, with its marker)."""
+        (self.venv / "bin").mkdir(parents=True)
+        (self.venv / "pyvenv.cfg").write_text("home = /stub\n")
+        shutil.copy(self.stubs / "venv-python", self.venv / "bin" / "python")
+        (self.venv / "kept").touch()  # gone if the venv is recreated
+        if incomplete:
+            (self.venv / ".incomplete").touch()
+
+    def bootstrap(self, failures: int = 0) -> subprocess.CompletedProcess[str]:
+        (self.stubs / "failures").write_text(str(failures))
+        self.log.write_text("")
+        env = {
+            **os.environ,
+            "PYTHON": str(self.stubs / "python3"),
+            "STUB_VENV_PYTHON": str(self.stubs / "venv-python"),
+            "STUB_LOG": str(self.log),
+            "STUB_FAILURES": str(self.stubs / "failures"),
+        }
+        return subprocess.run(
+            ["bash", "-c", "source scripts/bootstrap.sh test"],
+            cwd=self.root, env=env, capture_output=True, text=True, timeout=60,
+        )
+
+    def calls(self) -> list[str]:
+        return self.log.read_text().splitlines()
+
+    def installs(self) -> list[str]:
+        return [call for call in self.calls() if call.startswith("venv -m pip install")]
+
+
+@pytest.fixture
+def project(tmp_path: Path, repo_root: Path) -> Project:
+    (tmp_path / "project").mkdir()
+    return Project(tmp_path / "project", repo_root)
+
+
+INSTALLS = [
+    "venv -m pip install --quiet --disable-pip-version-check --upgrade pip",
+    "venv -m pip install --quiet --disable-pip-version-check -e .[test]",
+]
+
+
+def test_a_missing_venv_is_created_and_installed(project: Project) -> None:
+    result = project.bootstrap()
+    assert result.returncode == 0, result.stderr
+    assert "==> creating .venv" in result.stdout
+    assert "base -m venv .venv" in project.calls() and project.installs() == INSTALLS
+    assert not (project.venv / ".incomplete").exists()
+
+
+def test_a_good_venv_is_kept_and_only_installed_into(project: Project) -> None:
+    """The normal path: one python start to check the venv, then the two pip calls as before."""
+    project.good_venv()
+    result = project.bootstrap()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "==> installing convergio [test] into .venv\n"
+    assert project.calls() == ["base -c import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)",
+                               "venv -c import pip", *INSTALLS]
+    assert (project.venv / "kept").exists()
+
+
+def test_a_venv_without_pip_is_recreated(project: Project) -> None:
+    """What an interrupted `python -m venv` leaves: a python that runs, and no pip. It failed every run."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(project.venv)], check=True)
+    result = project.bootstrap()
+    assert result.returncode == 0, result.stderr
+    assert "==> .venv is unusable (its python does not run or has no pip)" in result.stdout
+    assert "base -m venv .venv" in project.calls() and project.installs() == INSTALLS
+    assert not (project.venv / ".incomplete").exists()
+
+
+@pytest.mark.parametrize(
+    ("breakage", "reason"),
+    [("dangling python", "its python does not run or has no pip"), ("no pyvenv.cfg", "it has no pyvenv.cfg")],
+)
+def test_a_broken_venv_is_recreated(project: Project, breakage: str, reason: str) -> None:
+    """A python whose interpreter is gone made even `python -m venv` fail, on every run."""
+    project.good_venv()
+    if breakage == "dangling python":
+        (project.venv / "bin" / "python").unlink()
+        (project.venv / "bin" / "python").symlink_to("/nonexistent/python3.11")
+    else:
+        (project.venv / "pyvenv.cfg").unlink()
+    result = project.bootstrap()
+    assert result.returncode == 0, result.stderr
+    assert f"==> .venv is unusable ({reason})" in result.stdout
+    assert not (project.venv / "kept").exists() and project.installs() == INSTALLS
+
+
+def test_an_interrupted_install_is_finished_in_place(project: Project) -> None:
+    project.good_venv(incomplete=True)
+    result = project.bootstrap()
+    assert result.returncode == 0, result.stderr
+    assert "==> .venv was left half-installed by an interrupted run: finishing the install" in result.stdout
+    assert (project.venv / "kept").exists() and project.installs() == INSTALLS
+    assert not (project.venv / ".incomplete").exists()
+
+
+def test_a_half_made_venv_that_fails_to_install_is_recreated_once(project: Project) -> None:
+    project.good_venv(incomplete=True)
+    result = project.bootstrap(failures=1)
+    assert result.returncode == 0, result.stderr
+    assert "recreating .venv and trying once more" in result.stdout
+    assert not (project.venv / "kept").exists() and project.installs() == [INSTALLS[0], *INSTALLS]
+    assert not (project.venv / ".incomplete").exists()
+
+
+def test_a_complete_venv_is_kept_when_the_install_fails(project: Project) -> None:
+    """A failure in a venv that once installed completely may be the network: never delete it for that."""
+    project.good_venv()
+    result = project.bootstrap(failures=1)
+    assert result.returncode != 0 and "network down" in result.stderr
+    assert "recreating" not in result.stdout and (project.venv / "kept").exists()
+
+
+def test_a_first_install_that_fails_leaves_the_marker(project: Project) -> None:
+    """The next run must know the venv is half-made."""
+    result = project.bootstrap(failures=2)
+    assert result.returncode != 0 and "network down" in result.stderr
+    assert (project.venv / ".incomplete").exists()
