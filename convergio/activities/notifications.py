@@ -1,5 +1,6 @@
 """What the workflow itself tells the run's event stream: gates opened and decided, SLA warnings and
-breaches (breaches also count in ``convergio_sla_breaches_total``). Workflow code does no I/O, so
+breaches (breaches also count in ``convergio_sla_breaches_total``), and an answer held for a person
+once they let it through. Workflow code does no I/O, so
 these are activities."""
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ class RunEvent(BaseModel):
 
     workflow_id: str
     step_id: str
-    type: Literal["approval_requested", "approval_decided", "sla_warning"]
+    type: Literal["approval_requested", "approval_decided", "sla_warning", "text_chunk"]
+    agent: str = Field(default="workflow", description="Who speaks: the workflow, or the agent whose "
+                       "answer a person let through (``text_chunk``).")
     data: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -54,5 +57,5 @@ class NotificationActivities:
     async def publish_run_event(self, event: RunEvent) -> None:
         await self._events.publish(
             AgentEvent(type=event.type, workflow_id=event.workflow_id, step_id=event.step_id,
-                       agent="workflow", data=event.data)
+                       agent=event.agent, data=event.data)
         )

@@ -149,6 +149,9 @@ MEMORY_REFRESH_PATCH = "memory-refresh-v1"
 # ... and before a required section's heading could be numbered ("## 1. Market size") or its name
 # end in punctuation ("Risks (top 5)"). Only runs where that changes a quality check record it.
 SECTION_MATCH_PATCH = "section-match-v1"
+# ... and before an answer held for a person and approved never reached the live stream (its turn
+# streams nothing while held). Only runs with such an approval record this marker.
+RELEASED_ANSWER_PATCH = "released-answer-v1"
 
 
 # A timer is always started (a zero wait would start none and change the run's commands).
@@ -804,6 +807,9 @@ class GraphFlowWorkflow:
             )
             if decision.outcome != "approve":
                 raise StepFailed(f"security: answer not approved ({reasons})")
+            if output.content and _patched(EVENTS_PATCH) and workflow.patched(RELEASED_ANSWER_PATCH):
+                # Viewers of the live stream now see the answer the person let through.
+                await self._announce("text_chunk", step.id, agent=agent_name, text=output.content)
         return output
 
     async def _screen_inputs(self) -> None:
@@ -1050,12 +1056,13 @@ class GraphFlowWorkflow:
             await self._escalate(link, f"SLA of {_human(step.sla)} for '{step.label}' breached", step.id, task)
         await task
 
-    async def _announce(self, kind: str, step_id: str, **data: Any) -> None:
+    async def _announce(self, kind: str, step_id: str, agent: str = "workflow", **data: Any) -> None:
         """Put a workflow event on the run's stream; events are a view, so a failure is logged only."""
         try:
             await workflow.execute_activity_method(
                 NotificationActivities.publish_run_event,
-                RunEvent(workflow_id=workflow.info().workflow_id, step_id=step_id, type=kind, data=data),  # type: ignore[arg-type]
+                RunEvent(workflow_id=workflow.info().workflow_id, step_id=step_id, type=kind,  # type: ignore[arg-type]
+                         agent=agent, data=data),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=3),
             )
