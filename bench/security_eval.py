@@ -2,7 +2,7 @@
 
 Run as a file::
 
-    .venv/bin/python bench/security_eval.py [--quick] [--data PATH] [--errors]
+    .venv/bin/python bench/security_eval.py [--quick] [--data PATH] [--errors] [--verdicts PATH]
 
 The set is ``bench/data/security_eval.jsonl`` (one JSON object per line: ``text``, ``label``
 in prompt_injection | jailbreak | exfiltration | malicious | benign, ``surface``, ``split`` in
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -126,6 +127,23 @@ def evaluate(path: Path = DATA, classifier: str = "off") -> tuple[dict, list[tup
     return summary, list(zip(rows, verdicts, strict=True))
 
 
+_RULE_ID = re.compile(r"\(((?:pi|jb|ex|mal)\.\w+)\)")  # "... (pi.ignore_instructions): ..." in a reason
+
+
+def write_verdicts(path: Path, pairs: list[tuple[dict, Verdict]]) -> None:
+    """Per-text results in the set's order: a rule change must not move a labelled text by accident."""
+    with path.open("w", encoding="utf-8") as handle:
+        for row, verdict in pairs:
+            rules = sorted({m.group(1) for r in verdict.reasons if (m := _RULE_ID.search(r))})
+            record = {
+                "text": row["text"], "surface": row.get("surface", "input"), "label": row["label"],
+                "split": row.get("split", "dev"), "decision": verdict.decision,
+                "categories": verdict.categories, "score": verdict.score, "rules": rules,
+                "redacted": verdict.redacted,
+            }
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
 def _table(title: str, metrics: dict) -> str:
     lines = [f"{title}: precision {metrics['precision']:.3f} recall {metrics['recall']:.3f} f1 {metrics['f1']:.3f} (n={metrics.get('n', '?')})"]
     for category, m in metrics.get("per_category", {}).items():
@@ -147,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         help="list misclassified texts on stderr (not those of the held-out split: reading them would spoil it)",
     )
     parser.add_argument("--holdout-errors", action="store_true", help="also list the held-out split's misses")
+    parser.add_argument(
+        "--verdicts", type=Path, metavar="PATH",
+        help="write one JSON line per text (decision, categories, rules that fired, redacted text), "
+        "to diff what a change to the rules changed text by text (held-out texts too: diff them, "
+        "do not study them)",
+    )
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -174,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{row['text'][:110]!r} {verdict.reasons[:2]}",
                     file=sys.stderr,
                 )
+    if args.verdicts:
+        write_verdicts(args.verdicts, pairs)
     summary["ms_per_text"] = round(1000 * elapsed / max(1, len(rows)), 3)
     summary["classifier"] = args.classifier
     print(json.dumps(summary))

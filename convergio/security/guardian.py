@@ -29,8 +29,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from convergio.security.normalize import normalize, strip_invisible
-from convergio.security.rules import CATEGORIES, EXFILTRATION, RULES, Rule, match_rules
+from convergio.security.normalize import CONFUSABLE_TABLE, normalize, strip_invisible
+from convergio.security.rules import CATEGORIES, EXFILTRATION, RULES, Rule, match_rules, value_span
 
 Surface = Literal["input", "instruction", "context", "output"]
 Decision = Literal["allow", "flag", "block"]
@@ -104,10 +104,51 @@ def redact(text: str) -> str:
         def replace(match: re.Match[str], rule: Rule = rule, label: str = label) -> str:
             if rule.validator is not None and not rule.validator(match):
                 return match.group()
-            return label
+            start, end = value_span(match)  # a cue before the value ("phone: ...") stays
+            whole, offset = match.group(), match.start()
+            return whole[: start - offset] + label + whole[end - offset :]
 
         out = rule.pattern.sub(replace, out)
     return out
+
+
+def redact_attacks(text: str, rules: list[Rule]) -> str:
+    """``text`` with every match of every one of ``rules`` replaced by ``[REDACTED:<category>]``.
+
+    Each rule runs over the whole text: the matches screening kept are only the first of each
+    rule, and replacing those strings left a repeated phrase ("ignore all previous
+    instructions" twice, or in other case) in the redacted text. The rules read the text with
+    look-alike letters mapped to Latin, as screening does; the mapping is one character for
+    one, so the spans found apply to the text itself. Overlapping spans are replaced as one."""
+    readable = text.translate(CONFUSABLE_TABLE)
+    spans: list[tuple[int, int, str]] = []
+    for rule in rules:
+        for match in rule.pattern.finditer(readable):
+            if rule.validator is not None and not rule.validator(match):
+                continue
+            start, end = match.span()
+            while start < end and readable[start].isspace():
+                start += 1
+            while end > start and readable[end - 1].isspace():
+                end -= 1
+            if end - start >= 4:  # a few characters say nothing and would cut words
+                spans.append((start, end, rule.category))
+    if not spans:
+        return text
+    spans.sort(key=lambda span: (span[0], -span[1]))
+    merged: list[tuple[int, int, str]] = []
+    for start, end, category in spans:
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]), merged[-1][2])
+        else:
+            merged.append((start, end, category))
+    out: list[str] = []
+    last = 0
+    for start, end, category in merged:
+        out += [text[last:start], f"[REDACTED:{category}]"]
+        last = end
+    out.append(text[last:])
+    return "".join(out)
 
 
 # --------------------------------------------------------------------------- screening
@@ -247,12 +288,9 @@ def _verdict(analysis: _Analysis, text: str, surface: Surface, thresholds: Thres
 
     redacted_text = redact_cached(text)
     if decision != "allow":
-        for rule, matches, note in hits.values():
-            if rule.category == "exfiltration" or note:
-                continue
-            for value in matches:
-                if len(value) >= 4:
-                    redacted_text = redacted_text.replace(value, f"[REDACTED:{rule.category}]")
+        # Exfiltration is redacted as data (redact); a hit seen only after decoding has no span here.
+        attacks = [rule for rule, _, note in hits.values() if rule.category != "exfiltration" and not note]
+        redacted_text = redact_attacks(redacted_text, attacks)
     redacted = redacted_text if decision != "allow" or redacted_text != text else None
     return Verdict(
         score=round(score, 4),

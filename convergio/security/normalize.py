@@ -49,7 +49,8 @@ _CONFUSABLES = {
     # Latin-ish symbols NFKC keeps
     "ı": "i", "ȷ": "j", "ℓ": "l",
 }
-_CONFUSABLE_TABLE = str.maketrans(_CONFUSABLES)
+# One character for one: spans found in mapped text apply to the text itself (redaction uses that).
+CONFUSABLE_TABLE = str.maketrans(_CONFUSABLES)
 
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 # A word mixing letters with leet digits/symbols, e.g. "1gn0re", "pr3v10us", "@dmin".
@@ -98,7 +99,7 @@ def canonical(text: str) -> str:
     """NFKC, invisible characters removed, confusables mapped (no decoding)."""
     text = unicodedata.normalize("NFKC", text)
     text = strip_invisible(text)
-    return text.translate(_CONFUSABLE_TABLE)
+    return text.translate(CONFUSABLE_TABLE)
 
 
 def _printable_ratio(text: str) -> float:
@@ -205,7 +206,7 @@ def normalize(text: str, *, max_depth: int = 2) -> Normalized:
     visible = strip_invisible(nfkc)
     if visible != nfkc:
         notes.append(f"{len(nfkc) - len(visible)} zero-width/bidi control characters removed")
-    mapped = visible.translate(_CONFUSABLE_TABLE)
+    mapped = visible.translate(CONFUSABLE_TABLE)
     if mapped != visible and re.search(r"[A-Za-z]", visible):
         notes.append("Cyrillic/Greek look-alike letters mapped to Latin")
     result = Normalized(mapped, notes=notes)

@@ -163,6 +163,45 @@ def iban_ok(value: str) -> bool:
     return int(numeric) % 97 == 1
 
 
+def value_span(match: re.Match[str]) -> tuple[int, int]:
+    """Where a match's finding is: its ``value`` group when the pattern has one (the number
+    after a "phone:" cue), else the whole match. Redaction replaces only this span, so the
+    cue stays readable."""
+    if "value" in match.re.groupindex and match.start("value") >= 0:
+        return match.span("value")
+    return match.span()
+
+
+def match_value(match: re.Match[str]) -> str:
+    """The text at :func:`value_span` (what bulk rules count and reasons show)."""
+    start, end = value_span(match)
+    return match.string[start:end]
+
+
+# Amounts ("1.250.000", "12 500 000": thousands never start with 0), IPv4 addresses and dates.
+_NOT_A_PHONE = re.compile(
+    r"[1-9]\d{0,2}([., ])\d{3}(?:\1\d{3})*|\d{1,3}(?:\.\d{1,3}){3}|\d{1,4}([./-])\d{1,2}\2\d{1,4}"
+)
+_CURRENCY = r"(?:[€$£¥%]|(?:eur|usd|chf|gbp|jpy|cad|aud|sek|nok|dkk|pln)\b)"
+_AMOUNT_AFTER = re.compile(rf"[ \t]?(?:{_CURRENCY}|(?:k|m|mn|bn|million|billion|thousand|units?)\b)", re.I)
+_AMOUNT_BEFORE = re.compile(rf"{_CURRENCY}[ \t]?$", re.I)
+
+
+def phone_ok(match: re.Match[str]) -> bool:
+    """A phone-shaped match that is not an amount, an address or a date: seven digits or more,
+    not thousands-grouped (spaces after a "+" are a phone's: +48 612 345 678), no currency or
+    unit right before or after it ("+12 500 000 EUR")."""
+    start, end = value_span(match)
+    value = match.string[start:end]
+    if sum(ch.isdigit() for ch in value) < 7:
+        return False
+    bare = value.removeprefix("+")
+    if _NOT_A_PHONE.fullmatch(bare) and not (value.startswith("+") and " " in bare):
+        return False
+    text = match.string
+    return not _AMOUNT_AFTER.match(text, end) and not _AMOUNT_BEFORE.search(text, max(0, start - 6), start)
+
+
 # --------------------------------------------------------------------------- building blocks
 
 # Things an injection wants the model to drop. Business objects (outliers, discount, defaults,
@@ -174,6 +213,21 @@ _DIRECTIVES = (
 )
 _AI = r"(?:ai|a\.i\.|assistant|language\s+model|llm|chat\s?bot|gpt|claude|copilot|agent|model|bot)"
 _VERB_DROP = r"(?:ignore|disregard|forget|override|overwrite|bypass|skip|drop|abandon|discard|neglect|set\s+aside|throw\s+out|do\s+not\s+follow|don'?t\s+follow|stop\s+following)"
+
+# What an injection orders the model to do once the text before it is dropped. Verbs a person
+# is also asked to do ("print the attached version", "reply to the new thread", "write to
+# Maria") count only with what makes them an order for the model's answer (with, that, a quote).
+_MODEL_DIRECTIVE = (
+    r"(?:(?:instead\s+)?(?:say|output|reveal|repeat|pretend|act\s+as|role-?play)\b|"
+    r"(?:print|write|type|respond|reply|answer)\s+(?:only\s+)?(?:(?:with|that|by\s+saying|exactly|verbatim|"
+    r"the\s+(?:word|words|phrase|following))\b|[\"'\u201c:])|"
+    r"instead\s+(?:print|write|respond|reply|answer|tell|generate)\b|"
+    r"only\s+(?:say|answer|reply|respond|output|print|write)\b|"
+    r"tell\s+(?:the\s+)?(?:user|reader)s?\b|tell\s+me\s+(?:your|the\s+(?:\w+\s+)?"
+    r"(?:password|secret|prompt|instructions|key|credentials))\b|"
+    r"you\s+(?:are|will|must)\s+now\b|from\s+now\s+on\b|new\s+(?:task|instructions?)\b|"
+    r"your\s+(?:new|real|only|next)\s+(?:task|job|role|goal|instructions?)\b)"
+)
 
 PROMPT_INJECTION: list[Rule] = [
     _rule(
@@ -190,6 +244,25 @@ PROMPT_INJECTION: list[Rule] = [
         "pi.ignore_everything", "prompt_injection", 0.7,
         r"\b(?:ignore|disregard|forget)\s+(?:everything|all|anything|what|whatever)\s+(?:(?:you\s+(?:were|have\s+been|'ve\s+been)\s+(?:told|given|instructed|asked))|(?:above|before|so\s+far|previously|earlier|i\s+said))",
         "asks to forget everything said before",
+    ),
+    _rule(
+        "pi.reset_then_directive", "prompt_injection", 0.6,
+        # "the above" standing alone (no noun after it: "the above figures" is business), then
+        # at once an order to the model: say, print, answer, you are now ...
+        r"\b(?:ignore|disregard|forget|scrap|drop)\s+(?:all\s+(?:of\s+)?)?(?:the\s+|everything\s+)?"
+        r"(?:above|previous|preceding|prior|foregoing)\b"
+        rf"(?:\s*[.,;:!-]+\s*(?:and\s+)?|\s+and\s+)(?:(?:then|now|instead|just|simply|only|please)\s+){{0,2}}"
+        rf"{_MODEL_DIRECTIVE}",
+        "drops the text before it and gives the model a new order",
+    ),
+    _rule(
+        "pi.stop_new_task", "prompt_injection", 0.6,
+        r"\b(?:stop|halt|abort|enough|wait|cancel(?:\s+that)?)(?:\s+(?:here|now|everything|right\s+there))?"
+        r"\s*[.!:;,-]+\s*(?:(?:ok(?:ay)?|now|so|here\s+is|here'?s|this\s+is)[,.:]?\s+){0,2}"
+        r"(?:(?:your|the|a|my)\s+)?"
+        r"new\s+(?:task|instructions?|objective|goal|assignment|mission|directive|role|orders|prompt)"
+        r"\s*(?::|-|is\b|are\b|for\s+you\b)",
+        "breaks off and announces a new task (Stop. New task: ...)",
     ),
     _rule(
         "pi.new_instructions", "prompt_injection", 0.6,
@@ -379,7 +452,28 @@ JAILBREAK: list[Rule] = [
 # The local part starts where its run of characters starts: tried from every word boundary
 # inside a long run without "@" ("a.a.a.…"), the scan took quadratic time.
 EMAIL = r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
-PHONE = r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}(?!\w)"
+# A phone number needs a phone's structure: a "+" country code, an area code in brackets, the
+# North American 3-3-4 grouping, a national trunk "0" prefix, or a cue ("tel", "phone") before
+# it. Bare dotted or spaced digit groups are not enough: those are amounts (12.500.000 EUR),
+# addresses (192.168.10.25), versions (3.11.7), dates (25.11.2026) and references, and
+# redacting them corrupted the analysis. Every group is bounded and separators are
+# mandatory between groups (except in the cue form, one digit per step), so no digit run can
+# be split many ways. :func:`phone_ok` rejects what still looks like an amount or a date.
+_PHONE_END = r"(?!\w|[.,/-]\d)"
+_PHONE_CUE = (
+    r"\b(?:tel(?:ephone)?|phone|mobile|cell(?:phone)?|fax|hotline)(?:[ \t]{1,2}(?:no|number|nr))?"
+    r"\.?[ \t]{0,2}[:#]?[ \t]{0,2}"
+)
+PHONE = (
+    r"(?<![\w+.,/-])(?:"
+    r"\+\d{1,3}(?:[ -]?\(\d{1,4}\)[ -]?\d{1,8}|[ -]\d{1,8})(?:[ -]\d{1,8}){0,5}"  # +49 30 1234 5678
+    r"|\+\d{7,15}"  # +493012345678
+    r"|\(\d{2,5}\)[ -]?\d{3,4}[ -]?\d{3,4}"  # (555) 123-4567
+    r"|\d{3}-\d{3}-\d{4}|\d{3}\.\d{3}\.\d{4}|\d{3} \d{3} \d{4}"  # 555-123-4567, 415.555.0134
+    r"|0\d{2,4}[ /-](?:\d{6,8}|\d{3,4}[ -]\d{3,4}|\d{2,4}(?:[ -]\d{2,4}){2,3})"  # 030 1234 5678
+    r"|0\d(?:[ .]\d{2}){4}"  # 01 23 45 67 89
+    r")" + _PHONE_END + "|" + _PHONE_CUE + r"(?P<value>\+?\d(?:[ ./-]?\d){6,14})" + _PHONE_END
+)
 CARD = r"(?<![\w-])(?:[2-6]\d{3}(?:[ -]?\d{4}){2}[ -]?\d{1,7}|3[47]\d{2}[ -]?\d{6}[ -]?\d{5})(?![\w-])"
 IBAN = r"\b(?!RF)[A-Z]{2}\d{2}(?:\s?[A-Z0-9]{4}){2,7}(?:\s?[A-Z0-9]{1,3})?\b"
 SSN = r"\b(?:ssns?|social\s+security(?:\s+numbers?)?|sozialversicherungsnummer)\b[^\d\n]{0,20}\d{3}-\d{2}-\d{4}\b"
@@ -437,7 +531,7 @@ EXFILTRATION: list[Rule] = [
     ),
     _rule(
         "ex.phones_bulk", "exfiltration", 0.45, PHONE, "several phone numbers (personal data in bulk)",
-        kind="phone", min_count=3,
+        kind="phone", min_count=3, validator=phone_ok,
     ),
     _rule(
         "ex.card", "exfiltration", 0.75, CARD, "a payment card number (Luhn-valid)", kind="card",
@@ -601,7 +695,7 @@ def match_rules(
         for match in rule.pattern.finditer(text):
             if rule.validator is not None and not rule.validator(match):
                 continue
-            value = match.group().strip()
+            value = match_value(match).strip()
             if value not in found:
                 found.append(value)
             if len(found) >= rule.min_count and rule.min_count == 1:
