@@ -100,3 +100,25 @@ def test_a_pidfile_naming_another_program_is_stale(tmp_path: Path) -> None:
     finally:
         other.kill()
         looks_like_postgres.kill()
+
+
+async def test_the_worker_is_ready_when_its_own_process_polls(dev_client, settings, resources) -> None:
+    """`up` waits for its worker to poll the task queue. Any poller counted: a worker of another
+    stack on the same queue made a worker that had not started look ready."""
+    import asyncio
+    import os
+
+    from convergio.stack.supervisor import worker_polls
+    from convergio.workers.worker import build_worker
+
+    queue = settings.model_copy(update={"temporal_task_queue": "convergio-readiness"})
+    assert not await worker_polls(dev_client, queue, os.getpid())  # nobody polls yet
+    async with build_worker(dev_client, queue, resources):  # polls as "<this pid>@<host>"
+        for _ in range(100):
+            if await worker_polls(dev_client, queue, os.getpid()):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("this process's worker never showed as a poller")
+        assert not await worker_polls(dev_client, queue, 4_000_000)  # another process: not ready
+        assert not await worker_polls(dev_client, queue, None)  # not started

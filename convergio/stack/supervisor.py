@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import httpx
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
 from temporalio.service import RPCError
 
 from convergio.api.auth import ensure_local_admin_key
@@ -71,7 +72,8 @@ class Supervisor:
             )
             worker.start()
             self.children.append(worker)
-            await worker.wait_ready(self._worker_polls, 60, "polling its task queue")
+            temporal = await connect_temporal(s, s.effective_temporal_address)
+            await worker.wait_ready(lambda: worker_polls(temporal, s, worker.pid), 60, "polling its task queue")
 
             progress("API")
             api_url = f"http://{s.api_host}:{s.api_port}"
@@ -88,16 +90,6 @@ class Supervisor:
             self.stop()
             raise
         return RunningStack(endpoints=endpoints, api_url=api_url, api_key=api_key)
-
-    async def _worker_polls(self) -> bool:
-        client = await connect_temporal(self.settings, self.settings.effective_temporal_address)
-        response = await client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=self.settings.temporal_namespace,
-                task_queue=TaskQueue(name=self.settings.temporal_task_queue),
-            )
-        )
-        return len(response.pollers) > 0
 
     async def supervise(self, stop: asyncio.Event, notify: ProgressCallback) -> None:
         """Until ``stop``: restart a crashed worker or API (a few times); a crashed server ends it."""
@@ -129,6 +121,18 @@ class Supervisor:
         while self.children:
             self.children.pop().stop()
         self.stack.stop()
+
+
+async def worker_polls(client: Client, settings: Settings, pid: int | None) -> bool:
+    """Whether the worker process ``pid`` polls the task queue. Any poller was not enough: a worker
+    of another stack, or a developer's, on the same queue made a new worker that had not started
+    (or would never start) look ready. A worker's poller identity is Temporal's default, "pid@host"."""
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=settings.temporal_namespace, task_queue=TaskQueue(name=settings.temporal_task_queue)
+        )
+    )
+    return pid is not None and any(poller.identity.startswith(f"{pid}@") for poller in response.pollers)
 
 
 async def _http_ok(url: str) -> bool:
