@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 from typing import Literal
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing_extensions import Self
 
 from convergio.costs.budget import BudgetLimits
 from convergio.security.policy import SecurityPolicy
@@ -42,10 +44,13 @@ class AgentProfile(Contract):
         return value
 
 
+MAX_TASK_CHARS = 50_000
+
+
 class AgentTurnRequest(Contract):
     """One agent, one task: what a single model turn needs."""
 
-    task: str = Field(min_length=1, max_length=50_000, examples=["Assess entering the German market."])
+    task: str = Field(min_length=1, max_length=MAX_TASK_CHARS, examples=["Assess entering the German market."])
     agent: AgentProfile = Field(default_factory=AgentProfile)
     model: str | None = Field(
         default=None,
@@ -151,6 +156,17 @@ class AgentTurnInput(Contract):
         description="After tool rounds or an approved hold: what the answer's first model call redacted "
         "(or would have), to redact again.",
     )
+    answers_last_message: bool = Field(
+        default=False,
+        description="A group-chat turn whose newest message cannot be a task (blank, or longer than a "
+        "task may be): the agent answers the context as it stands, and request.task only names the turn.",
+    )
+
+    @model_validator(mode="after")
+    def _has_a_last_message(self) -> Self:
+        if self.answers_last_message and not self.context:
+            raise ValueError("answers_last_message needs a context to answer")
+        return self
 
 
 class AgentTurnOutput(Contract):

@@ -21,7 +21,7 @@ from autogen_agentchat.agents import AssistantAgent, UserProxyAgent
 from autogen_agentchat.conditions import MaxMessageTermination, TextMentionTermination, TimeoutTermination
 from autogen_agentchat.messages import TextMessage
 from autogen_agentchat.teams import DiGraphBuilder, GraphFlow
-from autogen_core.models import LLMMessage, SystemMessage
+from autogen_core.models import CreateResult, LLMMessage, RequestUsage, SystemMessage
 from temporalio.client import Client, WorkflowFailureError
 
 from convergio.activities.agent_turn import _task_messages
@@ -271,12 +271,18 @@ async def test_self_loop_sees_its_own_replies_as_its_own(
 
 
 class _RecordingClient(OfflineChatCompletionClient):
-    def __init__(self, name: str, calls: list[tuple[str, list[tuple[str, str | None, str]]]]) -> None:
+    """The offline model, recording each call's messages; ``reply`` answers instead when set."""
+
+    def __init__(
+        self, name: str, calls: list[tuple[str, list[tuple[str, str | None, str]]]], reply: str | None = None
+    ) -> None:
         super().__init__()
-        self._name, self._calls = name, calls
+        self._name, self._calls, self._reply = name, calls, reply
 
     async def create(self, messages, **kwargs):  # type: ignore[no-untyped-def,override]
         self._calls.append((self._name, _prompt(messages)))
+        if self._reply is not None:
+            return CreateResult(finish_reason="stop", content=self._reply, usage=RequestUsage(1, 1), cached=False)
         return await super().create(messages, **kwargs)
 
 
@@ -309,32 +315,66 @@ async def test_every_turn_gets_exactly_the_model_context_autogen_gives() -> None
     expected = await flow.run(task=MARKET_TASK)
     replies = iter(m for m in expected.messages[1:] if isinstance(m, TextMessage))
 
-    execution = GraphExecution(imported.graph, list(imported.participants), max_turns=imported.max_turns)
-    execution.start(MARKET_TASK)
-    ours: list[tuple[str, list[tuple[str, str | None, str]]]] = []
-    while (rounds := execution.next_batch()) is not None:
-        for speakers in rounds:
-            for agent in speakers:
-                context, task = activity_turn(execution.begin_turn(agent))
-                turn = AgentTurnInput(
-                    workflow_id="w",
-                    step_id=agent,
-                    turn=1,
-                    request=AgentTurnRequest(task=task, agent=imported.participants[agent]),
-                    context=context,
-                )
-                ours.append((agent, _prompt([m.to_model_message() for m in _task_messages(turn)])))
-                reply = next(replies)
-                assert reply.source == agent
-                execution.end_turn(agent, reply.content)
-        execution.end_batch()
-
+    execution, ours, _ = _replay_through_activity_turns(imported, replies)
     assert ours == calls
     assert execution.stop_reason == expected.stop_reason
     # C's second call lists its own first reply before B's, unlike the thread.
     second_c = [prompt for agent, prompt in calls if agent == "C"][1]
     assert [source for _, source, _ in second_c][:4] == ["user", "A", "C", "B"]
     assert [kind for kind, source, _ in second_c if source == "C"] == ["AssistantMessage"]
+
+
+async def test_a_blank_or_very_long_reply_is_answered_as_autogen_passes_it_on() -> None:
+    """AutoGen passes any reply on; a reply that cannot be a task (blank, or over 50,000
+    characters) failed the durable run. Now the next agent answers it as it stands, with the
+    same model context AutoGen gives."""
+    calls: list[tuple[str, list[tuple[str, str | None, str]]]] = []
+    long_reply = "Revenue grew 40% last year. " * 2_000  # 56,000 characters
+    replies = {"A": "", "B": long_reply}
+    agents = [
+        AssistantAgent(n, model_client=_RecordingClient(n, calls, reply=replies.get(n)),
+                       system_message=f"You are the {n} analyst.")
+        for n in ("A", "B", "C")
+    ]
+    flow = GraphFlow(agents, graph=_graph(agents, [("A", "B", {}), ("B", "C", {})]))
+    imported = load_graphflow_config(flow.dump_component().model_dump(mode="json"))
+    expected = await flow.run(task=MARKET_TASK)
+    assert [m.content for m in expected.messages[1:3]] == ["", long_reply]
+
+    _, ours, turns = _replay_through_activity_turns(imported, iter(expected.messages[1:]))
+    assert ours == calls
+    assert [turn.answers_last_message for turn in turns] == [False, True, True]
+
+
+def _replay_through_activity_turns(
+    imported: Any, replies: Any
+) -> tuple[GraphExecution, list[tuple[str, list[tuple[str, str | None, str]]]], list[AgentTurnInput]]:
+    """Run the imported graph with AutoGen's replies, as the workflow does: every turn through
+    ``activity_turn`` into a valid activity input, then the activity's message builder. Keeps
+    what each model call would have been sent."""
+    execution = GraphExecution(imported.graph, list(imported.participants), max_turns=imported.max_turns)
+    ours: list[tuple[str, list[tuple[str, str | None, str]]]] = []
+    turns: list[AgentTurnInput] = []
+    execution.start(MARKET_TASK)
+    while (rounds := execution.next_batch()) is not None:
+        for speakers in rounds:
+            for agent in speakers:
+                planned = activity_turn(execution.begin_turn(agent))
+                turn = AgentTurnInput(
+                    workflow_id="w",
+                    step_id=agent,
+                    turn=1,
+                    request=AgentTurnRequest(task=planned.task, agent=imported.participants[agent]),
+                    context=planned.context,
+                    answers_last_message=planned.answers_last_message,
+                )
+                turns.append(turn)
+                ours.append((agent, _prompt([m.to_model_message() for m in _task_messages(turn)])))
+                reply = next(replies)
+                assert reply.source == agent
+                execution.end_turn(agent, reply.content)
+        execution.end_batch()
+    return execution, ours, turns
 
 
 # --- rejected imports --------------------------------------------------------------------

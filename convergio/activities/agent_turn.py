@@ -542,7 +542,8 @@ def _usage(calls: list[CreateResult]) -> tuple[int, int]:
 def _prompt_tokens(turn: AgentTurnInput, offered: list[str]) -> int:
     """What the prompt will cost, counted before the call (tiktoken; 4 tokens per message framing;
     each offered tool's schema is sent too)."""
-    texts = [turn.request.agent.system_message, *(m.content for m in turn.context), turn.request.task]
+    texts = [turn.request.agent.system_message, *(m.content for m in turn.context)]
+    texts += [] if turn.answers_last_message else [turn.request.task]
     texts += [json.dumps(_autogen_tool(name).schema, sort_keys=True) for name in offered]
     for tool_round in turn.tool_rounds:
         texts += [call.name + call.arguments for call in tool_round.calls]
@@ -648,13 +649,16 @@ def _task_messages(turn: AgentTurnInput) -> list[BaseChatMessage]:
     become assistant messages, as in a long-lived ``AssistantAgent``; and when the context
     already ends with the instruction itself from a participant rather than ``user`` (another
     agent, or this one after a self-loop), it is not repeated: in a group chat the newest
-    message *is* what the agent answers. Other callers' turns are unchanged.
+    message *is* what the agent answers (also when it could not be a task:
+    ``answers_last_message``). Other callers' turns are unchanged.
     """
     name = turn.request.agent.name
     context: list[BaseChatMessage] = [
         (_OwnReply if message.source == name else TextMessage)(content=message.content, source=message.source)
         for message in turn.context
     ]
+    if turn.answers_last_message:
+        return context
     last = turn.context[-1] if turn.context else None
     if last is not None and last.source != "user" and last.content == turn.request.task:
         return context

@@ -58,7 +58,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from convergio.contracts import AgentProfile, TranscriptMessage
+from convergio.contracts import MAX_TASK_CHARS, AgentProfile, TranscriptMessage
 from convergio.costs.budget import BudgetLimits
 from convergio.security.policy import SecurityPolicy
 
@@ -325,7 +325,7 @@ class AutoGenGraphFlowInput(_Spec):
 
     graph: GraphSpec
     participants: dict[str, AgentProfile]
-    task: str = Field(min_length=1, max_length=50_000)
+    task: str = Field(min_length=1, max_length=MAX_TASK_CHARS)
     max_turns: int | None = Field(default=None, gt=0)
     termination: TerminationSpec | None = None
     model: str | None = Field(default=None, description="Overrides every participant's model.")
@@ -923,17 +923,34 @@ class GraphExecution:
             self._termination.reset()
 
 
-def activity_turn(plan: TurnPlan) -> tuple[list[TranscriptMessage], str]:
-    """Split a model context into the agent-turn activity's ``(context, task)``.
+@dataclass(frozen=True)
+class ActivityTurn:
+    """What the agent-turn activity is given for one :class:`TurnPlan`."""
+
+    context: list[TranscriptMessage]
+    task: str
+    answers_last_message: bool = False
+
+
+# Names a turn that answers the newest message as it stands; never shown to the model.
+ANSWER_THE_LAST_MESSAGE = "Answer the last message."
+
+
+def activity_turn(plan: TurnPlan) -> ActivityTurn:
+    """Split a model context into the agent-turn activity's context and task.
 
     The activity appends ``task`` as a message from ``user`` unless the context already
     ends with it from someone else (see ``convergio.activities.agent_turn._task_messages``).
     So a context ending with the user's task passes that last message as the task, and
     one ending with an agent's message (another agent's, or its own after a self-loop)
-    passes everything as context and repeats the last text as the task. Either way the
-    model sees exactly ``plan.context``.
+    passes everything as context and repeats the last text as the task. A reply that cannot
+    be a task (blank, or longer than a task may be: AutoGen passes it on as it is) is
+    answered as it stands (``answers_last_message``). Either way the model sees exactly
+    ``plan.context``.
     """
     last = plan.context[-1]
     if last.source == TASK_SOURCE:
-        return plan.context[:-1], last.content
-    return list(plan.context), last.content
+        return ActivityTurn(plan.context[:-1], last.content)
+    if not last.content.strip() or len(last.content) > MAX_TASK_CHARS:
+        return ActivityTurn(list(plan.context), ANSWER_THE_LAST_MESSAGE, answers_last_message=True)
+    return ActivityTurn(list(plan.context), last.content)

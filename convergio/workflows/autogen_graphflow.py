@@ -75,15 +75,15 @@ class AutoGenGraphFlowWorkflow:
     async def _turn(self, run: AutoGenGraphFlowInput, plan: TurnPlan) -> AgentTurnOutput:
         self._turn_counter += 1
         profile = run.participants[plan.agent]
-        context, task = activity_turn(plan)
+        planned = activity_turn(plan)
         try:
             request = AgentTurnRequest(
-                task=task,
+                task=planned.task,
                 agent=profile,
                 model=run.model or run.participant_models.get(plan.agent),
                 tenant=run.tenant,
             )
-        except ValidationError as exc:  # e.g. an empty or over-long message to answer
+        except ValidationError as exc:  # e.g. a blank task in a hand-built input
             raise ApplicationError(
                 f"{plan.agent} cannot be asked to answer the last message: {exc.errors()[0]['msg']}",
                 type="UnsupportedMessage",
@@ -97,7 +97,8 @@ class AutoGenGraphFlowWorkflow:
                     step_id=plan.agent,
                     turn=self._turn_counter,
                     request=request,
-                    context=context,
+                    context=planned.context,
+                    answers_last_message=planned.answers_last_message,
                     budget=self._budget(run),
                     security=run.security,
                     run_cost_usd=round(self._cost_usd, 8),
