@@ -157,3 +157,18 @@ async def test_a_missing_embedding_model_answers_503(
     found = await api.get("/knowledge/search", params={"tenant": tenant, "q": f"margin {marker}"})
     assert found.status_code == 503 and "embeddings:" in found.json()["detail"]
     assert await _chunks(db_pool, tenant) == 0
+
+
+async def test_a_cyrillic_fact_past_the_embedding_window_is_found(api: httpx.AsyncClient) -> None:
+    """Chunks fit MiniLM's 256 word pieces: 154 cl100k tokens of Russian are 278 of them, and the
+    fact at the end of the document was never embedded (another document came first)."""
+    from tests.test_rag import RUSSIAN_DISTRACTOR, RUSSIAN_QUERY, RUSSIAN_REPORT
+
+    tenant = _tenant()
+    for source, text in (("perm.md", RUSSIAN_REPORT), ("brand.md", RUSSIAN_DISTRACTOR)):
+        body = {"source": source, "text": text}
+        response = await api.post("/knowledge", params={"tenant": tenant}, json=body)
+        assert response.status_code == 201, response.text
+    assert response.json()["chunks_added"] == 1
+    found = (await api.get("/knowledge/search", params={"tenant": tenant, "q": RUSSIAN_QUERY})).json()
+    assert found["hits"][0]["source"] == "perm.md" and "изумрудный барсук" in found["hits"][0]["content"]

