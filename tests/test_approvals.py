@@ -272,6 +272,36 @@ async def test_request_changes_reruns_the_step_with_the_comment_a_bounded_number
     assert {s.id: s.output for s in result.steps}["draft"] == "## Plan\nThe final, edited plan."
 
 
+async def test_a_team_reworks_the_answer_under_review(
+    time_skipping_env: WorkflowEnvironment, ts_settings: Settings, resources: WorkerResources
+) -> None:
+    """A team step sent back by a change request sees the request and the answer under review, as
+    its author's message; its first speaker is chosen from them. Runs that did this record a
+    marker (before, the selector saw neither) and replay."""
+    data = gated_template()
+    data["steps"][0] = {"id": "draft", "kind": "team", "participants": ["strategic", "cfo"], "max_turns": 2,
+                        "title": "Draft", "instruction": "Draft the plan. Cover: Plan."}
+    async with build_worker(time_skipping_env.client, ts_settings, resources):
+        handle = await _start(time_skipping_env.client, ts_settings, data)
+        await wait_for_gate(handle, "sign_off")
+        await handle.signal(GraphFlowWorkflow.request_changes, decision("sign_off", comment="Add the costs."))
+        await wait_for_gate_round(handle, "sign_off", round_=2)
+        await handle.signal(GraphFlowWorkflow.approve, decision("sign_off"))
+        result = await finish(time_skipping_env, handle)
+        history = await handle.fetch_history()
+    drafts = [t for t in result.turns if t.step_id == "draft"]
+    sent = turn_inputs(history, "draft")
+    assert len(drafts) == len(sent) == 4
+    first_answer = drafts[1]  # the team's answer is its last speaker's
+    rework = sent[2]
+    assert (rework.context[-1].source, rework.context[-1].content) == (first_answer.agent, first_answer.content)
+    assert "Changes requested by Ada (executive): Add the costs." in rework.request.task
+    markers = [e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data for e in history.events
+               if e.HasField("marker_recorded_event_attributes")]
+    assert any(b"revisit-context-v1" in marker for marker in markers)
+    assert (await replayer().replay_workflow(history)).replay_failure is None
+
+
 async def test_changes_requested_on_a_working_step_go_back_to_its_agent(
     time_skipping_env: WorkflowEnvironment, ts_settings: Settings, resources: WorkerResources
 ) -> None:

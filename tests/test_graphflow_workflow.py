@@ -153,7 +153,7 @@ async def test_bounded_loop_runs_its_body_max_iterations_times(
     drafts, critiques = turn_inputs(history, "draft"), turn_inputs(history, "critique")
     assert drafts[0].context == [] and "round" not in drafts[0].request.task
     for n in (1, 2):  # rounds 2 and 3
-        why = f"This is round {n + 1} of this step: after 'Critique' the loop condition "
+        why = f"This is round {n + 1} of a loop: after 'Critique' the condition "
         assert why in drafts[n].request.task and why in critiques[n].request.task
         assert [(m.source, m.content) for m in drafts[n].context] == [
             ("reviewer", criticised[n - 1]), ("strategic", drafted[n - 1]),

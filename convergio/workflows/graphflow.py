@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from convergio.security.policy import SecurityPolicy
     from convergio.activities.tool_step import ToolStepActivities, ToolStepInput
     from convergio.contracts import (
+        MAX_TASK_CHARS,
         AgentProfile,
         AgentTurnInput,
         AgentTurnOutput,
@@ -152,6 +153,9 @@ SECTION_MATCH_PATCH = "section-match-v1"
 # ... and before an answer held for a person and approved never reached the live stream (its turn
 # streams nothing while held). Only runs with such an approval record this marker.
 RELEASED_ANSWER_PATCH = "released-answer-v1"
+# ... and before a team step run again (changes requested, or a loop) saw why and its previous
+# answer; its first speaker is chosen from them. Only runs with such a team step record it.
+REVISIT_PATCH = "revisit-context-v1"
 
 
 # A timer is always started (a zero wait would start none and change the run's commands).
@@ -372,6 +376,8 @@ class GraphFlowWorkflow:
         except StepFailed as exc:
             state.status, state.error, state.finished_at = "failed", str(exc), workflow.now()
             raise ApplicationError(f"step '{step.id}' failed: {exc}", type="StepFailed", non_retryable=True)
+        finally:
+            self._looped_by.pop(step.id, None)  # this round is done; a later rework is not the loop's
         if state.status == "running":
             state.status = "completed"
         state.finished_at = workflow.now()
@@ -1078,7 +1084,7 @@ class GraphFlowWorkflow:
         chain = sla.escalation
         waits = _escalation_waits(sla.total, chain)
         if waits:  # the run's clock started with the run, before its inputs were screened
-            waits[0] = max(waits[0] - (workflow.now() - workflow.info().start_time), MIN_TIMER)
+            waits[0] = max(waits[0] - (workflow.now() - workflow.info().workflow_start_time), MIN_TIMER)
         for link, wait in zip(chain, waits):
             await workflow.sleep(wait)
             await self._escalate(link, f"SLA of {_human(sla.total)} for the whole run breached", None, None)
@@ -1171,33 +1177,36 @@ class GraphFlowWorkflow:
         state = self._steps[step.id]
         instruction = render_text(step.instruction, self._context())
         context = self._dependency_context(step)
-        reasons = [change_request] if change_request else []
+        plain = instruction + (f"\n\n{change_request}" if change_request else "")
         looped_by = self._looped_by.get(step.id)
+        if not (change_request or looped_by) or not instruction.strip():
+            return plain, context  # a blank instruction fails its step, as it did
+        # A team's first speaker is chosen from the task and the last message: runs before this
+        # chose from the instruction and the change request alone.
+        if step.kind == "team" and not workflow.patched(REVISIT_PATCH):
+            return plain, context
+        reasons = [change_request] if change_request else []
         if looped_by is not None:
-            loop_step = self._run_step(looped_by)
-            assert loop_step.loop is not None
+            assert self._run is not None
+            loop = self._run.template.step(looped_by)
+            assert loop.loop is not None
             reasons.append(
-                f"This is round {state.iterations} of this step: after '{loop_step.label}' the loop "
-                f"condition `{loop_step.loop.while_}` held, so the run came back here."
+                f"This is round {self._loop_counts.get(looped_by, 0) + 1} of a loop: after '{loop.label}' "
+                f"the condition `{loop.loop.while_}` held, so the run came back here."
             )
             loop_output = self._steps[looped_by].output
             if looped_by != step.id and looped_by not in step.depends_on and loop_output:
                 context.append(TranscriptMessage(source=self._author(looped_by), content=loop_output))
-        if not reasons:
-            return instruction, context
         if state.output:
             context.append(TranscriptMessage(source=self._author(step.id), content=state.output))
             reasons.append("Revise your previous answer (the last message above) accordingly.")
-        return instruction + "\n\n" + "\n".join(reasons), context
+        task = instruction + "\n\n" + "\n".join(reasons)
+        return (task if len(task) <= MAX_TASK_CHARS else plain), context
 
     def _author(self, step_id: str) -> str:
         """Who wrote a step's latest answer (a reviewer's verdict is not an answer)."""
         answers = (r.agent for r in reversed(self._turns) if r.step_id == step_id and r.purpose != "review")
         return _source_name(next(answers, step_id))
-
-    def _run_step(self, step_id: str) -> StepSpec:
-        assert self._run is not None
-        return self._run.template.step(step_id)
 
     def _dependency_context(self, step: StepSpec) -> list[TranscriptMessage]:
         """Outputs of the steps this one depends on, as messages from who produced them."""
