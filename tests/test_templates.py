@@ -342,6 +342,34 @@ def test_a_tool_validator_that_needs_the_run_time_arguments_does_not_break_the_l
     assert template.step("model").tool == "range_for_tests"
 
 
+def test_a_yaml_date_is_a_string_argument_as_the_run_receives_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """YAML reads `due: 2025-01-31` as a date; the pinned template reaches the run as JSON, where
+    it is the string the tool takes. The load-time type check must see it the same way."""
+    from pydantic import BaseModel
+
+    from convergio.tools import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    class DueInput(BaseModel):
+        due: str
+
+    class DueOutput(BaseModel):
+        summary: str
+
+    @registry.register_tool("due_for_tests", "Echo a due date.")
+    def echo(params: DueInput) -> DueOutput:
+        return DueOutput(summary=params.due)
+
+    text = write(tmp_path, broken(lambda d: d["steps"][1].update(tool="due_for_tests", arguments={})))
+    text.write_text(text.read_text().replace("arguments: {}", "arguments: {due: 2025-01-31}"))
+    assert "due: 2025-01-31" in text.read_text()
+    template = load(text)
+    assert str(template.step("model").arguments["due"]) == "2025-01-31"
+
+
 def test_the_new_rules_apply_at_load_not_to_pinned_runs_or_stored_templates(tmp_path: Path) -> None:
     """Runs pin their template and the API's store re-reads templates with the model alone: a template
     valid before these rules must still decode there, and is refused only where a template loads."""

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
 
 from convergio.graphflow.expressions import Expression, ExpressionError, compile_expression
 from convergio.graphflow.placeholders import (
@@ -203,8 +204,8 @@ class _Checker:
         """Literal values of the wrong type fail every run; a value with a placeholder anywhere in it
         is only known at run time. The literals are validated as the run will (same model, same
         unescaping of '{{' and '}}'), and only type errors at a literal's own path are kept."""
-        literals = {
-            name: render_value(value, {}) for name, value in arguments.items()
+        literals = {  # as JSON, the form a run receives them in (a YAML date is a string there)
+            name: to_jsonable_python(render_value(value, {})) for name, value in arguments.items()
             if name in model.model_fields and not _has_placeholder(value)
         }
         try:
