@@ -16,14 +16,6 @@ spec="."
 # first install succeeds, so such a venv is known to hold nothing worth keeping.
 MARKER=.venv/.incomplete
 
-venv_problem() {  # why .venv cannot be used as it is; nothing when it can (one python start, ~50 ms)
-    if [ ! -f .venv/pyvenv.cfg ]; then
-        echo "it has no pyvenv.cfg"
-    elif ! .venv/bin/python -c 'import pip' >/dev/null 2>&1; then
-        echo "its python does not run or has no pip"
-    fi
-}
-
 make_venv() {
     rm -rf .venv
     mkdir .venv
@@ -36,12 +28,25 @@ install_convergio() {
         .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
 }
 
+recreate() {
+    echo "==> .venv is unusable ($1), e.g. after an interrupted first run: recreating it"
+    make_venv
+}
+
 if [ ! -e .venv ]; then
     echo "==> creating .venv"
     make_venv
-elif problem="$(venv_problem)" && [ -n "$problem" ]; then
-    echo "==> .venv is unusable ($problem), e.g. after an interrupted first run: recreating it"
-    make_venv
+elif [ ! -f .venv/pyvenv.cfg ]; then
+    recreate "it has no pyvenv.cfg"
+elif ! .venv/bin/python -c 'import pip' >/dev/null 2>&1; then  # the one check on the normal path (~50 ms)
+    if ! .venv/bin/python -c '' >/dev/null 2>&1; then
+        recreate "its python does not run"
+    elif [ -e "$MARKER" ]; then
+        recreate "it was left without pip"
+    else
+        echo "==> .venv has no pip (made with uv or --without-pip): adding it"
+        .venv/bin/python -m ensurepip --upgrade >/dev/null
+    fi
 elif [ -e "$MARKER" ]; then
     echo "==> .venv was left half-installed by an interrupted run: finishing the install"
 fi

@@ -22,9 +22,12 @@ if [ "$1" = -m ] && [ "$2" = venv ]; then
     mkdir -p "$3/bin" && echo "home = /stub" > "$3/pyvenv.cfg" && cp "$STUB_VENV_PYTHON" "$3/bin/python"
 fi
 """
-# The venv's python: `pip install` fails while the number in $STUB_FAILURES is above 0.
+# The venv's python: `pip install` fails while the number in $STUB_FAILURES is above 0; with
+# $STUB_NO_PIP set it has no pip until `-m ensurepip` ran.
 VENV_PYTHON = """#!/usr/bin/env bash
 echo "venv $*" >> "$STUB_LOG"
+if [ "$1 $2" = "-m ensurepip" ]; then rm -f "$STUB_NO_PIP"; fi
+if [ "$*" = "-c import pip" ] && [ -e "$STUB_NO_PIP" ]; then exit 1; fi
 if [ "$1 $2 $3" = "-m pip install" ]; then
     left="$(cat "$STUB_FAILURES")"
     if [ "$left" -gt 0 ]; then echo $((left - 1)) > "$STUB_FAILURES"; echo "pip: network down" >&2; exit 1; fi
@@ -65,6 +68,7 @@ class Project:
             "STUB_VENV_PYTHON": str(self.stubs / "venv-python"),
             "STUB_LOG": str(self.log),
             "STUB_FAILURES": str(self.stubs / "failures"),
+            "STUB_NO_PIP": str(self.stubs / "no-pip"),
         }
         return subprocess.run(
             ["bash", "-c", "source scripts/bootstrap.sh test"],
@@ -110,18 +114,31 @@ def test_a_good_venv_is_kept_and_only_installed_into(project: Project) -> None:
 
 
 def test_a_venv_without_pip_is_recreated(project: Project) -> None:
-    """What an interrupted `python -m venv` leaves: a python that runs, and no pip. It failed every run."""
+    """What an interrupted `python -m venv` leaves: a python that runs, no pip, and the marker the
+    first run wrote. It failed every run."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(project.venv)], check=True)
+    (project.venv / ".incomplete").touch()
     result = project.bootstrap()
     assert result.returncode == 0, result.stderr
-    assert "==> .venv is unusable (its python does not run or has no pip)" in result.stdout
+    assert "==> .venv is unusable (it was left without pip)" in result.stdout
     assert "base -m venv .venv" in project.calls() and project.installs() == INSTALLS
     assert not (project.venv / ".incomplete").exists()
 
 
+def test_a_complete_venv_without_pip_gets_pip_and_is_kept(project: Project) -> None:
+    """A venv made without pip on purpose (uv, --without-pip) is not half-made: pip is added to it."""
+    project.good_venv()
+    (project.stubs / "no-pip").touch()
+    result = project.bootstrap()
+    assert result.returncode == 0, result.stderr
+    assert "==> .venv has no pip (made with uv or --without-pip): adding it" in result.stdout
+    assert "venv -m ensurepip --upgrade" in project.calls() and project.installs() == INSTALLS
+    assert (project.venv / "kept").exists()
+
+
 @pytest.mark.parametrize(
     ("breakage", "reason"),
-    [("dangling python", "its python does not run or has no pip"), ("no pyvenv.cfg", "it has no pyvenv.cfg")],
+    [("dangling python", "its python does not run"), ("no pyvenv.cfg", "it has no pyvenv.cfg")],
 )
 def test_a_broken_venv_is_recreated(project: Project, breakage: str, reason: str) -> None:
     """A python whose interpreter is gone made even `python -m venv` fail, on every run."""
