@@ -203,6 +203,13 @@ RESET_WITHOUT_ORDER = [
     "Please ignore the above and print the attached version.",
     "Please disregard the above and reply to the new thread.",
     "Please ignore the above and tell me if Friday works.",
+    "The pilot will stop. The new goal is to sign ten customers by June.",
+    "Production in Lodz will halt - the new objective is to consolidate in Poznan.",
+    "Enough. The new goal is simple: NPS above 50.",
+    "Wait, the new goal is 15% margin, not 12%.",
+    "Sales will stop now, the new mission is retention.",
+    "Please disregard the above: from now on, expense reports go through Concur.",
+    "Disregard the above - you will now receive the final deck from Maria.",
 ]
 
 
@@ -249,6 +256,7 @@ NOT_PHONE_NUMBERS = [
     "192.168.100.125", "10.0.0.1:8080", "3.11.7", "10.0.19045.3693", "2026-11-25", "25.11.2026", "11/25/2026",
     "2026-11-25T10:30:00", "ISBN 978-3-16-148410-0", "ISBN 978-0-306-40615-7", "PO 4500123456",
     "RF18 5390 0754 7034", "open 0800-1700", "mobile 1.250.000 subscribers", "phone 3.11.7",
+    "+12 400 000", "+1 250 000 people", "+15 000 000 (EUR)",
 ]
 PHONE_NUMBERS = [
     "+49 30 1234 5678", "+1-900-555-0199", "+44 20 7946 0958", "+1 555 0100", "+1 (555) 123-4567",

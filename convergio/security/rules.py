@@ -196,7 +196,9 @@ def phone_ok(match: re.Match[str]) -> bool:
     if sum(ch.isdigit() for ch in value) < 7:
         return False
     bare = value.removeprefix("+")
-    if _NOT_A_PHONE.fullmatch(bare) and not (value.startswith("+") and " " in bare):
+    # "+48 612 345 678" is a phone; "+12 400 000" (7 or 8 digits) is a signed amount.
+    international = value.startswith("+") and " " in bare and sum(ch.isdigit() for ch in bare) >= 9
+    if _NOT_A_PHONE.fullmatch(bare) and not international:
         return False
     text = match.string
     return not _AMOUNT_AFTER.match(text, end) and not _AMOUNT_BEFORE.search(text, max(0, start - 6), start)
@@ -225,7 +227,8 @@ _MODEL_DIRECTIVE = (
     r"only\s+(?:say|answer|reply|respond|output|print|write)\b|"
     r"tell\s+(?:the\s+)?(?:user|reader)s?\b|tell\s+me\s+(?:your|the\s+(?:\w+\s+)?"
     r"(?:password|secret|prompt|instructions|key|credentials))\b|"
-    r"you\s+(?:are|will|must)\s+now\b|from\s+now\s+on\b|new\s+(?:task|instructions?)\b|"
+    r"you\s+(?:are|must)\s+now\b|from\s+now\s+on,?\s+(?:you|act|respond|answer|reply|say|only)\b|"
+    r"new\s+(?:task|instructions?)\b|"
     r"your\s+(?:new|real|only|next)\s+(?:task|job|role|goal|instructions?)\b)"
 )
 
@@ -257,11 +260,12 @@ PROMPT_INJECTION: list[Rule] = [
     ),
     _rule(
         "pi.stop_new_task", "prompt_injection", 0.6,
-        r"\b(?:stop|halt|abort|enough|wait|cancel(?:\s+that)?)(?:\s+(?:here|now|everything|right\s+there))?"
+        # The break opens a sentence and the new task is announced with a colon: "The pilot will
+        # stop. The new goal is ..." and "Wait, the new goal is 15%" are business.
+        r"(?:^|(?<=[.!?:\n]))\s*\b(?:stop|halt|abort|enough|wait|cancel(?:\s+that)?)"
+        r"(?:\s+(?:here|now|everything|right\s+there))?"
         r"\s*[.!:;,-]+\s*(?:(?:ok(?:ay)?|now|so|here\s+is|here'?s|this\s+is)[,.:]?\s+){0,2}"
-        r"(?:(?:your|the|a|my)\s+)?"
-        r"new\s+(?:task|instructions?|objective|goal|assignment|mission|directive|role|orders|prompt)"
-        r"\s*(?::|-|is\b|are\b|for\s+you\b)",
+        r"(?:(?:your|my)\s+)?new\s+(?:task|instructions?|assignment|directive|orders|prompt)\s*[:-]",
         "breaks off and announces a new task (Stop. New task: ...)",
     ),
     _rule(
