@@ -177,6 +177,51 @@ async def test_a_shared_chunk_is_found_through_any_of_its_documents(
     ]
 
 
+async def test_a_shared_chunk_has_the_importance_and_age_of_the_matching_document(
+    db_pool: AsyncConnectionPool, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    """Found through us.md, the paragraph eu.md stored is scored as us.md's: its importance and age,
+    not the weight and date eu.md gave the chunk."""
+    store, tenant = _sentence_store(db_pool, redis_client, settings), _tenant()
+    for source, city, importance, region in (("eu.md", "Berlin", 1.0, "eu"), ("us.md", "Boston", 0.0, "us")):
+        await store.ingest(DocumentIn(tenant=tenant, source=source, text=f"{SHARED} {_office(city, 'May')}",
+                                      importance=importance, metadata={"region": region}))
+    now = datetime.now(UTC)
+    async with db_pool.connection() as conn:
+        await conn.execute("UPDATE knowledge_documents SET created_at = %s"
+                           " WHERE tenant = %s AND source = 'us.md'", (now - timedelta(hours=48), tenant))
+        await conn.execute("UPDATE knowledge_chunks SET created_at = %s WHERE tenant = %s", (now, tenant))
+
+    async def shared(region: str) -> list[tuple[str, float, float]]:
+        query = RetrievalQuery(tenant=tenant, query=QUERY, top_k=10, filters={"region": region}, as_of=now,
+                               half_life_hours=24)
+        return [(h.source, h.importance, round(h.recency, 6)) for h in await store.search(query)
+                if h.content == SHARED]
+
+    assert await shared("us") == [("us.md", 0.0, 0.25)]  # two half-lives
+    assert await shared("eu") == [("eu.md", 1.0, 1.0)]
+
+
+async def test_a_document_with_the_chunks_metadata_is_not_recorded_as_sharing_it(
+    db_pool: AsyncConnectionPool, redis_client: aioredis.Redis, settings: Settings
+) -> None:
+    """A filter that matches such a document matches the chunk itself: the row could never change
+    a result. Equal as JSON (key order does not matter)."""
+    store, tenant = _sentence_store(db_pool, redis_client, settings), _tenant()
+    documents = [("a.md", "Berlin", {"region": "eu", "tier": 1}),
+                 ("b.md", "Paris", {"tier": 1, "region": "eu"}), ("c.md", "Boston", {"region": "us"})]
+    for source, city, metadata in documents:
+        await store.ingest(DocumentIn(tenant=tenant, source=source, text=f"{SHARED} {_office(city, 'May')}",
+                                      metadata=metadata))
+    async with db_pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT d.source FROM knowledge_shared_chunks AS s"
+            " JOIN knowledge_documents AS d ON d.id = s.document_id WHERE d.tenant = %s", (tenant,))
+        assert [row[0] for row in await cursor.fetchall()] == ["c.md"]
+    assert await _shared_sources(store, tenant, {"tier": 1}) == [("a.md", {"region": "eu", "tier": 1})]
+    assert await _shared_sources(store, tenant, {"region": "us"}) == [("c.md", {"region": "us"})]
+
+
 async def test_concurrent_ingestions_record_every_document_of_a_shared_chunk(
     db_pool: AsyncConnectionPool, redis_client: aioredis.Redis, settings: Settings
 ) -> None:
@@ -187,8 +232,9 @@ async def test_concurrent_ingestions_record_every_document_of_a_shared_chunk(
     orders = list(itertools.permutations(plants))[:8]
     texts = [" ".join(order) + f" Document {n}." for n, order in enumerate(orders)]
     chunks = [{c.text for c in chunk_text(text, 20, 0, LocalEmbedder.window)} for text in texts]
-    results = await asyncio.gather(*(
-        store.ingest(DocumentIn(tenant=tenant, source=f"d{n}.md", text=text)) for n, text in enumerate(texts)
+    results = await asyncio.gather(*(  # metadata of their own: a document like the chunk's is not recorded
+        store.ingest(DocumentIn(tenant=tenant, source=f"d{n}.md", text=text, metadata={"n": n}))
+        for n, text in enumerate(texts)
     ))
     assert sum(r.chunks_added for r in results) == len(set().union(*chunks))
     async with db_pool.connection() as conn:
@@ -295,7 +341,9 @@ def test_chunks_fit_the_embedding_window_whatever_the_script() -> None:
     sentence = "Завод в Перми работает в три смены и выпускает около девятисот насосов в месяц"
     cases = {  # name: (text, tokens per chunk)
         "sentences": (". ".join([sentence] * 12) + ".", 160),  # a paragraph of Cyrillic sentences
-        "one sentence": (", ".join([sentence] * 12) + ".", 160),  # over a chunk: cut on tokens, then words
+        "one sentence": (", ".join([sentence] * 12) + ".", 160),  # over a chunk: cut between words
+        # fits a chunk (210 tokens), not the window (280 word pieces): cut between words
+        "code": (" ".join(["rows[i][j] = (a[i][k] * b[k][j]) % p;"] * 10), 240),
         "no spaces": (sentence.replace(" ", "-") * 12, 400),  # one "word": cut between characters
         "chinese": ("该公司自1998年以来一直为石油和天然气行业生产工业泵" * 20, 160),
     }
@@ -304,12 +352,46 @@ def test_chunks_fit_the_embedding_window_whatever_the_script() -> None:
             chunks = chunk_text(text, size, overlap, window)
             assert max(window.count([c.text for c in chunks])) <= window.tokens, name
             assert max(c.tokens for c in chunks) <= size + 2, name
-        assert "".join(c.text for c in chunks).replace(" ", "") == text.replace(" ", ""), name  # all of it
+            assert all(c.text in text for c in chunks), name  # no word cut inside a chunk, no space added
+        assert (" " if " " in text else "").join(c.text for c in chunks) == text, name  # all of it
         if name != "chinese":  # 160 cl100k tokens of Chinese are about 140 word pieces
             assert max(window.count([c.text for c in chunk_text(text, size, 32)])) > window.tokens, name
     # Cyrillic sentences end before a Cyrillic capital: chunks end where sentences end.
     chunks = chunk_text(cases["sentences"][0], 160, 32, window)
     assert all(c.text.startswith("Завод") and c.text.endswith(".") for c in chunks)
+
+
+def test_a_long_cyrillic_sentence_is_cut_between_words_into_full_chunks() -> None:
+    """A sentence over a chunk is cut once, between words, under both limits. Cut on tokens (mid-word)
+    and those pieces cut again, chunks held word fragments ('около д евятисот') and were half full."""
+    window = LocalEmbedder.window
+    sentence = "Завод в Перми работает в три смены и выпускает около девятисот насосов в месяц"
+    text = ", ".join([sentence] * 30) + "."
+    for overlap in (32, 0):
+        chunks = chunk_text(text, 160, overlap, window)
+        assert all(set(c.text.split()) <= set(text.split()) for c in chunks)  # whole words only
+        counts = window.count([c.text for c in chunks])
+        assert max(counts) <= window.tokens and sum(counts) / len(counts) >= 200
+        assert " ".join(c.text for c in chunks) == text
+
+
+async def test_documents_are_chunked_off_the_event_loop(
+    store: KnowledgeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cutting a large document takes seconds: in the event loop's thread it would stall the API."""
+    import threading
+
+    import convergio.rag.store as store_module
+
+    threads: list[int] = []
+
+    def chunk(*args: Any) -> Any:
+        threads.append(threading.get_ident())
+        return chunk_text(*args)
+
+    monkeypatch.setattr(store_module, "chunk_text", chunk)
+    result = await store.ingest(DocumentIn(tenant=_tenant(), source="a.md", text=RELEVANT))
+    assert result.chunks_added == 1 and threads and threads[0] != threading.get_ident()
 
 
 async def test_a_fact_past_the_embedding_window_is_found(

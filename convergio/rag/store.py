@@ -14,13 +14,16 @@ De-duplication is per embedding model, like retrieval: after ``CONVERGIO_EMBEDDI
 changes, re-ingesting a document embeds it again in the new model's vector space (the old
 model's rows are never compared with the new model's queries).
 
-A chunk is stored once, with the source and metadata of the document that brought it first;
-later documents that contain it are recorded in ``knowledge_shared_chunks``. Metadata filters
-match a chunk when any of its documents matches, and the hit names a matching document.
+A chunk is stored once, with the source, metadata and importance of the document that brought it
+first; later documents that contain it with other metadata are recorded in
+``knowledge_shared_chunks`` (with the same metadata, a filter matching them matches the chunk
+itself). Metadata filters match a chunk when any of its documents matches; a hit found through a
+later document is that document's: its source, metadata, importance and age.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -48,20 +51,21 @@ WITH chunk_hits AS (
     ORDER BY embedding <=> %(q)s::vector
     LIMIT %(candidates)s
 ), shared_hits AS (
-    -- Chunks whose own (first) document does not match the filters but a later one that contains
-    -- them does: shown with that document's source and metadata (the earliest, if several).
-    SELECT 'chunk' AS kind, c.id, d.source, c.content, c.importance, c.created_at, d.metadata,
-           c.embedding <=> %(q)s::vector AS distance
+    -- Chunks whose own (first) document does not match the filters but a later one containing them
+    -- does: shown as that document's (the earliest matching), with its source, metadata, importance
+    -- and age. Disjoint from chunk_hits (NOT c.metadata @> filters); the tenant and model of c are
+    -- checked again so that a wrong row of knowledge_shared_chunks can never leak another's chunk.
+    SELECT 'chunk' AS kind, c.id, shared.source, c.content, shared.importance, shared.created_at,
+           shared.metadata, c.embedding <=> %(q)s::vector AS distance
     FROM (
-        SELECT s.chunk_id, min(s.document_id) AS document_id
+        SELECT DISTINCT ON (s.chunk_id) s.chunk_id, m.source, m.importance, m.created_at, m.metadata
         FROM knowledge_documents AS m JOIN knowledge_shared_chunks AS s ON s.document_id = m.id
         WHERE %(knowledge)s AND %(filters)s::jsonb <> '{}'::jsonb  -- else chunk_hits has them all
           AND m.tenant = %(tenant)s AND m.embedding_model = %(model)s AND m.metadata @> %(filters)s::jsonb
-        GROUP BY s.chunk_id
+        ORDER BY s.chunk_id, m.id
     ) AS shared
     JOIN knowledge_chunks AS c ON c.id = shared.chunk_id
-    JOIN knowledge_documents AS d ON d.id = shared.document_id
-    WHERE NOT c.metadata @> %(filters)s::jsonb
+    WHERE c.tenant = %(tenant)s AND c.embedding_model = %(model)s AND NOT c.metadata @> %(filters)s::jsonb
     ORDER BY distance
     LIMIT %(candidates)s
 ), memory_hits AS (
@@ -172,8 +176,9 @@ class KnowledgeStore:
             if await cursor.fetchone():
                 return IngestResult(source=doc.source, document_id=None, duplicate=True, chunks_added=0,
                                     chunks_skipped=0)
-        chunks = chunk_text(doc.text, self.settings.rag_chunk_tokens, self.settings.rag_chunk_overlap,
-                            embedding_window(self.embedder))
+        # In a thread: a large document takes seconds to cut, and the API's event loop must not wait.
+        chunks = await asyncio.to_thread(chunk_text, doc.text, self.settings.rag_chunk_tokens,
+                                         self.settings.rag_chunk_overlap, embedding_window(self.embedder))
         unique = {content_hash(c.text): c for c in reversed(chunks)}  # first occurrence wins
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
@@ -220,14 +225,16 @@ class KnowledgeStore:
                     },
                 )
                 added = len(await cursor.fetchall())
-            # The chunks another document stored first are recorded as this one's too, in hash order
-            # like the chunks (one a concurrent ingestion just stored is seen: it waited for it).
+            # The chunks another document stored first are recorded as this one's too (one a concurrent
+            # ingestion just stored is seen: this transaction waited for it). Not when that document's
+            # metadata is this one's: a filter matching this one matches the chunk itself.
             await conn.execute(
                 "INSERT INTO knowledge_shared_chunks (chunk_id, document_id)"
                 " SELECT id, %(doc)s FROM knowledge_chunks"
-                " WHERE tenant = %(tenant)s AND embedding_model = %(model)s"
-                " AND content_hash = ANY(%(hashes)s) AND document_id <> %(doc)s ORDER BY content_hash",
-                {"doc": document_id, "tenant": doc.tenant, "model": model, "hashes": sorted(unique)},
+                " WHERE tenant = %(tenant)s AND embedding_model = %(model)s AND document_id <> %(doc)s"
+                " AND content_hash = ANY(%(hashes)s) AND metadata <> %(metadata)s::jsonb",
+                {"doc": document_id, "tenant": doc.tenant, "model": model, "hashes": list(unique),
+                 "metadata": json.dumps(doc.metadata)},
             )
             await conn.execute("UPDATE knowledge_documents SET chunks = %s WHERE id = %s", (added, document_id))
         return IngestResult(source=doc.source, document_id=document_id, duplicate=False, chunks_added=added,
