@@ -7,6 +7,8 @@ import itertools
 import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -538,21 +540,10 @@ def _unit_vector() -> str:
 
 async def test_migration_0010_applies_to_existing_knowledge(postgres_url: str) -> None:
     """Rows stored under the old keys keep working, and the same text may come back under another model."""
-    from convergio.db.migrate import apply_migrations, migration_files
+    from convergio.db.migrate import apply_migrations
 
-    name = f"kb_migrate_{uuid.uuid4().hex[:10]}"
-    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
-        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_conninfo(postgres_url, dbname=name)
-    try:
+    async with database_migrated_before(postgres_url, "0010") as url:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY,"
-                               " applied_at timestamptz NOT NULL DEFAULT now())")
-            for version, statements in migration_files():
-                if version >= "0010":
-                    break
-                await conn.execute(statements)  # type: ignore[arg-type]
-                await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
             # What the code before 0010 stored: a document with its chunk, one whose chunks were
             # already known (none of its own), a memory.
             row = await (await conn.execute("INSERT INTO knowledge_documents (tenant, source, content_hash)"
@@ -583,6 +574,27 @@ async def test_migration_0010_applies_to_existing_knowledge(postgres_url: str) -
             for statement, params in old_rows:
                 with pytest.raises(psycopg.errors.UniqueViolation):  # still once per model
                     await conn.execute(statement, params)
+
+
+@asynccontextmanager
+async def database_migrated_before(postgres_url: str, version: str) -> AsyncIterator[str]:
+    """The URL of a throw-away database in the layout before migration ``version``; dropped after."""
+    from convergio.db.migrate import migration_files
+
+    name = f"kb_before_{version}_{uuid.uuid4().hex[:10]}"
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
+        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_conninfo(postgres_url, dbname=name)
+    try:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+                               " applied_at timestamptz NOT NULL DEFAULT now())")
+            for applied, statements in migration_files():
+                if applied >= version:
+                    break
+                await conn.execute(statements)  # type: ignore[arg-type]
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (applied,))
+        yield url
     finally:
         async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
             drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
@@ -595,23 +607,12 @@ async def test_migration_0011_keeps_knowledge_and_records_shared_chunks_from_the
     """Before 0011 a chunk named only the document that stored it: that a later document had the
     same paragraph was not recorded anywhere, so the migration cannot link them (it keeps what
     exists). Documents ingested after it are recorded."""
-    from convergio.db.migrate import apply_migrations, migration_files
+    from convergio.db.migrate import apply_migrations
     from convergio.db.pool import connection_pool
 
-    name = f"kb_shared_{uuid.uuid4().hex[:10]}"
-    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
-        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_conninfo(postgres_url, dbname=name)
     eu, us = {"region": "eu"}, {"region": "us"}
-    try:
+    async with database_migrated_before(postgres_url, "0011") as url:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            await conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY,"
-                               " applied_at timestamptz NOT NULL DEFAULT now())")
-            for version, statements in migration_files():
-                if version >= "0011":
-                    break
-                await conn.execute(statements)  # type: ignore[arg-type]
-                await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
             # What ingestion stored before 0011: eu.md with two chunks, and us.md, whose first
             # paragraph eu.md had already stored (us.md stored only its second).
             texts = [SHARED, _office("Berlin", "May"), _office("Boston", "June")]
@@ -650,10 +651,6 @@ async def test_migration_0011_keeps_knowledge_and_records_shared_chunks_from_the
             assert await _shared_sources(store, "acme", {"region": "us"}) == []  # never recorded
         finally:
             await pool.close()
-    finally:
-        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
-            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            await admin.execute(drop)
 
 
 def test_html_without_a_closing_head_keeps_its_body() -> None:
