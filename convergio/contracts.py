@@ -50,7 +50,9 @@ MAX_TASK_CHARS = 50_000
 class AgentTurnRequest(Contract):
     """One agent, one task: what a single model turn needs."""
 
-    task: str = Field(min_length=1, max_length=MAX_TASK_CHARS, examples=["Assess entering the German market."])
+    task: str = Field(
+        min_length=1, max_length=MAX_TASK_CHARS, examples=["Assess entering the German market."]
+    )
     agent: AgentProfile = Field(default_factory=AgentProfile)
     model: str | None = Field(
         default=None,

@@ -282,7 +282,8 @@ class _RecordingClient(OfflineChatCompletionClient):
     async def create(self, messages, **kwargs):  # type: ignore[no-untyped-def,override]
         self._calls.append((self._name, _prompt(messages)))
         if self._reply is not None:
-            return CreateResult(finish_reason="stop", content=self._reply, usage=RequestUsage(1, 1), cached=False)
+            usage = RequestUsage(prompt_tokens=1, completion_tokens=1)
+            return CreateResult(finish_reason="stop", content=self._reply, usage=usage, cached=False)
         return await super().create(messages, **kwargs)
 
 

@@ -1,7 +1,6 @@
 """What the workflow itself tells the run's event stream: gates opened and decided, SLA warnings and
 breaches (breaches also count in ``convergio_sla_breaches_total``), and an answer held for a person
-once they let it through. Workflow code does no I/O, so
-these are activities."""
+once they let it through. Workflow code does no I/O, so these are activities."""
 
 from __future__ import annotations
 

@@ -73,7 +73,9 @@ class Supervisor:
             worker.start()
             self.children.append(worker)
             temporal = await connect_temporal(s, s.effective_temporal_address)
-            await worker.wait_ready(lambda: worker_polls(temporal, s, worker.pid), 60, "polling its task queue")
+            await worker.wait_ready(
+                lambda: worker_polls(temporal, s, worker.pid), 60, "polling its task queue"
+            )
 
             progress("API")
             api_url = f"http://{s.api_host}:{s.api_port}"

@@ -1067,8 +1067,10 @@ class GraphFlowWorkflow:
         try:
             await workflow.execute_activity_method(
                 NotificationActivities.publish_run_event,
-                RunEvent(workflow_id=workflow.info().workflow_id, step_id=step_id, type=kind,  # type: ignore[arg-type]
-                         agent=agent, data=data),
+                RunEvent(
+                    workflow_id=workflow.info().workflow_id, step_id=step_id, agent=agent, data=data,
+                    type=kind,  # type: ignore[arg-type]
+                ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=3),
             )
