@@ -174,10 +174,12 @@ def internal_rate_of_return(flows: Sequence[float]) -> float | None:
     None when the flows never change sign or no root lies in (-99%, 1000%]. When the flows
     change sign more than once and several rates qualify, the one closest to 0 is returned.
     """
-    roots = irr_candidates(flows)
-    if not roots:
-        return None
-    return min(roots, key=lambda r: (abs(r), r))
+    return _reported_rate(irr_candidates(flows))
+
+
+def _reported_rate(roots: list[float]) -> float | None:
+    """Of several rates, the one closest to 0%."""
+    return min(roots, key=lambda r: (abs(r), r)) if roots else None
 
 
 def _payback(initial_investment: float, inflows: Sequence[float]) -> float | None:
@@ -256,7 +258,8 @@ def _years(value: float | None) -> str:
 def financial_model(params: FinancialModelInput) -> FinancialModelOutput:
     flows = [-params.initial_investment, *params.cash_flows]
     npv = net_present_value(params.discount_rate, flows)
-    irr = internal_rate_of_return(flows)
+    rates = irr_candidates(flows)  # finding them is the costly part: once per call
+    irr = _reported_rate(rates)
     payback = payback_period(params.initial_investment, params.cash_flows)
     discounted = discounted_payback_period(params.initial_investment, params.cash_flows, params.discount_rate)
     index = (npv + params.initial_investment) / params.initial_investment
@@ -266,7 +269,7 @@ def financial_model(params: FinancialModelInput) -> FinancialModelOutput:
     irr_text = "no IRR (the cash flows never change sign or no rate in -99%..1000% zeroes the NPV)"
     if irr is not None:
         irr_text = f"IRR {irr:.2%}"
-        if len(irr_candidates(flows)) > 1:
+        if len(rates) > 1:
             irr_text += " (several IRRs exist; the one closest to 0% is reported)"
     summary = (
         f"Investment of {_money(params.initial_investment, params.currency)} over {n} "
