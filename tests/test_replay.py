@@ -2,13 +2,15 @@
 
 ``tests/histories/*.json`` are runs recorded before knowledge retrieval and live events existed;
 ``tests/histories/per-patch-markers/`` holds runs that recorded one marker per workflow change,
-before ``ALL_CHANGES_V1`` stood for all of them. After an intended, versioned change to workflow
+before ``ALL_CHANGES_V1`` stood for all of them; ``tests/histories/paths/`` holds runs of small
+templates that take paths the shipped templates do not (a loop, change requests on a team). After an intended, versioned change to workflow
 code, record new histories with ``RECORD_TEMPORAL_HISTORIES=1 bash scripts/test.sh
 tests/test_replay.py`` and commit the files written under ``tests/histories/``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -46,7 +48,11 @@ def test_every_template_has_a_recorded_history() -> None:
     assert recorded == sorted(default_registry().names())
 
 
-RECORDED = sorted(HISTORIES.glob("*.json")) + sorted((HISTORIES / "per-patch-markers").glob("*.json"))
+RECORDED = [
+    *sorted(HISTORIES.glob("*.json")),
+    *sorted((HISTORIES / "per-patch-markers").glob("*.json")),
+    *sorted((HISTORIES / "paths").glob("*.json")),
+]
 
 
 def test_every_template_has_a_per_patch_marker_history() -> None:
@@ -87,3 +93,48 @@ async def test_fresh_history_replays(
     assert [patch["id"] for patch in patches] == [ALL_CHANGES_V1]
     if os.environ.get("RECORD_TEMPORAL_HISTORIES") == "1":
         (HISTORIES / f"{template}.json").write_text(history.to_json())
+
+
+# A team drafts, a reviewer critiques, and a loop sends the run back once; then a person asks
+# for changes to both outputs before approving. Its history holds the rework and loop rounds.
+REVISIT_TEMPLATE = {
+    "name": "revisit",
+    "version": 1,
+    "steps": [
+        {"id": "draft", "kind": "team", "participants": ["strategic", "cfo"], "max_turns": 2,
+         "title": "Draft", "instruction": "Draft the plan. Cover: Plan."},
+        {"id": "critique", "agent": "reviewer", "depends_on": ["draft"], "title": "Critique",
+         "instruction": "Critique the draft. Cover: Critique.",
+         "loop": {"back_to": "draft", "while": "steps.critique.status == 'completed'", "max_iterations": 2}},
+        {"id": "sign_off", "kind": "approval", "depends_on": ["draft", "critique"], "approvers": ["executive"]},
+    ],
+}
+
+
+async def test_a_run_through_loops_and_change_requests_replays(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    """Recorded as tests/histories/paths/revisit.json (with RECORD_TEMPORAL_HISTORIES=1)."""
+    from tests.graphflow_helpers import custom_template
+
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, custom_template(REVISIT_TEMPLATE), {})
+        await wait_for_gate(handle, "sign_off")
+        await handle.signal(GraphFlowWorkflow.request_changes, decision("sign_off", comment="Add the costs."))
+        for _ in range(300):  # the gate opens again once both steps are reworked
+            status = await handle.query(GraphFlowWorkflow.status)
+            if status.pending_approvals and all(s.revisions for s in status.steps if s.id != "sign_off"):
+                break
+            await asyncio.sleep(0.1)
+        await handle.signal(GraphFlowWorkflow.approve, decision("sign_off"))
+        result = await handle.result()
+    assert result.status == "completed"
+    assert {s.id: s.iterations for s in result.steps} == {"draft": 2, "critique": 2, "sign_off": 1}
+    history = await handle.fetch_history()
+    assert (await replayer().replay_workflow(history)).replay_failure is None
+    markers = [e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+               for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    assert any(b"revisit-context-v1" in marker for marker in markers)
+    if os.environ.get("RECORD_TEMPORAL_HISTORIES") == "1":
+        (HISTORIES / "paths").mkdir(exist_ok=True)
+        (HISTORIES / "paths" / "revisit.json").write_text(history.to_json())
