@@ -60,6 +60,9 @@ class Project:
             (self.venv / ".incomplete").touch()
 
     def bootstrap(self, failures: int = 0) -> subprocess.CompletedProcess[str]:
+        return self.run("source scripts/bootstrap.sh test", failures=failures)
+
+    def run(self, command: str, failures: int = 0) -> subprocess.CompletedProcess[str]:
         (self.stubs / "failures").write_text(str(failures))
         self.log.write_text("")
         env = {
@@ -71,7 +74,7 @@ class Project:
             "STUB_NO_PIP": str(self.stubs / "no-pip"),
         }
         return subprocess.run(
-            ["bash", "-c", "source scripts/bootstrap.sh test"],
+            ["bash", "-c", command],
             cwd=self.root, env=env, capture_output=True, text=True, timeout=60,
         )
 
@@ -185,3 +188,17 @@ def test_a_first_install_that_fails_leaves_the_marker(project: Project) -> None:
     result = project.bootstrap(failures=2)
     assert result.returncode != 0 and "network down" in result.stderr
     assert (project.venv / ".incomplete").exists()
+
+
+def test_the_demo_passes_its_arguments_to_the_demo_not_to_pip(project: Project, repo_root: Path) -> None:
+    """README: `bash scripts/demo.sh --template market-entry ...`. The sourced bootstrap took the demo's
+    first argument for its extras and pip failed on `.[--template]`."""
+    shutil.copy(repo_root / "scripts" / "demo.sh", project.root / "scripts" / "demo.sh")
+    project.good_venv()
+    convergio = project.venv / "bin" / "convergio"
+    convergio.write_text('#!/usr/bin/env bash\necho "convergio $*" >> "$STUB_LOG"\n')
+    convergio.chmod(0o755)
+    result = project.run("bash scripts/demo.sh --template market-entry --input 'company=Acme Corp'")
+    assert result.returncode == 0, result.stderr
+    assert project.installs() == [INSTALLS[0], "venv -m pip install --quiet --disable-pip-version-check -e ."]
+    assert project.calls()[-1] == "convergio demo --template market-entry --input company=Acme Corp"
