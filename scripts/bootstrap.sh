@@ -29,12 +29,12 @@ install_convergio() {
 }
 
 recreate() {
-    echo "==> .venv is unusable ($1), e.g. after an interrupted first run: recreating it"
+    echo "==> .venv is unusable ($1), e.g. after an interrupted first run: recreating it" >&2
     make_venv
 }
 
 if [ ! -e .venv ]; then
-    echo "==> creating .venv"
+    echo "==> creating .venv" >&2
     make_venv
 elif [ ! -f .venv/pyvenv.cfg ]; then
     recreate "it has no pyvenv.cfg"
@@ -44,18 +44,18 @@ elif ! .venv/bin/python -c 'import pip' >/dev/null 2>&1; then  # the one check o
     elif [ -e "$MARKER" ]; then
         recreate "it was left without pip"
     else
-        echo "==> .venv has no pip (made with uv or --without-pip): adding it"
+        echo "==> .venv has no pip (made with uv or --without-pip): adding it" >&2
         .venv/bin/python -m ensurepip --upgrade >/dev/null
     fi
 elif [ -e "$MARKER" ]; then
-    echo "==> .venv was left half-installed by an interrupted run: finishing the install"
+    echo "==> .venv was left half-installed by an interrupted run: finishing the install" >&2
 fi
-echo "==> installing convergio${extras:+ [$extras]} into .venv"
+echo "==> installing convergio${extras:+ [$extras]} into .venv" >&2
 if ! install_convergio; then
     # A venv that once installed completely is kept (the failure may be the network); a half-made one
     # may be what fails, so it is made afresh once.
     [ -e "$MARKER" ] || exit 1
-    echo "==> installing into the half-made .venv failed: recreating .venv and trying once more"
+    echo "==> installing into the half-made .venv failed: recreating .venv and trying once more" >&2
     make_venv
     install_convergio
 fi

@@ -100,7 +100,7 @@ INSTALLS = [
 def test_a_missing_venv_is_created_and_installed(project: Project) -> None:
     result = project.bootstrap()
     assert result.returncode == 0, result.stderr
-    assert "==> creating .venv" in result.stdout
+    assert "==> creating .venv" in result.stderr
     assert "base -m venv .venv" in project.calls() and project.installs() == INSTALLS
     assert not (project.venv / ".incomplete").exists()
 
@@ -110,7 +110,7 @@ def test_a_good_venv_is_kept_and_only_installed_into(project: Project) -> None:
     project.good_venv()
     result = project.bootstrap()
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "==> installing convergio [test] into .venv\n"
+    assert result.stdout == "" and result.stderr == "==> installing convergio [test] into .venv\n"
     assert project.calls() == ["base -c import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)",
                                "venv -c import pip", *INSTALLS]
     assert (project.venv / "kept").exists()
@@ -123,7 +123,7 @@ def test_a_venv_without_pip_is_recreated(project: Project) -> None:
     (project.venv / ".incomplete").touch()
     result = project.bootstrap()
     assert result.returncode == 0, result.stderr
-    assert "==> .venv is unusable (it was left without pip)" in result.stdout
+    assert "==> .venv is unusable (it was left without pip)" in result.stderr
     assert "base -m venv .venv" in project.calls() and project.installs() == INSTALLS
     assert not (project.venv / ".incomplete").exists()
 
@@ -134,7 +134,7 @@ def test_a_complete_venv_without_pip_gets_pip_and_is_kept(project: Project) -> N
     (project.stubs / "no-pip").touch()
     result = project.bootstrap()
     assert result.returncode == 0, result.stderr
-    assert "==> .venv has no pip (made with uv or --without-pip): adding it" in result.stdout
+    assert "==> .venv has no pip (made with uv or --without-pip): adding it" in result.stderr
     assert "venv -m ensurepip --upgrade" in project.calls() and project.installs() == INSTALLS
     assert (project.venv / "kept").exists()
 
@@ -153,7 +153,7 @@ def test_a_broken_venv_is_recreated(project: Project, breakage: str, reason: str
         (project.venv / "pyvenv.cfg").unlink()
     result = project.bootstrap()
     assert result.returncode == 0, result.stderr
-    assert f"==> .venv is unusable ({reason})" in result.stdout
+    assert f"==> .venv is unusable ({reason})" in result.stderr
     assert not (project.venv / "kept").exists() and project.installs() == INSTALLS
 
 
@@ -161,7 +161,7 @@ def test_an_interrupted_install_is_finished_in_place(project: Project) -> None:
     project.good_venv(incomplete=True)
     result = project.bootstrap()
     assert result.returncode == 0, result.stderr
-    assert "==> .venv was left half-installed by an interrupted run: finishing the install" in result.stdout
+    assert "==> .venv was left half-installed by an interrupted run: finishing the install" in result.stderr
     assert (project.venv / "kept").exists() and project.installs() == INSTALLS
     assert not (project.venv / ".incomplete").exists()
 
@@ -170,7 +170,7 @@ def test_a_half_made_venv_that_fails_to_install_is_recreated_once(project: Proje
     project.good_venv(incomplete=True)
     result = project.bootstrap(failures=1)
     assert result.returncode == 0, result.stderr
-    assert "recreating .venv and trying once more" in result.stdout
+    assert "recreating .venv and trying once more" in result.stderr
     assert not (project.venv / "kept").exists() and project.installs() == [INSTALLS[0], *INSTALLS]
     assert not (project.venv / ".incomplete").exists()
 
@@ -180,7 +180,7 @@ def test_a_complete_venv_is_kept_when_the_install_fails(project: Project) -> Non
     project.good_venv()
     result = project.bootstrap(failures=1)
     assert result.returncode != 0 and "network down" in result.stderr
-    assert "recreating" not in result.stdout and (project.venv / "kept").exists()
+    assert "recreating" not in result.stderr and (project.venv / "kept").exists()
 
 
 def test_a_first_install_that_fails_leaves_the_marker(project: Project) -> None:
@@ -192,13 +192,14 @@ def test_a_first_install_that_fails_leaves_the_marker(project: Project) -> None:
 
 def test_the_demo_passes_its_arguments_to_the_demo_not_to_pip(project: Project, repo_root: Path) -> None:
     """README: `bash scripts/demo.sh --template market-entry ...`. The sourced bootstrap took the demo's
-    first argument for its extras and pip failed on `.[--template]`."""
+    first argument for its extras and pip failed on `.[--template]`. Its progress goes to stderr, so
+    `demo.sh --json` prints only the report on stdout."""
     shutil.copy(repo_root / "scripts" / "demo.sh", project.root / "scripts" / "demo.sh")
     project.good_venv()
     convergio = project.venv / "bin" / "convergio"
     convergio.write_text('#!/usr/bin/env bash\necho "convergio $*" >> "$STUB_LOG"\n')
     convergio.chmod(0o755)
     result = project.run("bash scripts/demo.sh --template market-entry --input 'company=Acme Corp'")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0 and result.stdout == "", result.stderr
     assert project.installs() == [INSTALLS[0], "venv -m pip install --quiet --disable-pip-version-check -e ."]
     assert project.calls()[-1] == "convergio demo --template market-entry --input company=Acme Corp"
