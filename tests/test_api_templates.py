@@ -201,3 +201,33 @@ async def test_a_template_stored_before_the_new_rules_still_lists_and_runs(
         await api.post(f"/workflows/{workflow_id}/cancel", headers=acme)
     again = await api.post("/templates", json=now_refused(name), headers=acme)
     assert again.status_code == 422 and "steps[0].loop.max_iterations" in again.json()["detail"], again.text
+
+
+async def test_a_stored_template_that_no_longer_validates_hides_nothing_else(
+    api: httpx.AsyncClient, db_pool: AsyncConnectionPool
+) -> None:
+    """A row a later model rule refuses (here a step kind that no longer exists) is left out of the
+    listing, which answered 500 for every template of every tenant, and starting it says why."""
+    from psycopg.types.json import Jsonb
+
+    name = f"outdated-{uuid.uuid4().hex[:8]}"
+    acme = headers("acme-operator")
+    body = vendor_review(name)
+    body["steps"][0]["kind"] = "oracle"
+    async with db_pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO custom_templates (tenant, name, version, body, digest, created_by)"
+            " VALUES ('acme', %s, 1, %s, 'x', 'an older release')", (name, Jsonb(body)),
+        )
+    fine = f"fine-{uuid.uuid4().hex[:8]}"
+    assert (await api.post("/templates", json=vendor_review(fine), headers=acme)).status_code == 201
+
+    listed = await api.get("/templates", headers=acme)
+    assert listed.status_code == 200, listed.text
+    names = {t["name"] for t in listed.json()}
+    assert fine in names and "strategic-analysis" in names and name not in names
+    started = await api.post("/workflows", json={"template": name, "inputs": {"vendor": "Initech"}}, headers=acme)
+    assert started.status_code == 422, started.text
+    detail = started.json()["detail"]
+    assert f"stored template '{name}' v1 of tenant 'acme' no longer validates" in detail
+    assert "steps.0" in detail and "register a corrected version" in detail

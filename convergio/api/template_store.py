@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from psycopg.types.json import Jsonb
+from pydantic import ValidationError
 from psycopg_pool import AsyncConnectionPool
 
 from convergio.graphflow.template import Template
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,11 @@ class StoredTemplate:
 
 class VersionConflict(Exception):
     """This tenant already has the name and version with other content."""
+
+
+class UnreadableTemplate(Exception):
+    """A stored template this version of Convergio no longer accepts (a model rule tightened
+    after it was stored); the message says which and why, and how to go on."""
 
 
 def _body(template: Template) -> dict:
@@ -73,7 +82,7 @@ async def get(pool: AsyncConnectionPool, tenant: str, name: str, version: int | 
     chosen = version if version is not None else max(by_version)
     if chosen not in by_version:
         raise KeyError(f"template '{name}' has no version {chosen}; versions: {sorted(by_version)}")
-    return Template.model_validate(by_version[chosen])
+    return _decode(tenant, name, chosen, by_version[chosen])
 
 
 async def list_templates(pool: AsyncConnectionPool, tenant: str | None) -> list[StoredTemplate]:
@@ -86,4 +95,24 @@ async def list_templates(pool: AsyncConnectionPool, tenant: str | None) -> list[
     async with pool.connection() as conn:
         cursor = await conn.execute(query + " ORDER BY tenant, name, version", params)
         rows = await cursor.fetchall()
-    return [StoredTemplate(tenant=t, template=Template.model_validate(body)) for t, body in rows]
+    stored = []
+    for row_tenant, body in rows:
+        try:
+            template = _decode(row_tenant, body.get("name", "?"), body.get("version", "?"), body)
+        except UnreadableTemplate as exc:  # one such row must not hide (or fail) the others
+            log.warning("%s", exc)
+            continue
+        stored.append(StoredTemplate(tenant=row_tenant, template=template))
+    return stored
+
+
+def _decode(tenant: str, name: str, version: Any, body: dict) -> Template:
+    try:
+        return Template.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "template"
+        raise UnreadableTemplate(
+            f"stored template '{name}' v{version} of tenant '{tenant}' no longer validates"
+            f" ({exc.error_count()} problem(s); {where}: {first['msg']}); register a corrected version"
+        ) from exc

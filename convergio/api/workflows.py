@@ -250,7 +250,7 @@ async def start_workflow(
         )
     except KeyError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc.args[0])) from exc
-    except InputError as exc:
+    except (InputError, template_store.UnreadableTemplate) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     try:
         async with db.connection(timeout=5) as conn:
