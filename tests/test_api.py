@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pytest
 import pytest_asyncio
+from pydantic import ValidationError
 from temporalio.client import Client
 
 from convergio.api.app import create_app
+from convergio.api.approvals import ApprovalRequest, same_round
+from convergio.api.workflows import STREAM_ID_PATTERN
 from convergio.settings import Settings
 from convergio.stack.process import free_port
 from convergio.workers.worker import WorkerResources, build_worker
@@ -252,6 +258,18 @@ async def test_live_events_over_websocket(
     assert kinds[-1] == "end"
     assert kinds.count("turn_finished") == len(done["result"]["turns"])
 
+    def error_for(last_event_id: str) -> dict:
+        with TestClient(create_app(auth_settings(settings))) as client, client.websocket_connect(
+            f"/ws/workflows/{workflow_id}?last_event_id={last_event_id}", headers=headers("admin")
+        ) as ws:
+            message = ws.receive_json()
+        assert message["event"] == "error", message
+        return json.loads(message["data"])  # as on the SSE route (it was a bare string here)
+
+    # 20 digits passed the check and Redis refused the read: the socket dropped without a close frame.
+    for bad in ("nope", "99999999999999999999-0"):
+        assert "last_event_id must look like" in (await asyncio.to_thread(error_for, bad))["detail"]
+
 
 async def test_a_security_gate_takes_approve_or_deny_only(api: httpx.AsyncClient) -> None:
     """A flagged input waits at a security gate: a person lets it through or stops the run;
@@ -426,3 +444,51 @@ def test_the_inbox_reads_events_whose_line_ends_are_split_across_chunks() -> Non
     assert len(cuts) == 12
     for cut in cuts:
         assert shown([wire[:cut], wire[cut:]]) == expected, cut
+
+REQUESTED_AT = datetime(2026, 11, 25, 14, 55, 28, 984518, tzinfo=UTC)
+
+
+def _reviewed(value: str) -> datetime:
+    body = ApprovalRequest.model_validate({"decision": "approve", "role": "executive", "reviewed_at": value})
+    assert body.reviewed_at is not None
+    return body.reviewed_at
+
+
+def test_requested_at_in_milliseconds_names_the_same_round() -> None:
+    """JavaScript's Date keeps milliseconds: `new Date(gate.requested_at).toISOString()` sent back
+    got 409 'reopened ... after a change request' for a gate that never reopened."""
+    assert same_round(_reviewed("2026-11-25T14:55:28.984Z"), REQUESTED_AT)
+    assert same_round(_reviewed("2026-11-25T14:55:28.984518Z"), REQUESTED_AT)
+    assert same_round(_reviewed("2026-11-25T15:55:28.984518+01:00"), REQUESTED_AT)
+
+
+def test_an_earlier_round_is_not_the_same() -> None:
+    assert not same_round(_reviewed("2026-11-25T14:54:06.724068Z"), REQUESTED_AT)
+    assert not same_round(_reviewed("2026-11-25T14:55:28.982Z"), REQUESTED_AT)
+
+
+def test_a_time_without_a_zone_is_refused_as_invalid_input() -> None:
+    """A naive time never equalled the aware requested_at: the same instant without its `Z`
+    got a 409 claiming a change request. Now it is a 422 naming the field."""
+    with pytest.raises(ValidationError, match="timezone"):
+        _reviewed("2026-11-25T14:55:28.984518")
+
+U64 = 2**64 - 1
+
+
+def test_every_accepted_id_is_one_redis_can_read_after() -> None:
+    """`99999999999999999999-0` matched the old pattern (20 digits); Redis refused the XREAD with
+    'Invalid stream ID' after the SSE response had started (an empty 200 stream, no `end`, no
+    `error`) and the WebSocket was dropped without a close frame."""
+    assert re.fullmatch(STREAM_ID_PATTERN, "1732440600000-0")
+    assert re.fullmatch(STREAM_ID_PATTERN, f"{'9' * 19}-{'9' * 19}")
+    assert int("9" * 19) <= U64
+    assert not re.fullmatch(STREAM_ID_PATTERN, "99999999999999999999-0")
+    assert not re.fullmatch(STREAM_ID_PATTERN, "garbage")
+
+
+def test_the_sse_route_declares_the_same_pattern() -> None:
+    operation = create_app().openapi()["paths"]["/workflows/{workflow_id}/events"]["get"]
+    header = next(p for p in operation["parameters"] if p["name"] == "Last-Event-ID")
+    patterns = [header["schema"].get("pattern")] + [s.get("pattern") for s in header["schema"].get("anyOf", [])]
+    assert STREAM_ID_PATTERN in patterns

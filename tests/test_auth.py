@@ -16,6 +16,7 @@ import jwt
 import pytest_asyncio
 
 from convergio.api.app import create_app
+from convergio.api.auth import Principal
 from convergio.settings import Settings
 from tests.graphflow_helpers import STRATEGIC_INPUTS
 from tests.test_api import JWT_SECRET, _poll, api, auth_settings, headers  # noqa: F401 - `api` is a fixture
@@ -380,3 +381,23 @@ async def test_event_streams_need_credentials_too(api: httpx.AsyncClient, settin
         return codes
 
     assert await asyncio.to_thread(websocket_close_codes) == [1008, 1008, 1008]
+
+def _principal(role: str, approves_as: list[str] | None = None) -> Principal:
+    return Principal(name="ada", role=role, tenant="acme", approves_as=approves_as or [],  # type: ignore[arg-type]
+                     method="api_key", limit_key="k")
+
+
+def test_an_approver_decides_an_escalation_gate_whose_default_role_is_operator() -> None:
+    """A step with `on_failure: escalate` and no `approvers` opens a gate for role `operator`
+    (convergio/workflows/graphflow.py). The route needs API role `approver`, and an approver key
+    held only `approver` and its `approves_as`: nobody but an admin could decide such a gate
+    through the API (403 both ways)."""
+    approver = _principal("approver", ["executive"])
+    assert "operator" in approver.gate_roles()
+    assert {"approver", "executive"} <= approver.gate_roles()
+
+
+def test_gate_roles_never_reach_above_the_callers_role() -> None:
+    assert "approver" not in _principal("operator").gate_roles()
+    assert "admin" not in _principal("approver").gate_roles()
+    assert _principal("viewer").gate_roles() == {"viewer"}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from temporalio.client import WorkflowExecutionStatus
 
 from convergio.api.auth import Approver
@@ -52,11 +52,18 @@ class ApprovalRequest(BaseModel):
         max_length=200_000,
         description="approve only: a corrected version of the output under review.",
     )
-    reviewed_at: datetime | None = Field(
+    reviewed_at: AwareDatetime | None = Field(
         default=None,
-        description="The gate's `requested_at` as you saw it. If the gate reopened since (someone "
-        "requested changes), the decision is refused with 409: what you reviewed is not what waits.",
+        description="The gate's `requested_at` as you saw it (with its time zone; milliseconds suffice). "
+        "If the gate reopened since (someone requested changes), the decision is refused with 409: what "
+        "you reviewed is not what waits.",
     )
+
+
+def same_round(reviewed_at: datetime, requested_at: datetime) -> bool:
+    """Whether ``reviewed_at`` names the gate's current round. Clients often keep only
+    milliseconds (JavaScript's ``Date``); a gate never reopens within one."""
+    return abs(reviewed_at - requested_at) < timedelta(milliseconds=1)
 
 
 class DecisionAccepted(BaseModel):
@@ -134,7 +141,7 @@ async def decide_gate(
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"gate {gate_id!r} is not pending (pending: {open_gates})"
         )
-    if body.reviewed_at is not None and body.reviewed_at != gate.requested_at:
+    if body.reviewed_at is not None and not same_round(body.reviewed_at, gate.requested_at):
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             f"gate {gate_id!r} reopened at {gate.requested_at.isoformat()} after a change request; "

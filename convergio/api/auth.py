@@ -50,8 +50,10 @@ class Principal(BaseModel):
         return ROLES.index(self.role) >= ROLES.index(needed)
 
     def gate_roles(self) -> set[str]:
-        """The gate roles this caller may decide as (its API role counts too)."""
-        return {*self.approves_as, self.role}
+        """The gate roles this caller may decide as: its ``approves_as``, its API role and the API
+        roles below it (an approver is an operator too, so it decides a step's escalation gate,
+        whose role is ``operator`` unless the step lists approvers)."""
+        return {*self.approves_as, *ROLES[: ROLES.index(self.role) + 1]}
 
     def sees(self, tenant: str | None) -> bool:
         return self.is_admin or tenant == self.tenant

@@ -58,6 +58,9 @@ router = APIRouter(tags=["workflows"])
 logger = logging.getLogger(__name__)
 
 WORKFLOW_TYPE = "GraphFlow"
+# A Redis stream id: two unsigned 64-bit numbers. 19 digits always fit (20 may not, and Redis
+# then refuses the XREAD after the response started: an empty stream with neither `end` nor `error`).
+STREAM_ID_PATTERN = r"^\d{1,19}-\d{1,19}$"
 WORKFLOW_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 WorkflowIdPath = Annotated[
     str,
@@ -109,7 +112,9 @@ class WorkflowSummary(BaseModel):
 
 
 class WorkflowPage(BaseModel):
-    """A page of runs, newest first; pass ``next_page_token`` back as ``page_token`` for more."""
+    """A page of runs, running ones first (newest first), then closed ones by close time (latest
+    first): Temporal visibility's order, which SQL visibility cannot change (no ORDER BY); pass
+    ``next_page_token`` back as ``page_token`` for more."""
 
     items: list[WorkflowSummary]
     next_page_token: str | None = Field(default=None, description="Unset: this was the last page.")
@@ -265,7 +270,8 @@ async def start_workflow(
     "/workflows",
     response_model=WorkflowPage,
     summary="List runs (Temporal visibility)",
-    description="Runs of the caller's tenant, newest first, filtered by template, status, pending "
+    description="Runs of the caller's tenant, running ones first (newest first), then closed ones by "
+    "close time (latest first), filtered by template, status, pending "
     "approval or gate. `tenant` is for admins (others may only name their own). Needs role `viewer`.",
     responses={**problem_responses(400, 401, 403, 422, 429, 503)},
 )
@@ -462,7 +468,7 @@ async def workflow_events(
     last_event_id: Annotated[
         str | None,
         Header(
-            alias="Last-Event-ID", max_length=40, pattern=r"^\d{1,20}-\d{1,19}$", examples=["1732440600000-0"]
+            alias="Last-Event-ID", max_length=40, pattern=STREAM_ID_PATTERN, examples=["1732440600000-0"]
         ),
     ] = None,
 ) -> EventSourceResponse:
@@ -508,8 +514,9 @@ async def workflow_events_ws(websocket: WebSocket, workflow_id: str) -> None:
         return
     await websocket.accept()
     after = websocket.query_params.get("last_event_id") or "0-0"
-    if not re.fullmatch(r"\d{1,20}-\d{1,19}", after):
-        await websocket.send_json({"event": "error", "data": "last_event_id must look like 1732440600000-0"})
+    if not re.fullmatch(STREAM_ID_PATTERN, after):
+        detail = "last_event_id must look like 1732440600000-0"
+        await websocket.send_json({"event": "error", "data": json.dumps({"detail": detail})})
         await websocket.close()
         return
     try:
@@ -518,7 +525,8 @@ async def workflow_events_ws(websocket: WebSocket, workflow_id: str) -> None:
     except (WebSocketDisconnect, TimeoutError):
         return
     except RPCError as exc:
-        await websocket.send_json({"event": "error", "data": exc.message})
+        # The SSE route's `error` event: data is JSON with `detail`, like every event's data.
+        await websocket.send_json({"event": "error", "data": json.dumps({"detail": exc.message})})
     await websocket.close()
 
 
