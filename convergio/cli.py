@@ -16,6 +16,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -56,7 +57,8 @@ def main() -> None:
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is text, not Rich markup: it quotes user input, paths and patterns ("[a-z0-9]").
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code=code)
 
 
@@ -104,7 +106,7 @@ def load_settings(*, check_model: bool = False) -> Settings:
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "?"
             err_console.print(
-                f"[bold red]error:[/] CONVERGIO_{field.upper()}: {error['msg']}", highlight=False, soft_wrap=True
+                f"[bold red]error:[/] CONVERGIO_{field.upper()}: {escape(error['msg'])}", highlight=False, soft_wrap=True
             )
         raise typer.Exit(code=2) from None
     except ModelConfigError as exc:
@@ -204,7 +206,12 @@ def db_upgrade() -> None:
     settings = load_settings()
     if settings.database_url is None:
         raise fail("CONVERGIO_DATABASE_URL is not set (the embedded database is migrated by `convergio up`)")
-    applied = asyncio.run(apply_migrations(settings.database_url))
+    import psycopg
+
+    try:
+        applied = asyncio.run(apply_migrations(settings.database_url))
+    except (OSError, psycopg.Error) as exc:  # one clear line (password masked) instead of a traceback
+        raise fail(f"cannot migrate the database at {database_error(settings, exc)}") from None
     console.print(f"applied: {', '.join(applied)}" if applied else "database is up to date")
 
 
@@ -298,11 +305,14 @@ def run(
         with temporal_errors(template):
             started = await start_template_run(client, settings, run)
         if not wait:
-            console.print(started.model_dump_json(indent=2) if as_json else f"started {started.workflow_id}")
+            # print, not console.print: Rich would wrap the JSON at the terminal width (80 when piped).
+            print(started.model_dump_json(indent=2) if as_json else f"started {started.workflow_id}")
             return None
-        console.print(f"started [bold]{started.workflow_id}[/] · {started.temporal_ui_url}", soft_wrap=True)
+        # With --json, stdout carries the JSON report only; the progress goes to stderr.
+        out = err_console if as_json else console
+        out.print(f"started [bold]{started.workflow_id}[/] · {started.temporal_ui_url}", soft_wrap=True)
         with temporal_errors(started.workflow_id):
-            view = await follow_run(client, settings, started.workflow_id)
+            view = await follow_run(client, settings, started.workflow_id, out=out)
         print_view(view, as_json)
         return view.status
 
@@ -310,7 +320,7 @@ def run(
         raise typer.Exit(code=1)
 
 
-async def follow_run(client: Client, settings: Settings, workflow_id: str) -> RunView:
+async def follow_run(client: Client, settings: Settings, workflow_id: str, out: Console = console) -> RunView:
     """Print the run's steps and gates as they change until Temporal reports it closed. A status
     query no worker answers in time (none running, or a busy or restarting one) shows no progress:
     that is no end, so the run is asked again, as after a moment Temporal could not be reached."""
@@ -340,11 +350,12 @@ async def follow_run(client: Client, settings: Settings, workflow_id: str) -> Ru
             for step in view.progress.steps:
                 if seen.get(step.id) != step.status:
                     seen[step.id] = step.status
-                    print_step(step.title, step.status, step.agents)
+                    print_step(step.title, step.status, step.agents, to=out)
             for gate in view.progress.pending_approvals:
-                if seen.get(f"gate:{gate.gate_id}") is None:
-                    seen[f"gate:{gate.gate_id}"] = "open"
-                    console.print(
+                # requested_at tells a gate reopened after a change request from the one already shown.
+                if seen.get(f"gate:{gate.gate_id}") != gate.requested_at.isoformat():
+                    seen[f"gate:{gate.gate_id}"] = gate.requested_at.isoformat()
+                    out.print(
                         f"[bold yellow]waiting for approval[/] {gate.gate_id} (roles: {', '.join(gate.approvers)}): "
                         f"convergio approve {workflow_id} {gate.gate_id} --role {gate.approvers[0]}",
                         soft_wrap=True,
@@ -384,7 +395,7 @@ def _decide_command(outcome: Literal["approve", "deny", "request_changes"]) -> C
         comment: Annotated[str, typer.Option(help="Why.")] = "",
     ) -> None:
         from convergio.graphflow.run_models import ApprovalDecision
-        from convergio.graphflow.runs import decide
+        from convergio.graphflow.runs import QUERY_TIMEOUT, decide, no_worker_answered
         from convergio.workflows.graphflow import GraphFlowWorkflow
 
         settings = load_settings()
@@ -395,14 +406,20 @@ def _decide_command(outcome: Literal["approve", "deny", "request_changes"]) -> C
             client = await _connect_or_exit(settings)
             handle = client.get_workflow_handle_for(GraphFlowWorkflow.run, workflow_id)
             with temporal_errors(workflow_id):
-                pending = await handle.query(GraphFlowWorkflow.pending_approvals)
-            gate = next((g for g in pending if g.gate_id == gate_id), None)
-            if gate is None:
-                raise fail(f"gate {gate_id!r} is not pending (pending: {', '.join(g.gate_id for g in pending) or 'none'})")
-            if role not in gate.approvers:
-                raise fail(f"role {role!r} may not decide {gate_id!r}; allowed: {', '.join(gate.approvers)}")
-            if outcome == "request_changes" and gate.change_requests_left <= 0:
-                raise fail(f"no change requests left for {gate_id!r}; approve or deny")
+                try:
+                    pending = await handle.query(GraphFlowWorkflow.pending_approvals, rpc_timeout=QUERY_TIMEOUT)
+                except RPCError as exc:
+                    if not no_worker_answered(exc):
+                        raise
+                    pending, unanswered = None, exc.message
+            if pending is None:  # the signal waits in the run's history for the worker to come back
+                err_console.print(
+                    f"[yellow]warning:[/] no worker answered ({escape(unanswered)}), so the gate could not be "
+                    "checked; the decision is sent and applied when a worker runs again (one the gate does "
+                    "not take is recorded in the audit trail and ignored)", highlight=False, soft_wrap=True,
+                )
+            else:
+                _check_decision(pending, gate_id, role, outcome)
             decision = ApprovalDecision(gate_id=gate_id, approver=approver, role=role, comment=comment)
             with temporal_errors(workflow_id):  # e.g. the run closed since the query
                 await decide(client, workflow_id, outcome, decision)
@@ -412,6 +429,17 @@ def _decide_command(outcome: Literal["approve", "deny", "request_changes"]) -> C
 
     command.__doc__ = _DECISION_HELP[outcome]
     return command
+
+
+def _check_decision(pending: list[Any], gate_id: str, role: str, outcome: str) -> None:
+    """Refuse, with the reason, what the gate would not take (the workflow checks again)."""
+    gate = next((g for g in pending if g.gate_id == gate_id), None)
+    if gate is None:
+        raise fail(f"gate {gate_id!r} is not pending (pending: {', '.join(g.gate_id for g in pending) or 'none'})")
+    if role not in gate.approvers:
+        raise fail(f"role {role!r} may not decide {gate_id!r}; allowed: {', '.join(gate.approvers)}")
+    if outcome == "request_changes" and gate.change_requests_left <= 0:
+        raise fail(f"no change requests left for {gate_id!r}; approve or deny")
 
 
 app.command("approve")(_decide_command("approve"))
@@ -495,13 +523,14 @@ def costs(
     if as_json:
         print(result.model_dump_json(indent=2))
         return
-    console.print(f"[bold]Total[/] ${result.total_usd} over {result.turns} turns "
+    # Decimal's str() turns to exponent notation below 1e-6 ("$0E-8" for nothing spent): ":f" never does.
+    console.print(f"[bold]Total[/] ${result.total_usd:f} over {result.turns} turns "
                   f"({result.prompt_tokens} prompt + {result.completion_tokens} completion tokens)")
     for title, rows in [("tenant", result.by_tenant), ("template", result.by_template),
                         ("agent", result.by_agent), ("model", result.by_model), ("day", result.by_day)]:
         table = Table(title, "cost (USD)", "turns", title=f"by {title}", title_justify="left")
         for row in rows:
-            table.add_row(str(row.key), str(row.cost_usd), str(row.turns))
+            table.add_row(str(row.key), f"{row.cost_usd:f}", str(row.turns))
         console.print(table)
     for advice in result.recommendations:
         console.print(f"[green]advice[/] {advice.model_dump_json()}", soft_wrap=True)
@@ -549,12 +578,12 @@ def ingest(
 
         def on_file(path: Path, result: Any, error: str | None) -> None:
             if error:
-                progress.console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+                progress.console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)
             elif result.duplicate:
-                progress.console.print(f"[yellow]duplicate[/] {path} (already ingested)", highlight=False)
+                progress.console.print(f"[yellow]duplicate[/] {escape(str(path))} (already ingested)", highlight=False)
             else:
                 progress.console.print(
-                    f"[green]added[/] {path}: {result.chunks_added} chunks"
+                    f"[green]added[/] {escape(str(path))}: {result.chunks_added} chunks"
                     + (f", {result.chunks_skipped} already known" if result.chunks_skipped else ""),
                     highlight=False,
                 )
@@ -729,7 +758,12 @@ def stats(
         response.raise_for_status()
     except httpx.HTTPError as exc:
         raise fail(f"cannot read {url}: {exc}") from None
-    data = response.json()
+    try:
+        data = response.json()
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    except ValueError as exc:  # e.g. --api-url names another server, which answers HTML
+        raise fail(f"cannot read {url}: not an answer of the Convergio API ({exc}); check --api-url") from None
     if as_json:
         print(json.dumps(data, indent=2))
         return

@@ -8,13 +8,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
+from typer.testing import CliRunner
 
+from convergio.cli import app
 from convergio.stack.process import free_port
 from tests.graphflow_helpers import STRATEGIC_INPUTS as INPUTS
 
@@ -335,3 +340,58 @@ def test_database_errors_never_show_the_password(tmp_path: Path) -> None:
         assert says in result.stderr and f"convergio:***@127.0.0.1:{port}" in result.stderr, result.stderr
         assert secret not in result.stdout + result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_brackets_in_an_error_are_shown_as_given() -> None:
+    runner = CliRunner()
+    keys = runner.invoke(app, ["keys", "create", "--name", "ada", "--tenant", "ACME"])
+    assert keys.exit_code == 1 and "[a-z0-9][a-z0-9_-]{0,62}" in keys.stderr, keys.stderr
+    template = runner.invoke(app, ["run", "strategic[x]"])
+    assert template.exit_code == 1 and "'strategic[x]'" in template.stderr, template.stderr
+
+
+def test_a_closing_tag_in_an_error_is_no_crash() -> None:
+    result = CliRunner().invoke(app, ["run", "strategic-analysis", "--input", "[/tmp/brief.md]"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 1 and "--input '[/tmp/brief.md]': expected key=value" in result.stderr, result.stderr
+
+
+class _HtmlPage(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the http.server name
+        body = b"<!doctype html><title>Temporal</title>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def html_server() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), _HtmlPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_stats_from_a_server_that_is_not_the_api_is_one_error_line(html_server: str) -> None:
+    result = CliRunner().invoke(app, ["stats", "--api-url", html_server], env={"CONVERGIO_API_KEY": "x" * 20})
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "not an answer of the Convergio API" in result.stderr and "--api-url" in result.stderr, result.stderr
+
+
+def test_db_upgrade_of_an_unreachable_database_is_one_error_line() -> None:
+    secret = "s3cret-Pa55word"
+    port = free_port()
+    url = f"postgresql://convergio:{secret}@127.0.0.1:{port}/convergio"
+    result = CliRunner().invoke(app, ["db", "upgrade"], env={"CONVERGIO_DATABASE_URL": url})
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "cannot migrate the database at" in result.stderr and f"127.0.0.1:{port}" in result.stderr, result.stderr
+    assert secret not in result.stderr

@@ -310,3 +310,92 @@ async def test_watch_rides_out_a_brief_api_outage(
     out, err = out_bytes.decode(), err_bytes.decode()
     assert watcher.returncode == 0, (out, err)
     assert f"{workflow_id} · strategic-analysis · completed" in out and "(ended)" in out
+
+
+async def _line_with(stream: asyncio.StreamReader, text: str, seen: list[str]) -> str:
+    while True:
+        line = (await asyncio.wait_for(stream.readline(), timeout=120)).decode()
+        assert line, f"the stream ended before {text!r}: {seen}"
+        seen.append(line)
+        if text in line:
+            return line
+
+
+async def test_run_json_prints_only_json_and_announces_a_reopened_gate(
+    dev_client: Client, settings: Settings, resources: WorkerResources, tmp_path: Path
+) -> None:
+    """`run --json | jq` failed: the progress went to stdout before the report, and `--no-wait --json`
+    was wrapped by Rich at 80 columns when piped. And after `request-changes` the gate opened again
+    with no word from `run`, which waited silently for a second decision."""
+    queue = "convergio-cli-json"
+    env = {**cli_env(settings, tmp_path), "CONVERGIO_TEMPORAL_TASK_QUEUE": queue,
+           "CONVERGIO_DATABASE_URL": str(settings.database_url)}
+    del env["COLUMNS"]  # piped: Rich falls back to 80 columns
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps(STRATEGIC_INPUTS))
+    run = [sys.executable, "-m", "convergio", "run", "strategic-analysis", "--inputs-file", str(inputs), "--json"]
+    async with build_worker(dev_client, settings.model_copy(update={"temporal_task_queue": queue}), resources):
+        detached = await asyncio.create_subprocess_exec(*run, "--no-wait", env=env, stdout=asyncio.subprocess.PIPE)
+        out, _ = await asyncio.wait_for(detached.communicate(), timeout=120)
+        started = json.loads(out)
+        assert started["temporal_ui_url"].endswith(started["workflow_id"])
+        await dev_client.get_workflow_handle(started["workflow_id"]).terminate("test over")
+
+        runner = await asyncio.create_subprocess_exec(
+            *run, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        assert runner.stderr is not None
+        progress: list[str] = []
+        workflow_id = (await _line_with(runner.stderr, "started ", progress)).split()[1]
+        await _line_with(runner.stderr, "waiting for approval", progress)
+        code, _, err = await convergio("request-changes", workflow_id, "executive_approval", "--role", "executive",
+                                       "--comment", "Add a cost table", env=env)
+        assert code == 0, err
+        await _line_with(runner.stderr, "waiting for approval", progress)  # the gate opened again
+        code, _, err = await convergio("approve", workflow_id, "executive_approval", "--role", "executive", env=env)
+        assert code == 0, err
+        out, _ = await asyncio.wait_for(runner.communicate(), timeout=120)
+    assert runner.returncode == 0, progress
+    report = json.loads(out)
+    assert report["workflow_id"] == workflow_id and report["status"] == "completed"
+
+
+async def test_a_decision_while_no_worker_runs_is_sent_with_a_warning(
+    dev_client: Client, settings: Settings, tmp_path: Path
+) -> None:
+    """docs/approvals.md: a decision sent while no worker runs is applied when one comes back. The
+    CLI first asked the run for its gates, which only a worker answers, and gave up with an error."""
+    from temporalio.api.enums.v1 import EventType
+
+    from convergio.agents.catalog import default_catalog
+    from convergio.graphflow.loader import default_registry
+    from convergio.graphflow.runs import build_run_input, start_template_run
+
+    idle = settings.model_copy(update={"temporal_task_queue": "convergio-cli-no-worker"})
+    template = default_registry().get("strategic-analysis")
+    run = build_run_input(template, STRATEGIC_INPUTS, default_catalog(), tenant="default", model=None)
+    workflow_id = (await start_template_run(dev_client, idle, run)).workflow_id
+    env = {**cli_env(idle, tmp_path), "CONVERGIO_TEMPORAL_TASK_QUEUE": idle.temporal_task_queue}
+    try:
+        code, out, err = await convergio("approve", workflow_id, "executive_approval", "--role", "executive", env=env)
+        assert code == 0, err
+        assert "no worker answered" in err and f"approve sent for {workflow_id}" in out
+        signals = [event async for event in dev_client.get_workflow_handle(workflow_id).fetch_history_events()
+                   if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+        assert [s.workflow_execution_signaled_event_attributes.signal_name for s in signals] == ["approve"]
+    finally:
+        await dev_client.get_workflow_handle(workflow_id).terminate("test over")
+
+
+def test_no_poller_seen_is_no_worker_not_a_failed_run() -> None:
+    """About a minute after the last worker stopped polling, Temporal answers a query at once with
+    FAILED_PRECONDITION; `run` took it for an error and exited 1 while the run went on."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from convergio.graphflow.runs import no_worker_answered
+
+    gone = "no poller seen for task queue recently, worker may be down"
+    assert no_worker_answered(RPCError(gone, RPCStatusCode.FAILED_PRECONDITION, b""))
+    assert no_worker_answered(RPCError("Timeout expired", RPCStatusCode.CANCELLED, b""))
+    assert not no_worker_answered(RPCError("workflow is closed", RPCStatusCode.FAILED_PRECONDITION, b""))
+    assert not no_worker_answered(RPCError("not found", RPCStatusCode.NOT_FOUND, b""))

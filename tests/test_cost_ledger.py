@@ -206,3 +206,26 @@ async def test_recommendations_follow_the_data(db_pool: AsyncConnectionPool) -> 
         ("synthesis", "anthropic:claude-sonnet-4-20250514", "anthropic:claude-3-5-haiku-20241022"),
     }
     assert loose.recommendations == sorted(loose.recommendations, key=lambda r: -r.saving_per_turn_usd)
+
+
+async def test_dollars_print_as_plain_decimals(db_pool: AsyncConnectionPool, settings) -> None:  # noqa: ANN001
+    """`convergio costs` said "Total $0E-8" for a tenant without spend, and the JSON (CLI and API)
+    "0E-8": str() of a quantized Decimal below a millionth of a dollar."""
+    from typer.testing import CliRunner
+
+    from convergio.cli import app
+
+    tenant, idle = _id(), _id()
+    assert await ledger.record(db_pool, _turn(tenant, cost=D("0.0000005")))
+    env = {"CONVERGIO_DATABASE_URL": str(settings.database_url), "COLUMNS": "200"}
+
+    def costs(*args: str) -> str:
+        result = CliRunner().invoke(app, ["costs", *args], env=env)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    assert "Total $0.00000000 over 0 turns" in await asyncio.to_thread(costs, "--tenant", idle)
+    shown = await asyncio.to_thread(costs, "--tenant", tenant)
+    assert "Total $0.00000050 over 1 turns" in shown and "E-" not in shown, shown
+    as_json = await asyncio.to_thread(costs, "--tenant", tenant, "--json")
+    assert '"total_usd": "0.00000050"' in as_json and "E-" not in as_json, as_json

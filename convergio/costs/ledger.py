@@ -11,15 +11,20 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date
 from decimal import Decimal
-from typing import Any, LiteralString
+from typing import Annotated, Any, LiteralString
 
 from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainSerializer
 
 from convergio.costs.pricing import USD_QUANTUM, TurnCost
 
 QUALITY_TOLERANCE = 0.5  # points of quality_score a cheaper model may lose and still be recommended
+
+
+# Dollars in JSON as plain decimals: str() of a quantized Decimal switches to exponent notation
+# below a millionth ("0E-8" for nothing spent).
+Usd = Annotated[Decimal, PlainSerializer(lambda value: format(value, "f"), return_type=str, when_used="json")]
 
 
 def _usd(value: Decimal | int | None) -> Decimal:
@@ -84,7 +89,7 @@ async def set_quality(
 
 class CostTotal(BaseModel):
     key: str = Field(description="The day (YYYY-MM-DD), tenant, template, agent or model.")
-    cost_usd: Decimal
+    cost_usd: Usd
     turns: int
     prompt_tokens: int
     completion_tokens: int
@@ -92,9 +97,9 @@ class CostTotal(BaseModel):
 
 class TrendPoint(BaseModel):
     day: date
-    cost_usd: Decimal
+    cost_usd: Usd
     turns: int
-    cumulative_usd: Decimal
+    cumulative_usd: Usd
 
 
 class Efficiency(BaseModel):
@@ -103,8 +108,8 @@ class Efficiency(BaseModel):
     agent: str
     model: str
     turns: int
-    cost_usd: Decimal
-    avg_cost_per_turn: Decimal
+    cost_usd: Usd
+    avg_cost_per_turn: Usd
     scored_turns: int
     avg_quality: float | None = Field(description="Average quality_score; None without scored turns.")
     quality_per_dollar: float | None = Field(
@@ -122,9 +127,9 @@ class Recommendation(BaseModel):
     recommended_model: str
     current_avg_quality: float
     recommended_avg_quality: float
-    current_cost_per_turn: Decimal
-    recommended_cost_per_turn: Decimal
-    saving_per_turn_usd: Decimal
+    current_cost_per_turn: Usd
+    recommended_cost_per_turn: Usd
+    saving_per_turn_usd: Usd
     saving_fraction: float = Field(description="saving_per_turn_usd / current_cost_per_turn.")
     current_turns: int
     recommended_turns: int
@@ -134,7 +139,7 @@ class CostReport(BaseModel):
     tenant: str | None
     since: date | None
     until: date | None
-    total_usd: Decimal
+    total_usd: Usd
     turns: int
     prompt_tokens: int
     completion_tokens: int

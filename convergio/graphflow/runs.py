@@ -186,6 +186,15 @@ class RunView(BaseModel):
 QUERY_TIMEOUT = timedelta(seconds=5)
 
 
+def no_worker_answered(exc: RPCError) -> bool:
+    """Whether a query failed for want of a worker (none running, or a busy or restarting one), not
+    because of the run: it timed out, or, once no worker polled for about a minute, Temporal
+    answers at once with FAILED_PRECONDITION "no poller seen for task queue recently"."""
+    if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+        return True
+    return exc.status == RPCStatusCode.FAILED_PRECONDITION and "no poller" in exc.message
+
+
 async def read_template_run(client: Client, settings: Settings, workflow_id: str) -> RunView:
     handle = client.get_workflow_handle_for(GraphFlowWorkflow.run, workflow_id)
     description = await handle.describe()
@@ -202,9 +211,9 @@ async def read_template_run(client: Client, settings: Settings, workflow_id: str
         try:
             view.progress = await handle.query(GraphFlowWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
         except RPCError as exc:
-            if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+            if no_worker_answered(exc):
                 # Queries are answered by a worker; without one the run is shown without its progress.
-                view.error = f"no worker answered within {QUERY_TIMEOUT.seconds}s; is a worker running?"
+                view.error = f"no worker answered ({exc.message}); is a worker running?"
             elif (await handle.describe()).status not in (None, WorkflowExecutionStatus.RUNNING):
                 return await read_template_run(client, settings, workflow_id)  # it closed meanwhile
             else:
