@@ -282,6 +282,7 @@ def test_more_that_still_loads(tmp_path: Path) -> None:
     data["inputs"]["_internal_2"] = {"type": "string", "default": "x"}
     data["steps"][2]["when"] = "true or 1/0 == 1"
     data["steps"][2]["retry"] = {"initial_interval": "30s", "max_interval": "30s"}
+    data["steps"][3]["sla"] = "4h"  # a chain runs when the SLA passes (without one it is rejected)
     data["steps"][3]["escalation"] = [{"action": "notify", "after": 0}, {"action": "fail", "after": "1h"}]
     data["steps"][0]["instruction"] = "Research {inputs.company}, {inputs._internal_2}; {{inputs.company}}."
     template = load(write(tmp_path, data))

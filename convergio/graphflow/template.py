@@ -45,7 +45,11 @@ def _parse_duration(value: Any) -> Any:
     Out-of-range numbers become a ValueError here: timedelta's own OverflowError would
     escape Pydantic and lose the field path.
     """
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, bool):  # YAML's yes/no/true/false: Pydantic would read 1s or 0s
+        raise ValueError(
+            f"a duration must be a number of seconds or a text like '30s', got {str(value).lower()}"
+        )
+    if isinstance(value, (int, float)):
         seconds = value
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]

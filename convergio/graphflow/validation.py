@@ -29,6 +29,7 @@ from convergio.graphflow.template import EscalationSpec, StepSpec, Template, for
 
 
 MAX_INPUT_NAME = 64
+MAX_ROLE = 100  # ApprovalDecision.role
 # Pydantic errors that say a value is of the wrong type (its other errors are about ranges,
 # lengths and the tool's own validators: those are left to run time, like placeholders).
 _TYPE_ERRORS = frozenset({
@@ -84,6 +85,11 @@ class _Checker:
             self._check_step(index, step, set(ids))
         self._check_denial_paths()
         self._check_durations()
+        self._check_roles()
+        sla = self.template.sla
+        if sla.escalation and "escalation" in sla.model_fields_set and sla.total is None:
+            self.add("sla.escalation", "the run's escalation chain runs when its SLA passes, and the "
+                                       "template has no 'sla.total': it would never run; add total: <time>")
         if not self.problems:
             self._check_cycles()
         if not self.problems:
@@ -141,6 +147,9 @@ class _Checker:
         if step.loop and step.loop.max_iterations < 2:  # not in LoopSpec: pinned runs must still decode
             self.add(f"{where}.loop.max_iterations", "1 means the loop never repeats: max_iterations counts "
                                                      "the first run too, so it must be at least 2")
+        if step.escalation and "escalation" in step.model_fields_set and step.sla is None:
+            self.add(f"{where}.escalation", "an escalation chain runs when the step's SLA passes, and this "
+                                            "step has no 'sla': it would never run; add sla: <duration>")
         is_gate = step.kind == "approval" or step.requires_approval
         for position, link in enumerate(step.escalation):
             if link.action in ("reassign", "auto_decide") and not is_gate:
@@ -165,6 +174,30 @@ class _Checker:
             if first > longest:
                 message = f"initial_interval ({format_duration(first)}) is longer than max_interval"
                 self.add(f"steps[{index}].retry", f"{message} ({format_duration(longest)})")
+
+    def _check_roles(self) -> None:
+        """Every gate must have a role that can decide it: a decision names one role, of 1 to
+        MAX_ROLE characters, and an empty list or a blank role would leave the run waiting forever."""
+        lists: list[tuple[str, list[str], bool]] = []  # (path, roles, whether the list may be empty)
+        for index, step in enumerate(self.template.steps):
+            where = f"steps[{index}]"
+            lists.append((f"{where}.approvers", step.approvers, True))  # empty: a default role
+            lists += [(f"{where}.escalation[{i}].to", link.to, link.action != "reassign")
+                      for i, link in enumerate(step.escalation)]
+        lists += [(f"sla.escalation[{i}].to", link.to, link.action != "reassign")
+                  for i, link in enumerate(self.template.sla.escalation)]
+        budget, security = self.template.budget, self.template.security
+        lists.append(("budget.approvers", budget.approvers, budget.on_breach != "approval"))
+        lists.append(("security.approvers", security.approvers,
+                      "approval" not in (security.on_flag, security.on_block)))
+        for path, roles, may_be_empty in lists:
+            if not roles and not may_be_empty:
+                self.add(path, "no role could decide this gate and the run would wait forever; "
+                               "name at least one role")
+            for position, role in enumerate(roles):
+                if not role.strip() or len(role) > MAX_ROLE:
+                    self.add(f"{path}[{position}]", f"{role!r} is not a role a decision can name: "
+                                                    f"a role has 1 to {MAX_ROLE} characters, not blank")
 
     def _check_denial_paths(self) -> None:
         """A step follows the denial of one gate: the workflow keeps one gate per step, the last."""
@@ -225,16 +258,23 @@ class _Checker:
                      f"wrong type for '{tool}': {error['msg']} (got {reprlib.repr(error['input'])})")
 
     def _check_cycles(self) -> None:
-        """depends_on must be acyclic; bounded repetition is written with ``loop``."""
+        """depends_on must be acyclic; bounded repetition is written with ``loop``. Depth first without
+        recursion: a long chain of steps must not exhaust Python's stack."""
         graph = {step.id: step.depends_on for step in self.template.steps}
         state: dict[str, str] = {}
-        path: list[str] = []
-
-        def visit(node: str) -> bool:
-            state[node] = "visiting"
-            path.append(node)
-            for dependency in graph[node]:
-                if state.get(dependency) == "visiting":
+        for root in graph:
+            if root in state:
+                continue
+            state[root] = "visiting"
+            path = [root]
+            pending = [iter(graph[root])]
+            while pending:
+                dependency = next(pending[-1], None)
+                if dependency is None:
+                    state[path.pop()] = "done"
+                    pending.pop()
+                elif state.get(dependency) == "visiting":
+                    node = path[-1]
                     cycle = path[path.index(dependency):] + [dependency]
                     index = next(i for i, s in enumerate(self.template.steps) if s.id == node)
                     self.add(
@@ -242,16 +282,11 @@ class _Checker:
                         f"cycle without a bound: {' -> '.join(reversed(cycle))}; write a bounded "
                         "repetition as loop: {back_to, while, max_iterations}",
                     )
-                    return True
-                if dependency not in state and visit(dependency):
-                    return True
-            state[node] = "done"
-            path.pop()
-            return False
-
-        for step in self.template.steps:
-            if step.id not in state and visit(step.id):
-                return
+                    return
+                elif dependency not in state:
+                    state[dependency] = "visiting"
+                    path.append(dependency)
+                    pending.append(iter(graph[dependency]))
 
     @property
     def _step_ids(self) -> list[str]:
@@ -297,6 +332,24 @@ class _Checker:
                     self.add(path, f"the loop never repeats: its condition is always false ({source})")
                 else:
                     self.add(path, f"step '{step.id}' is unreachable: its condition is always false ({source})")
+            elif path.endswith(".when") and (known := self._statuses_when_evaluated(step)):
+                if _always_false(expression, known):
+                    statuses = ", ".join(f"{d} {status}" for d, status in known.items())
+                    self.add(path, f"step '{step.id}' is unreachable: its condition is checked only once "
+                                   f"{statuses}, and then it is always false ({source}); a denied gate's "
+                                   "steps go in its on_denied, a step that runs after a failed or skipped "
+                                   "one uses join: any")
+
+    def _statuses_when_evaluated(self, step: StepSpec) -> dict[str, str]:
+        """What the workflow knows of the dependencies when it evaluates the step's ``when``: a
+        gate's on_denied step runs only after that gate was denied; with ``join: all`` a step runs
+        only if every dependency completed (else it is skipped before its condition is read)."""
+        gate = next((s.id for s in self.template.steps if step.id in s.on_denied), None)
+        if gate is not None:
+            return {gate: "denied"}
+        if step.join == "all":
+            return {dependency: "completed" for dependency in step.depends_on}
+        return {}
 
     def _check_step_fields(self, path: str, expression: Expression) -> None:
         """``steps.<id>.<field>``: a misspelt field would read null and quietly change the outcome."""
@@ -383,9 +436,15 @@ class _ReadsData(Exception):
 
 
 class _NoData(Mapping[str, Any]):
-    """An expression context whose every read fails: tells constant expressions apart."""
+    """An expression context whose every read fails: tells constant expressions apart. With
+    ``statuses`` it knows ``steps.<id>.status`` of those steps, and only that."""
+
+    def __init__(self, statuses: Mapping[str, str] | None = None) -> None:
+        self._statuses = statuses or {}
 
     def __getitem__(self, key: str) -> Any:
+        if key == "steps" and self._statuses:
+            return _Known({step: _Known({"status": status}) for step, status in self._statuses.items()})
         raise _ReadsData
 
     def __iter__(self) -> Iterator[str]:
@@ -395,10 +454,29 @@ class _NoData(Mapping[str, Any]):
         return 0
 
 
-def _always_false(expression: Expression) -> bool:
-    """The expression reads no inputs or outputs and is false (``false``, ``1 > 2``, ``not true``)."""
+class _Known(Mapping[str, Any]):
+    """Some known values; reading any other fails, like _NoData."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = values
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._values:
+            return self._values[key]
+        raise _ReadsData
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _always_false(expression: Expression, statuses: Mapping[str, str] | None = None) -> bool:
+    """The expression reads no inputs or outputs and is false (``false``, ``1 > 2``, ``not true``);
+    with ``statuses``, it reads at most those steps' statuses and is false with them."""
     try:
-        return not expression.test(_NoData())
+        return not expression.test(_NoData(statuses))
     except (_ReadsData, ExpressionError):
         return False
 
@@ -428,24 +506,36 @@ def _required_outcomes(template: Template) -> dict[str, frozenset[Outcome]]:
     denial_gate = {target: step.id for step in template.steps for target in step.on_denied}
     found: dict[str, frozenset[Outcome]] = {}
 
-    def needs(step_id: str) -> frozenset[Outcome]:
-        if step_id not in found:
-            step = template.step(step_id)
-            gate = denial_gate.get(step_id)
-            per_dependency = (
-                [needs(gate) | {(gate, "denied")}] if gate is not None
-                else [needs(d) | {(d, "completed")} for d in step.depends_on]
-            )
-            if not per_dependency:
-                found[step_id] = frozenset()
-            elif step.join == "all" or gate is not None:
-                found[step_id] = frozenset().union(*per_dependency)
-            else:
-                found[step_id] = frozenset.intersection(*per_dependency)
-        return found[step_id]
+    def needs(step_id: str) -> frozenset[Outcome]:  # every step it reads is in ``found`` already
+        step = template.step(step_id)
+        gate = denial_gate.get(step_id)
+        per_dependency = (
+            [found[gate] | {(gate, "denied")}] if gate is not None
+            else [found[d] | {(d, "completed")} for d in step.depends_on]
+        )
+        if not per_dependency:
+            return frozenset()
+        if step.join == "all" or gate is not None:
+            return frozenset().union(*per_dependency)
+        return frozenset.intersection(*per_dependency)
 
+    # Dependencies first, without recursion (a long chain must not exhaust Python's stack);
+    # the graph is acyclic (checked before).
     for step in template.steps:
-        needs(step.id)
+        pending = [step.id]
+        while pending:
+            current = pending[-1]
+            if current in found:
+                pending.pop()
+                continue
+            gate = denial_gate.get(current)
+            before = [gate] if gate is not None else template.step(current).depends_on
+            missing = [d for d in before if d not in found]
+            if missing:
+                pending.extend(missing)
+            else:
+                found[current] = needs(current)
+                pending.pop()
     return found
 
 
@@ -456,13 +546,14 @@ def _conflicts(outcomes: frozenset[Outcome]) -> set[str]:
 
 def ancestors(template: Template, step_id: str) -> set[str]:
     """Every step that must finish before ``step_id`` can start."""
+    depends_on = {step.id: step.depends_on for step in template.steps}  # template.step() is a scan
     found: set[str] = set()
-    pending = list(template.step(step_id).depends_on)
+    pending = list(depends_on[step_id])
     while pending:
         current = pending.pop()
         if current not in found:
             found.add(current)
-            pending.extend(template.step(current).depends_on)
+            pending.extend(depends_on[current])
     return found
 
 
