@@ -8,6 +8,7 @@ import json
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 
 from convergio.graphflow.selector import ConversationState, select_speaker
 from convergio.settings import Settings
@@ -862,3 +863,61 @@ def test_section_matching_of_older_runs_is_kept_where_it_changed() -> None:
     ]
     plain = "## Market size\nGrowing.\n\n**Risks (top 5)**\nCurrency."
     assert output_problems(plain, spec) == output_problems(plain, spec, legacy=True) == []
+
+
+async def test_a_condition_that_cannot_be_evaluated_fails_its_step_with_the_report(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    """A `when` (or `loop.while`) that cannot be evaluated (here a division by zero on an input) failed
+    the run at once: no report, no step states, the metrics unmeasured and the gate of a parallel
+    step left open. It now fails its step, and the run fails as after any failed step."""
+    template = custom_template({
+        "name": "unevaluable",
+        "version": 1,
+        "inputs": {"units": {"type": "number", "default": 0}},
+        "steps": [
+            {"id": "draft", "agent": "strategic", "instruction": "Draft. Cover: Plan.",
+             "requires_approval": True, "approvers": ["executive"]},
+            {"id": "pricing", "agent": "cfo", "instruction": "Price it.", "when": "100 / inputs.units > 1"},
+            {"id": "after", "agent": "cfo", "instruction": "Go on.", "depends_on": ["pricing"]},
+        ],
+    })
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template, {}, search_attributes=False)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        pending = await handle.query(GraphFlowWorkflow.pending_approvals)
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "StepFailed"
+    assert cause.message.startswith("step 'pricing' failed: steps.pricing.when: division by zero")
+    steps = {step["id"]: step for step in cause.details[0]["steps"]}
+    assert steps["pricing"]["status"] == "failed" and "division by zero" in steps["pricing"]["error"]
+    assert steps["draft"]["status"] == "failed" and steps["draft"]["error"].startswith("stopped: step 'pricing'")
+    assert steps["after"]["status"] == "skipped" and pending == []
+    assert (await replayer().replay_workflow(await handle.fetch_history())).replay_failure is None
+
+
+async def test_a_loop_condition_that_cannot_be_evaluated_fails_its_step_with_the_report(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    template = custom_template({
+        "name": "unevaluable-loop",
+        "version": 1,
+        "inputs": {"units": {"type": "number", "default": 0}},
+        "steps": [
+            {"id": "draft", "agent": "strategic", "instruction": "Draft. Cover: Plan."},
+            {"id": "critique", "agent": "cfo", "instruction": "Critique.", "depends_on": ["draft"],
+             "loop": {"back_to": "draft", "while": "100 / inputs.units > 1", "max_iterations": 3}},
+        ],
+    })
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, template, {}, search_attributes=False)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "StepFailed"
+    steps = {step["id"]: step for step in cause.details[0]["steps"]}
+    assert steps["draft"]["status"] == "completed" and steps["draft"]["output"]
+    assert steps["critique"]["status"] == "failed"
+    assert steps["critique"]["error"].startswith("steps.critique.loop.while: division by zero")
+    assert (await replayer().replay_workflow(await handle.fetch_history())).replay_failure is None

@@ -156,6 +156,10 @@ RELEASED_ANSWER_PATCH = "released-answer-v1"
 # ... and before a team step run again (changes requested, or a loop) saw why and its previous
 # answer; its first speaker is chosen from them. Only runs with such a team step record it.
 REVISIT_PATCH = "revisit-context-v1"
+# ... and before a condition that cannot be evaluated (division by zero, a comparison of a number
+# with a text) failed its step and the run with the run's report; the run failed at once, without
+# one. Only runs with such a condition record this marker.
+CONDITION_FAILURE_PATCH = "condition-failure-report-v1"
 
 
 # A timer is always started (a zero wait would start none and change the run's commands).
@@ -208,6 +212,7 @@ class GraphFlowWorkflow:
         self._looped_by: dict[str, str] = {}  # step id -> the step whose loop sent the run back to it
         self._change_requests: dict[str, int] = {}
         self._sla_failure: str | None = None
+        self._condition_failure: ApplicationError | None = None
         self._findings: list[SecurityFinding] = []
         self._state = "running"
         self._cost_written_at: datetime | None = None  # when the cost attribute was last written
@@ -256,6 +261,10 @@ class GraphFlowWorkflow:
             # A step skipped in that pass may have made a step listed before it ready.
             while self._ready_steps(running) and workflow.patched(SKIP_CASCADE_PATCH):
                 self._start_ready_steps(running)
+            if self._condition_failure is not None:
+                failure = self._condition_failure
+                self._stop(running, failure)
+                break
             if not running:
                 break
             watched = [*running.values(), *([] if sla_watch.done() else [sla_watch])]
@@ -269,14 +278,11 @@ class GraphFlowWorkflow:
                     raise error
                 else:
                     self._after_step(template.step(step_id))
+            failure = failure or self._condition_failure
             if self._sla_failure and failure is None:
                 failure = ApplicationError(self._sla_failure, type="SlaBreached", non_retryable=True)
             if failure is not None:
-                for step_id, task in running.items():
-                    task.cancel()
-                    stopped = self._steps[step_id]  # the report must not show it still at work
-                    stopped.status, stopped.finished_at = "failed", workflow.now()
-                    stopped.error = f"stopped: {failure.message}"
+                self._stop(running, failure)
                 break
         sla_watch.cancel()
         self._state = "failed" if failure else "completed"
@@ -289,6 +295,14 @@ class GraphFlowWorkflow:
                 f"{failure.message}", result.model_dump(mode="json"), type="StepFailed", non_retryable=True
             )
         return result
+
+    def _stop(self, running: dict[str, asyncio.Task[None]], failure: ApplicationError) -> None:
+        """Cancel the steps still at work when the run fails."""
+        for step_id, task in running.items():
+            task.cancel()
+            stopped = self._steps[step_id]  # the report must not show it still at work
+            stopped.status, stopped.finished_at = "failed", workflow.now()
+            stopped.error = f"stopped: {failure.message}"
 
     def _is_ready(self, step: StepSpec, running: dict[str, asyncio.Task[None]]) -> bool:
         """Pending, and every dependency has finished."""
@@ -310,6 +324,8 @@ class GraphFlowWorkflow:
                 continue
             state = self._steps[step.id]
             skip_reason = self._skip_reason(step)
+            if state.status == "failed":  # its condition could not be evaluated
+                continue
             if skip_reason:
                 state.status, state.error = "skipped", skip_reason
                 continue
@@ -321,7 +337,7 @@ class GraphFlowWorkflow:
         if gate_id is not None:
             if self._steps[gate_id].status != "denied":
                 return f"runs only when {gate_id} is denied"
-            if step.when and not _holds(step.when, self._context(), f"steps.{step.id}.when"):
+            if step.when and not self._condition(step, step.when, "when"):
                 return f"condition is false: {step.when}"
             return None
         deps = [self._steps[d] for d in step.depends_on]
@@ -331,9 +347,24 @@ class GraphFlowWorkflow:
             return f"skipped because {blocked} did not complete"
         if deps and step.join == "any" and not completed:
             return "skipped because none of its dependencies completed"
-        if step.when and not _holds(step.when, self._context(), f"steps.{step.id}.when"):
+        if step.when and not self._condition(step, step.when, "when"):
             return f"condition is false: {step.when}"
         return None
+
+    def _condition(self, step: StepSpec, expression: str, field: str) -> bool:
+        """One of the step's conditions. One that cannot be evaluated fails the step, and the run
+        then fails like after any failed step, with its report (False is returned meanwhile)."""
+        try:
+            return _holds(expression, self._context(), f"steps.{step.id}.{field}")
+        except ApplicationError as error:
+            if not workflow.patched(CONDITION_FAILURE_PATCH):
+                raise  # runs from before the patch failed here, without a report
+            state = self._steps[step.id]
+            state.status, state.error, state.finished_at = "failed", error.message, workflow.now()
+            self._condition_failure = self._condition_failure or ApplicationError(
+                f"step '{step.id}' failed: {error.message}", type="StepFailed", non_retryable=True
+            )
+            return False
 
     def _denial_paths(self) -> dict[str, str]:
         """Steps a gate's ``on_denied`` names, mapped to that gate."""
@@ -347,7 +378,7 @@ class GraphFlowWorkflow:
         if loop is None or state.status != "completed":
             return
         count = self._loop_counts.get(step.id, 0)
-        if count + 1 >= loop.max_iterations or not _holds(loop.while_, self._context(), f"steps.{step.id}.loop.while"):
+        if count + 1 >= loop.max_iterations or not self._condition(step, loop.while_, "loop.while"):
             return
         self._loop_counts[step.id] = count + 1
         assert self._run is not None
