@@ -414,3 +414,24 @@ async def test_a_deadline_never_decides_a_security_gate(
     details = failure.value.cause.details[0]
     escalations = [e["outcome"] for e in details["audit"] if e["kind"] == "escalation"]
     assert escalations == ["SLA of 1h for 'Answer' breached: auto-approve no pending gate"]
+
+
+async def test_a_tool_step_under_review_is_not_counted_as_revised(
+    time_skipping_env: WorkflowEnvironment, ts_settings: Settings, resources: WorkerResources
+) -> None:
+    """A change request reruns the agent steps under review; a tool step is not run again (same
+    arguments, same result), and its report said `revisions: 1` with the output unchanged."""
+    data = gated_template()
+    data["steps"].insert(0, {"id": "numbers", "kind": "tool", "tool": "break_even", "arguments": {
+        "fixed_costs": 1000, "price_per_unit": 10, "variable_cost_per_unit": 2}})
+    data["steps"][2]["depends_on"] = ["draft", "numbers"]
+    async with build_worker(time_skipping_env.client, ts_settings, resources):
+        handle = await _start(time_skipping_env.client, ts_settings, data)
+        await wait_for_gate(handle, "sign_off")
+        await handle.signal(GraphFlowWorkflow.request_changes, decision("sign_off", comment="Add the costs."))
+        await wait_for_gate_round(handle, "sign_off", round_=2)
+        await handle.signal(GraphFlowWorkflow.approve, decision("sign_off"))
+        result = await finish(time_skipping_env, handle)
+    steps = {s.id: s for s in result.steps}
+    assert steps["draft"].revisions == 1 and steps["numbers"].revisions == 0
+    assert len([t for t in result.turns if t.step_id == "draft"]) == 2

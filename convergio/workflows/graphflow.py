@@ -500,11 +500,13 @@ class GraphFlowWorkflow:
 
     async def _rework(self, step: StepSpec, request: str) -> None:
         state = self._steps[step.id]
-        state.revisions += 1
         if step.kind == "team":
+            state.revisions += 1
             await self._team_step(step, extra=request)
         elif step.kind == "agent":
+            state.revisions += 1
             await self._agent_step(step, state.agents[-1] if state.agents else step.agent or "", extra=request)
+        # A tool step is not run again: the same arguments give the same result.
 
     async def _agent_step(self, step: StepSpec, agent_name: str, extra: str = "") -> None:
         state = self._steps[step.id]
