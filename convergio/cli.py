@@ -7,7 +7,7 @@ import getpass
 import json
 import re
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -106,7 +106,8 @@ def load_settings(*, check_model: bool = False) -> Settings:
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "?"
             err_console.print(
-                f"[bold red]error:[/] CONVERGIO_{field.upper()}: {escape(error['msg'])}", highlight=False, soft_wrap=True
+                f"[bold red]error:[/] CONVERGIO_{field.upper()}: {escape(error['msg'])}",
+                highlight=False, soft_wrap=True,
             )
         raise typer.Exit(code=2) from None
     except ModelConfigError as exc:
@@ -238,8 +239,11 @@ def keys_create(
     console.print(entry.model_dump_json(exclude_none=True), highlight=False, soft_wrap=True)
 
 
-def parse_inputs(pairs: list[str], inputs_file: Path | None) -> dict[str, Any]:
-    """``--input key=value`` pairs (values parsed as JSON when they are JSON) over an inputs file."""
+def parse_inputs(
+    pairs: list[str], inputs_file: Path | None, string_inputs: Collection[str] = ()
+) -> dict[str, Any]:
+    """``--input key=value`` pairs over an inputs file. A value is parsed as JSON when it is JSON,
+    except for the ``string_inputs`` (the template's text inputs): `company=1893` stays a text."""
     inputs: dict[str, Any] = {}
     if inputs_file is not None:
         try:
@@ -253,6 +257,9 @@ def parse_inputs(pairs: list[str], inputs_file: Path | None) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise fail(f"--input {pair!r}: expected key=value")
+        if key.strip() in string_inputs:
+            inputs[key.strip()] = value
+            continue
         try:
             inputs[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -260,8 +267,23 @@ def parse_inputs(pairs: list[str], inputs_file: Path | None) -> dict[str, Any]:
     return inputs
 
 
+def string_inputs(template: str, version: int | None = None) -> set[str]:
+    """The names of the shipped template's text inputs (none when there is no such template: the
+    run's own look-up then says so)."""
+    from convergio.graphflow.loader import default_registry
+
+    try:
+        chosen = default_registry().get(template, version)
+    except KeyError:
+        return set()
+    return {name for name, spec in chosen.inputs.items() if spec.type == "string"}
+
+
 InputOption = Annotated[
-    list[str], typer.Option("--input", "-i", help="An input as key=value (JSON values allowed); repeatable.")
+    list[str], typer.Option(
+        "--input", "-i",
+        help="An input as key=value; repeatable. Text inputs are taken as written, others as JSON.",
+    )
 ]
 InputsFileOption = Annotated[Path | None, typer.Option(help="A JSON file with the inputs.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
@@ -288,7 +310,7 @@ def run(
     from convergio.graphflow.runs import build_run_input, start_template_run
 
     settings = load_settings()
-    given = parse_inputs(inputs, inputs_file)
+    given = parse_inputs(inputs, inputs_file, string_inputs(template, version))
     try:
         chosen = default_registry().get(template, version)
         if model is not None:
@@ -407,16 +429,19 @@ def _decide_command(outcome: Literal["approve", "deny", "request_changes"]) -> C
             handle = client.get_workflow_handle_for(GraphFlowWorkflow.run, workflow_id)
             with temporal_errors(workflow_id):
                 try:
-                    pending = await handle.query(GraphFlowWorkflow.pending_approvals, rpc_timeout=QUERY_TIMEOUT)
+                    pending = await handle.query(
+                        GraphFlowWorkflow.pending_approvals, rpc_timeout=QUERY_TIMEOUT
+                    )
                 except RPCError as exc:
                     if not no_worker_answered(exc):
                         raise
                     pending, unanswered = None, exc.message
             if pending is None:  # the signal waits in the run's history for the worker to come back
                 err_console.print(
-                    f"[yellow]warning:[/] no worker answered ({escape(unanswered)}), so the gate could not be "
-                    "checked; the decision is sent and applied when a worker runs again (one the gate does "
-                    "not take is recorded in the audit trail and ignored)", highlight=False, soft_wrap=True,
+                    f"[yellow]warning:[/] no worker answered ({escape(unanswered)}), so the gate could "
+                    "not be checked; the decision is sent and applied when a worker runs again (one the "
+                    "gate does not take is recorded in the audit trail and ignored)",
+                    highlight=False, soft_wrap=True,
                 )
             else:
                 _check_decision(pending, gate_id, role, outcome)
@@ -435,7 +460,8 @@ def _check_decision(pending: list[Any], gate_id: str, role: str, outcome: str) -
     """Refuse, with the reason, what the gate would not take (the workflow checks again)."""
     gate = next((g for g in pending if g.gate_id == gate_id), None)
     if gate is None:
-        raise fail(f"gate {gate_id!r} is not pending (pending: {', '.join(g.gate_id for g in pending) or 'none'})")
+        open_gates = ", ".join(g.gate_id for g in pending) or "none"
+        raise fail(f"gate {gate_id!r} is not pending (pending: {open_gates})")
     if role not in gate.approvers:
         raise fail(f"role {role!r} may not decide {gate_id!r}; allowed: {', '.join(gate.approvers)}")
     if outcome == "request_changes" and gate.change_requests_left <= 0:
@@ -578,9 +604,13 @@ def ingest(
 
         def on_file(path: Path, result: Any, error: str | None) -> None:
             if error:
-                progress.console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)
+                progress.console.print(
+                    f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True
+                )
             elif result.duplicate:
-                progress.console.print(f"[yellow]duplicate[/] {escape(str(path))} (already ingested)", highlight=False)
+                progress.console.print(
+                    f"[yellow]duplicate[/] {escape(str(path))} (already ingested)", highlight=False
+                )
             else:
                 progress.console.print(
                     f"[green]added[/] {escape(str(path))}: {result.chunks_added} chunks"
@@ -622,7 +652,9 @@ def demo(
             validate_model_setting(settings)
         except ModelConfigError as exc:
             raise fail(str(exc)) from None
-    given = parse_inputs(inputs, inputs_file) or (DEMO_INPUTS if template == DEMO_TEMPLATE else {})
+    given = parse_inputs(inputs, inputs_file, string_inputs(template)) or (
+        DEMO_INPUTS if template == DEMO_TEMPLATE else {}
+    )
 
     def on_gate(gate: Any, decision: Any) -> None:
         err_console.print(
@@ -763,7 +795,9 @@ def stats(
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     except ValueError as exc:  # e.g. --api-url names another server, which answers HTML
-        raise fail(f"cannot read {url}: not an answer of the Convergio API ({exc}); check --api-url") from None
+        raise fail(
+            f"cannot read {url}: not an answer of the Convergio API ({exc}); check --api-url"
+        ) from None
     if as_json:
         print(json.dumps(data, indent=2))
         return

@@ -226,7 +226,8 @@ async def test_a_stored_template_that_no_longer_validates_hides_nothing_else(
     assert listed.status_code == 200, listed.text
     names = {t["name"] for t in listed.json()}
     assert fine in names and "strategic-analysis" in names and name not in names
-    started = await api.post("/workflows", json={"template": name, "inputs": {"vendor": "Initech"}}, headers=acme)
+    run = {"template": name, "inputs": {"vendor": "Initech"}}
+    started = await api.post("/workflows", json=run, headers=acme)
     assert started.status_code == 422, started.text
     detail = started.json()["detail"]
     assert f"stored template '{name}' v1 of tenant 'acme' no longer validates" in detail

@@ -383,7 +383,8 @@ async def test_event_streams_need_credentials_too(api: httpx.AsyncClient, settin
     assert await asyncio.to_thread(websocket_close_codes) == [1008, 1008, 1008]
 
 def _principal(role: str, approves_as: list[str] | None = None) -> Principal:
-    return Principal(name="ada", role=role, tenant="acme", approves_as=approves_as or [],  # type: ignore[arg-type]
+    return Principal(name="ada", role=role, tenant="acme",  # type: ignore[arg-type]
+                     approves_as=approves_as or [],
                      method="api_key", limit_key="k")
 
 

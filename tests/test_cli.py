@@ -353,7 +353,8 @@ def test_brackets_in_an_error_are_shown_as_given() -> None:
 def test_a_closing_tag_in_an_error_is_no_crash() -> None:
     result = CliRunner().invoke(app, ["run", "strategic-analysis", "--input", "[/tmp/brief.md]"])
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert result.exit_code == 1 and "--input '[/tmp/brief.md]': expected key=value" in result.stderr, result.stderr
+    assert result.exit_code == 1, result.stderr
+    assert "--input '[/tmp/brief.md]': expected key=value" in result.stderr, result.stderr
 
 
 class _HtmlPage(BaseHTTPRequestHandler):
@@ -383,7 +384,8 @@ def test_stats_from_a_server_that_is_not_the_api_is_one_error_line(html_server: 
     result = CliRunner().invoke(app, ["stats", "--api-url", html_server], env={"CONVERGIO_API_KEY": "x" * 20})
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "not an answer of the Convergio API" in result.stderr and "--api-url" in result.stderr, result.stderr
+    assert "not an answer of the Convergio API" in result.stderr, result.stderr
+    assert "--api-url" in result.stderr
 
 
 def test_db_upgrade_of_an_unreachable_database_is_one_error_line() -> None:
@@ -393,5 +395,19 @@ def test_db_upgrade_of_an_unreachable_database_is_one_error_line() -> None:
     result = CliRunner().invoke(app, ["db", "upgrade"], env={"CONVERGIO_DATABASE_URL": url})
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "cannot migrate the database at" in result.stderr and f"127.0.0.1:{port}" in result.stderr, result.stderr
+    assert "cannot migrate the database at" in result.stderr, result.stderr
+    assert f"127.0.0.1:{port}" in result.stderr
     assert secret not in result.stderr
+
+
+def test_text_inputs_are_taken_as_written() -> None:
+    """`--input company=1893` was read as JSON: "inputs.company: expected string, got int"."""
+    from convergio.cli import parse_inputs, string_inputs
+
+    texts = string_inputs("strategic-analysis")
+    assert {"company", "question"} <= texts and "discount_rate" not in texts
+    given = parse_inputs(["company=1893", "question=true", "discount_rate=0.08", "annual_cash_flows=[1, 2]"],
+                         None, texts)
+    assert given == {"company": "1893", "question": "true",
+                     "discount_rate": 0.08, "annual_cash_flows": [1, 2]}
+    assert string_inputs("no-such-template") == set()

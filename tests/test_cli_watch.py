@@ -333,9 +333,13 @@ async def test_run_json_prints_only_json_and_announces_a_reopened_gate(
     del env["COLUMNS"]  # piped: Rich falls back to 80 columns
     inputs = tmp_path / "inputs.json"
     inputs.write_text(json.dumps(STRATEGIC_INPUTS))
-    run = [sys.executable, "-m", "convergio", "run", "strategic-analysis", "--inputs-file", str(inputs), "--json"]
-    async with build_worker(dev_client, settings.model_copy(update={"temporal_task_queue": queue}), resources):
-        detached = await asyncio.create_subprocess_exec(*run, "--no-wait", env=env, stdout=asyncio.subprocess.PIPE)
+    run = [sys.executable, "-m", "convergio", "run", "strategic-analysis", "--inputs-file", str(inputs),
+           "--json"]
+    queue_settings = settings.model_copy(update={"temporal_task_queue": queue})
+    async with build_worker(dev_client, queue_settings, resources):
+        detached = await asyncio.create_subprocess_exec(
+            *run, "--no-wait", env=env, stdout=asyncio.subprocess.PIPE
+        )
         out, _ = await asyncio.wait_for(detached.communicate(), timeout=120)
         started = json.loads(out)
         assert started["temporal_ui_url"].endswith(started["workflow_id"])
@@ -348,11 +352,12 @@ async def test_run_json_prints_only_json_and_announces_a_reopened_gate(
         progress: list[str] = []
         workflow_id = (await _line_with(runner.stderr, "started ", progress)).split()[1]
         await _line_with(runner.stderr, "waiting for approval", progress)
-        code, _, err = await convergio("request-changes", workflow_id, "executive_approval", "--role", "executive",
+        gate = (workflow_id, "executive_approval", "--role", "executive")
+        code, _, err = await convergio("request-changes", *gate,
                                        "--comment", "Add a cost table", env=env)
         assert code == 0, err
         await _line_with(runner.stderr, "waiting for approval", progress)  # the gate opened again
-        code, _, err = await convergio("approve", workflow_id, "executive_approval", "--role", "executive", env=env)
+        code, _, err = await convergio("approve", *gate, env=env)
         assert code == 0, err
         out, _ = await asyncio.wait_for(runner.communicate(), timeout=120)
     assert runner.returncode == 0, progress
@@ -377,7 +382,8 @@ async def test_a_decision_while_no_worker_runs_is_sent_with_a_warning(
     workflow_id = (await start_template_run(dev_client, idle, run)).workflow_id
     env = {**cli_env(idle, tmp_path), "CONVERGIO_TEMPORAL_TASK_QUEUE": idle.temporal_task_queue}
     try:
-        code, out, err = await convergio("approve", workflow_id, "executive_approval", "--role", "executive", env=env)
+        gate = (workflow_id, "executive_approval", "--role", "executive")
+        code, out, err = await convergio("approve", *gate, env=env)
         assert code == 0, err
         assert "no worker answered" in err and f"approve sent for {workflow_id}" in out
         signals = [event async for event in dev_client.get_workflow_handle(workflow_id).fetch_history_events()

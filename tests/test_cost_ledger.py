@@ -208,7 +208,9 @@ async def test_recommendations_follow_the_data(db_pool: AsyncConnectionPool) -> 
     assert loose.recommendations == sorted(loose.recommendations, key=lambda r: -r.saving_per_turn_usd)
 
 
-async def test_dollars_print_as_plain_decimals(db_pool: AsyncConnectionPool, settings) -> None:  # noqa: ANN001
+async def test_dollars_print_as_plain_decimals(
+    db_pool: AsyncConnectionPool, settings  # noqa: ANN001
+) -> None:
     """`convergio costs` said "Total $0E-8" for a tenant without spend, and the JSON (CLI and API)
     "0E-8": str() of a quantized Decimal below a millionth of a dollar."""
     from typer.testing import CliRunner
