@@ -26,6 +26,8 @@ from convergio.settings import Settings
 from convergio.stack.process import StackError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from temporalio.client import Client
 
     from convergio.graphflow.runs import RunView
@@ -443,9 +445,11 @@ def _decide_command(outcome: Literal["approve", "deny", "request_changes"]) -> C
                     "gate does not take is recorded in the audit trail and ignored)",
                     highlight=False, soft_wrap=True,
                 )
-            else:
-                _check_decision(pending, gate_id, role, outcome)
-            decision = ApprovalDecision(gate_id=gate_id, approver=approver, role=role, comment=comment)
+            reviewed_at = None if pending is None else _check_decision(pending, gate_id, role, outcome)
+            # reviewed_at: the round just checked, so a change request landing meanwhile voids this decision.
+            decision = ApprovalDecision(
+                gate_id=gate_id, approver=approver, role=role, comment=comment, reviewed_at=reviewed_at
+            )
             with temporal_errors(workflow_id):  # e.g. the run closed since the query
                 await decide(client, workflow_id, outcome, decision)
             console.print(f"{outcome.replace('_', ' ')} sent for {workflow_id} / {gate_id}")
@@ -456,8 +460,9 @@ def _decide_command(outcome: Literal["approve", "deny", "request_changes"]) -> C
     return command
 
 
-def _check_decision(pending: list[Any], gate_id: str, role: str, outcome: str) -> None:
-    """Refuse, with the reason, what the gate would not take (the workflow checks again)."""
+def _check_decision(pending: list[Any], gate_id: str, role: str, outcome: str) -> datetime:
+    """Refuse, with the reason, what the gate would not take (the workflow checks again); the
+    time the gate opened (this round of it)."""
     gate = next((g for g in pending if g.gate_id == gate_id), None)
     if gate is None:
         open_gates = ", ".join(g.gate_id for g in pending) or "none"
@@ -466,6 +471,7 @@ def _check_decision(pending: list[Any], gate_id: str, role: str, outcome: str) -
         raise fail(f"role {role!r} may not decide {gate_id!r}; allowed: {', '.join(gate.approvers)}")
     if outcome == "request_changes" and gate.change_requests_left <= 0:
         raise fail(f"no change requests left for {gate_id!r}; approve or deny")
+    return gate.requested_at
 
 
 app.command("approve")(_decide_command("approve"))

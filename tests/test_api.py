@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from temporalio.client import Client
 
 from convergio.api.app import create_app
-from convergio.api.approvals import ApprovalRequest, same_round
+from convergio.api.approvals import ApprovalRequest
+from convergio.graphflow.run_models import same_round
 from convergio.api.workflows import STREAM_ID_PATTERN
 from convergio.settings import Settings
 from convergio.stack.process import free_port

@@ -435,3 +435,27 @@ async def test_a_tool_step_under_review_is_not_counted_as_revised(
     steps = {s.id: s for s in result.steps}
     assert steps["draft"].revisions == 1 and steps["numbers"].revisions == 0
     assert len([t for t in result.turns if t.step_id == "draft"]) == 2
+
+
+async def test_a_decision_for_an_earlier_round_of_the_gate_is_ignored(
+    time_skipping_env: WorkflowEnvironment, ts_settings: Settings, resources: WorkerResources
+) -> None:
+    """The API refuses a decision whose reviewed_at is not the gate's requested_at, but a change
+    request could land between its check and the signal: the workflow checks again, so an approval
+    of content the person never saw is recorded and ignored, not applied."""
+    async with build_worker(time_skipping_env.client, ts_settings, resources):
+        handle = await _start(time_skipping_env.client, ts_settings, gated_template())
+        first = await wait_for_gate(handle, "sign_off")
+        await handle.signal(GraphFlowWorkflow.request_changes, decision("sign_off", comment="Add the costs."))
+        second = await wait_for_gate_round(handle, "sign_off", round_=2)
+        stale = decision("sign_off").model_copy(update={"reviewed_at": first.requested_at})
+        await handle.signal(GraphFlowWorkflow.approve, stale)
+        current = decision("sign_off").model_copy(update={"reviewed_at": second.requested_at})
+        await handle.signal(GraphFlowWorkflow.deny, current)
+        result = await finish(time_skipping_env, handle)
+        history = await handle.fetch_history()
+    outcomes = [e.outcome for e in result.audit]
+    assert outcomes[0] == "changes requested" and outcomes[-1] == "denied", outcomes
+    assert outcomes[1].startswith("approve ignored: the gate reopened at"), outcomes
+    assert {s.id: s.status for s in result.steps}["sign_off"] == "denied"
+    assert (await replayer().replay_workflow(history)).replay_failure is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, status
@@ -13,7 +12,7 @@ from convergio.api.auth import Approver
 from convergio.api.deps import TemporalDep
 from convergio.api.problems import problem_responses
 from convergio.api.workflows import WorkflowIdPath, visible_run
-from convergio.graphflow.run_models import ApprovalDecision
+from convergio.graphflow.run_models import ApprovalDecision, same_round
 from convergio.graphflow.runs import QUERY_TIMEOUT, decide
 from convergio.workflows.graphflow import GraphFlowWorkflow
 
@@ -58,12 +57,6 @@ class ApprovalRequest(BaseModel):
         "If the gate reopened since (someone requested changes), the decision is refused with 409: what "
         "you reviewed is not what waits.",
     )
-
-
-def same_round(reviewed_at: datetime, requested_at: datetime) -> bool:
-    """Whether ``reviewed_at`` names the gate's current round. Clients often keep only
-    milliseconds (JavaScript's ``Date``); a gate never reopens within one."""
-    return abs(reviewed_at - requested_at) < timedelta(milliseconds=1)
 
 
 class DecisionAccepted(BaseModel):
@@ -174,8 +167,10 @@ async def decide_gate(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"edits replace an output under review; {gate_id!r} is a {gate.kind} gate (approve or deny)",
         )
+    # The workflow checks reviewed_at again: a change request may land between the query and this.
     decision = ApprovalDecision(
-        gate_id=gate_id, approver=approver, role=body.role, comment=body.comment, edits=body.edits
+        gate_id=gate_id, approver=approver, role=body.role, comment=body.comment, edits=body.edits,
+        reviewed_at=body.reviewed_at,
     )
     await decide(temporal, workflow_id, body.decision, decision)
     return DecisionAccepted(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from convergio.agents.definition import AgentDefinition
 from convergio.costs.budget import BudgetLimits
@@ -93,6 +93,18 @@ class ApprovalDecision(RunModel):
     edits: str | None = Field(
         default=None, max_length=200_000, description="approve: a corrected version of the output under review."
     )
+    reviewed_at: AwareDatetime | None = Field(
+        default=None,
+        description="The gate's `requested_at` as the decider saw it. A decision for an earlier round of "
+        "the gate (it reopened after a change request) is recorded and ignored: what was reviewed is "
+        "not what waits.",
+    )
+
+
+def same_round(reviewed_at: datetime, requested_at: datetime) -> bool:
+    """Whether ``reviewed_at`` names the gate's current round. Clients often keep only
+    milliseconds (JavaScript's ``Date``); a gate never reopens within one."""
+    return abs(reviewed_at - requested_at) < timedelta(milliseconds=1)
 
 
 class RecordedDecision(ApprovalDecision):

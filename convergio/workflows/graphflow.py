@@ -64,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
         StepReport,
         StepState,
         TurnRecord,
+        same_round,
     )
     from convergio.graphflow.selector import ConversationState, select_speaker
     from convergio.graphflow.template import EscalationSpec, QualitySpec, StepSpec, Template
@@ -1039,6 +1040,9 @@ class GraphFlowWorkflow:
             reason = f"role '{decision.role}' may not decide; allowed: {', '.join(gate.approvers)}"
         elif outcome == "request_changes" and gate.change_requests_left <= 0:
             reason = "no change requests left for this gate; approve or deny"
+        elif decision.reviewed_at is not None and not same_round(decision.reviewed_at, gate.requested_at):
+            reason = (f"the gate reopened at {gate.requested_at.isoformat()} after a change request; the "
+                      f"decision was for what it held at {decision.reviewed_at.isoformat()}")
         if reason:
             self._audit.append(AuditEntry(
                 at=workflow.now(), kind="ignored_decision", gate_id=decision.gate_id, actor=decision.approver,
