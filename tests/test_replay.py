@@ -3,7 +3,8 @@
 ``tests/histories/*.json`` are runs recorded before knowledge retrieval and live events existed;
 ``tests/histories/per-patch-markers/`` holds runs that recorded one marker per workflow change,
 before ``ALL_CHANGES_V1`` stood for all of them; ``tests/histories/paths/`` holds runs of small
-templates that take paths the shipped templates do not (a loop, change requests on a team). After an intended, versioned change to workflow
+templates that take paths the shipped templates do not (a loop, change requests on a team, a
+stale decision, a condition that cannot be evaluated). After an intended, versioned change to workflow
 code, record new histories with ``RECORD_TEMPORAL_HISTORIES=1 bash scripts/test.sh
 tests/test_replay.py`` and commit the files written under ``tests/histories/``.
 """
@@ -138,3 +139,56 @@ async def test_a_run_through_loops_and_change_requests_replays(
     if os.environ.get("RECORD_TEMPORAL_HISTORIES") == "1":
         (HISTORIES / "paths").mkdir(exist_ok=True)
         (HISTORIES / "paths" / "revisit.json").write_text(history.to_json())
+
+
+UNEVALUABLE_TEMPLATE = {
+    "name": "unevaluable",
+    "version": 1,
+    "inputs": {"units": {"type": "number", "default": 0}},
+    "steps": [
+        {"id": "draft", "agent": "strategic", "title": "Draft", "instruction": "Draft the plan. Cover: Plan.",
+         "requires_approval": True, "approvers": ["executive"]},
+        {"id": "pricing", "agent": "cfo", "depends_on": ["draft"], "instruction": "Price it. Cover: Prices.",
+         "when": "100 / inputs.units > 1"},
+    ],
+}
+
+
+async def test_a_run_failed_by_its_condition_after_a_stale_decision_replays(
+    dev_client: Client, settings: Settings, resources: WorkerResources
+) -> None:
+    """Recorded as tests/histories/paths/unevaluable.json: a decision for an earlier round of a gate
+    is ignored, then a condition that cannot be evaluated fails its step and the run, with the report
+    (patch condition-failure-report-v1)."""
+    from temporalio.client import WorkflowFailureError
+
+    from tests.graphflow_helpers import custom_template
+
+    async with build_worker(dev_client, settings, resources):
+        handle = await start(dev_client, settings, custom_template(UNEVALUABLE_TEMPLATE), {})
+        first = await wait_for_gate(handle, "draft")
+        await handle.signal(GraphFlowWorkflow.request_changes, decision("draft", comment="Add the costs."))
+        for _ in range(300):  # the gate opens again once the draft is reworked
+            pending = await handle.query(GraphFlowWorkflow.pending_approvals)
+            if pending and pending[0].requested_at != first.requested_at:
+                break
+            await asyncio.sleep(0.1)
+        await handle.signal(GraphFlowWorkflow.approve, decision("draft").model_copy(
+            update={"reviewed_at": first.requested_at}))
+        await handle.signal(GraphFlowWorkflow.approve, decision("draft").model_copy(
+            update={"reviewed_at": pending[0].requested_at}))
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    report = failure.value.cause.details[0]  # type: ignore[union-attr]
+    assert {s["id"]: s["status"] for s in report["steps"]} == {"draft": "completed", "pricing": "failed"}
+    outcomes = [entry["outcome"] for entry in report["audit"]]
+    assert outcomes[0] == "changes requested" and outcomes[2] == "approved", outcomes
+    assert outcomes[1].startswith("approve ignored: the gate reopened"), outcomes
+    history = await handle.fetch_history()
+    assert (await replayer().replay_workflow(history)).replay_failure is None
+    markers = [e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+               for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    assert any(b"condition-failure-report-v1" in marker for marker in markers)
+    if os.environ.get("RECORD_TEMPORAL_HISTORIES") == "1":
+        (HISTORIES / "paths").mkdir(exist_ok=True)
+        (HISTORIES / "paths" / "unevaluable.json").write_text(history.to_json())
