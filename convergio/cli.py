@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from temporalio.client import Client
 
     from convergio.graphflow.runs import RunView
+    from convergio.temporal_client import TemporalUnreachable
 
 app = typer.Typer(
     name="convergio",
@@ -162,6 +163,7 @@ def up() -> None:
 def worker() -> None:
     """Run a worker against the configured Temporal, PostgreSQL and Redis."""
     from convergio.stack.supervisor import install_stop_handlers
+    from convergio.temporal_client import TemporalUnreachable
     from convergio.workers.worker import run_worker
 
     settings = load_settings(check_model=True)
@@ -172,7 +174,10 @@ def worker() -> None:
         install_stop_handlers(stop)
         await run_worker(settings, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except TemporalUnreachable as exc:  # one line, not the SDK's traceback
+        raise temporal_unreachable(exc, SERVER_TEMPORAL_HINT) from None
 
 
 @app.command()
@@ -185,6 +190,9 @@ def api(
 
     settings = load_settings()
     _setup_logging(settings)
+    # The app connects to Temporal as it starts, and uvicorn reports a failure there as a traceback:
+    # try first, to say it in one line.
+    asyncio.run(_connect_or_exit(settings, SERVER_TEMPORAL_HINT))
     uvicorn.run(
         "convergio.api.app:app",
         host=host or settings.api_host,
@@ -316,7 +324,7 @@ def run(
     try:
         chosen = default_registry().get(template, version)
         if model is not None:
-            parse_model_setting(model)  # a typo fails here, not in the worker
+            parse_model_setting(model, "--model")  # a typo fails here, not in the worker
         run_input = build_run_input(chosen, given, default_catalog(), tenant="default", model=model, settings=settings)
     except KeyError as exc:
         raise fail(str(exc.args[0])) from None
@@ -597,6 +605,7 @@ def ingest(
     from convergio.rag.embeddings import EmbeddingError
     from convergio.rag.ingest import expand_paths, ingest_into
     from convergio.rag.models import TENANT_PATTERN
+    from convergio.rag.readers import missing_path
 
     settings = load_settings()
     if not re.match(TENANT_PATTERN, tenant):
@@ -604,6 +613,12 @@ def ingest(
     files = expand_paths(paths)
     if not files:
         raise fail("no supported files (.txt, .md, .html, .pdf) under " + ", ".join(map(str, paths)))
+    if not any(path.exists() for path in files):  # say so without opening the database first
+        for path in files:
+            err_console.print(
+                f"[bold red]error:[/] {escape(missing_path(path))}", highlight=False, soft_wrap=True
+            )
+        raise fail(f"{len(files)} of {len(files)} files could not be ingested")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=False) as progress:
         task = progress.add_task("ingesting", total=len(files))
@@ -655,7 +670,7 @@ def demo(
     if model is not None:
         settings = settings.model_copy(update={"model": model.strip()})
         try:
-            validate_model_setting(settings)
+            validate_model_setting(settings, "--model")  # errors name the flag the user typed
         except ModelConfigError as exc:
             raise fail(str(exc)) from None
     given = parse_inputs(inputs, inputs_file, string_inputs(template)) or (
@@ -709,16 +724,22 @@ def api_headers(settings: Settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-async def _connect_or_exit(settings: Settings) -> Any:
-    from convergio.temporal_client import connect_temporal
+CLIENT_TEMPORAL_HINT = "start the stack with `convergio up` or set CONVERGIO_TEMPORAL_ADDRESS"
+SERVER_TEMPORAL_HINT = "start Temporal, or set CONVERGIO_TEMPORAL_ADDRESS to where it runs"
+
+
+def temporal_unreachable(exc: TemporalUnreachable, hint: str) -> typer.Exit:
+    """The one error line for a Temporal that does not answer, naming the address tried."""
+    return fail(f"cannot reach Temporal at {exc.address} ({exc}); {hint}")
+
+
+async def _connect_or_exit(settings: Settings, hint: str = CLIENT_TEMPORAL_HINT) -> Any:
+    from convergio.temporal_client import TemporalUnreachable, connect_temporal
 
     try:
         return await connect_temporal(settings)
-    except RuntimeError as exc:
-        raise fail(
-            f"cannot reach Temporal at {settings.effective_temporal_address} ({exc}); "
-            "start the stack with `convergio up` or set CONVERGIO_TEMPORAL_ADDRESS"
-        ) from None
+    except TemporalUnreachable as exc:
+        raise temporal_unreachable(exc, hint) from None
 
 
 async def _with_performance_records(settings: Settings, run: Any) -> Any:

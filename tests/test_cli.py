@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -411,3 +412,67 @@ def test_text_inputs_are_taken_as_written() -> None:
     assert given == {"company": "1893", "question": "true",
                      "discount_rate": 0.08, "annual_cash_flows": [1, 2]}
     assert string_inputs("no-such-template") == set()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["run", "strategic-analysis", "--model", "gpt4"], "--model='gpt4': unknown provider 'gpt4'"),
+        (["demo", "--model", "gpt4"], "--model='gpt4': unknown provider 'gpt4'"),
+        (["demo", "--model", "anthropic:claude-x"],
+         "CONVERGIO_ANTHROPIC_API_KEY is not set; --model=anthropic:claude-x needs it"),
+    ],
+)
+def test_a_bad_model_flag_is_named_as_the_flag(tmp_path: Path, args: list[str], says: str) -> None:
+    """`--model gpt4` was reported as `CONVERGIO_MODEL='gpt4'`, a setting the user never made."""
+    result = CliRunner().invoke(app, args, env={"CONVERGIO_DATA_DIR": str(tmp_path / "data")})
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert says in result.stderr, result.stderr
+    assert "CONVERGIO_MODEL" not in result.stderr
+    assert not (tmp_path / "data").exists()  # nothing was started
+
+
+def test_ingest_says_a_path_does_not_exist_and_ingests_the_others(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    """`convergio ingest /nonexistent` said "unsupported file type '(none)'" for a path with
+    nothing at it. Now it says so, as for any file that cannot go in: the others still do, exit 1."""
+    good = tmp_path / "notes.md"
+    good.write_text(f"# Notes\nThe Lisbon office opens in {uuid.uuid4().hex[:6]}.\n")
+    missing = tmp_path / "nonexistent"
+    env = {"CONVERGIO_DATABASE_URL": postgres_url, "CONVERGIO_REDIS_URL": redis_url}
+    tenant = f"t{uuid.uuid4().hex[:12]}"
+    result = CliRunner().invoke(app, ["ingest", str(missing), str(good), "--tenant", tenant], env=env)
+    assert result.exit_code == 1, result.output
+    assert f"{missing}: no such file or folder" in result.stderr, result.stderr
+    assert "unsupported file type" not in result.stderr
+    assert "added" in result.stderr and "1 of 2 files could not be ingested" in result.stderr
+    assert "1 chunks added from 1 files" in result.stdout
+    # Nothing to read at all: said before (and without) reaching any database.
+    unreachable = {"CONVERGIO_DATABASE_URL": f"postgresql://convergio@127.0.0.1:{free_port()}/convergio"}
+    alone = CliRunner().invoke(app, ["ingest", str(missing)], env=unreachable)
+    assert alone.exit_code == 1, alone.output
+    assert f"{missing}: no such file or folder" in alone.stderr, alone.stderr
+    assert "1 of 1 files could not be ingested" in alone.stderr
+    assert "database" not in alone.stderr and "unsupported" not in alone.stderr
+
+
+@pytest.mark.parametrize("command", ["worker", "api"])
+def test_a_server_without_temporal_says_so_in_one_line(tmp_path: Path, command: str) -> None:
+    """`convergio worker` and `convergio api` with no Temporal at CONVERGIO_TEMPORAL_ADDRESS ended
+    in the SDK's traceback (the API's through uvicorn's start-up) instead of naming the address."""
+    address = f"127.0.0.1:{free_port()}"
+    env = cli_env(
+        tmp_path / "data",
+        CONVERGIO_TEMPORAL_ADDRESS=address,
+        CONVERGIO_DATABASE_URL=f"postgresql://convergio@127.0.0.1:{free_port()}/convergio",
+        CONVERGIO_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    result = convergio(command, env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"error: cannot reach Temporal at {address} ("), result.stderr
+    assert "CONVERGIO_TEMPORAL_ADDRESS" in errors[0]

@@ -101,7 +101,9 @@ def test_ingest_cli_adds_files_and_fails_clearly_on_an_empty_one(
     assert result.exit_code == 1
     assert "empty.txt: the file is empty" in result.output
     assert "duplicate" in result.output  # the good file again: nothing new
-    result = runner.invoke(cli_app, ["ingest", str(tmp_path / "nope.docx")], env=env)
+    unsupported = tmp_path / "nope.docx"
+    unsupported.write_text("A Word file, as far as its name goes.")
+    result = runner.invoke(cli_app, ["ingest", str(unsupported)], env=env)
     assert result.exit_code == 1 and "unsupported file type" in result.output
 
 

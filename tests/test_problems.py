@@ -80,6 +80,17 @@ async def test_routing_and_validation_errors_are_problems(api: httpx.AsyncClient
     assert "since must be between" in ancient["detail"]
 
 
+async def test_a_wrong_method_names_every_method_of_the_path_in_allow(api: httpx.AsyncClient) -> None:
+    """`DELETE /workflows` answered `Allow: POST`: Starlette names only the first route of the path,
+    and a client reading Allow would never try the `GET /workflows` listing."""
+    wrong = await api.delete("/workflows")
+    assert_problem(wrong, 405, "method-not-allowed")
+    assert wrong.headers["allow"] == "GET, POST"
+    one_route = await api.post("/healthz")
+    assert_problem(one_route, 405, "method-not-allowed")
+    assert one_route.headers["allow"] == "GET"
+
+
 async def test_text_postgres_cannot_store_is_422_and_nothing_is_stored(
     api: httpx.AsyncClient, db_pool: AsyncConnectionPool
 ) -> None:

@@ -437,10 +437,14 @@ def test_readers_turn_files_into_text_or_say_why_not(tmp_path: Path) -> None:
     empty.write_text("  \n")
     with pytest.raises(DocumentError, match="empty.md: the file is empty"):
         read_path(empty)
+    (tmp_path / "report.docx").write_bytes(b"PK")
     with pytest.raises(DocumentError, match="unsupported file type '.docx'"):
         read_path(tmp_path / "report.docx")
-    with pytest.raises(DocumentError, match="cannot read the file"):
+    with pytest.raises(DocumentError, match="missing.txt: no such file or folder"):
         read_path(tmp_path / "missing.txt")
+    (tmp_path / "folder.txt").mkdir()
+    with pytest.raises(DocumentError, match="cannot read the file"):
+        read_path(tmp_path / "folder.txt")
     with pytest.raises(DocumentError, match="not UTF-8"):
         parse_bytes(b"\xff\xfe\x00bad", "text", "bad.txt")
 

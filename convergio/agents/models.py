@@ -52,7 +52,9 @@ class ModelSpec(BaseModel):
         return "offline" if self.provider == "offline" else f"{self.provider}:{self.model}"
 
 
-def parse_model_setting(value: str) -> ModelSpec:
+def parse_model_setting(value: str, setting: str = "CONVERGIO_MODEL") -> ModelSpec:
+    """``setting``: where the value was given (``--model`` on the command line), which an
+    error names so the user fixes what they typed."""
     value = value.strip()
     if value == "offline":
         return ModelSpec(provider="offline", model="convergio-offline")
@@ -61,7 +63,7 @@ def parse_model_setting(value: str) -> ModelSpec:
     provider, sep, rest = value.partition(":")
     if not sep or provider not in PROVIDERS or provider == "offline":
         raise ModelConfigError(
-            f"CONVERGIO_MODEL={value!r}: unknown provider {provider!r}; "
+            f"{setting}={value!r}: unknown provider {provider!r}; "
             "use offline, openai:<model>, azure:<deployment>, anthropic:<model>, ollama:<model> "
             "openai-compatible:<base_url>#<model> or local[:smollm2|:<file.gguf>]"
         )
@@ -69,11 +71,11 @@ def parse_model_setting(value: str) -> ModelSpec:
         base_url, hash_sign, model = rest.rpartition("#")
         if not hash_sign or not base_url.startswith(("http://", "https://")) or not model:
             raise ModelConfigError(
-                f"CONVERGIO_MODEL={value!r}: expected openai-compatible:<http(s) base_url>#<model>"
+                f"{setting}={value!r}: expected openai-compatible:<http(s) base_url>#<model>"
             )
         return ModelSpec(provider="openai-compatible", model=model, base_url=base_url)
     if not rest.strip():
-        raise ModelConfigError(f"CONVERGIO_MODEL={value!r}: the model name after '{provider}:' is missing")
+        raise ModelConfigError(f"{setting}={value!r}: the model name after '{provider}:' is missing")
     return ModelSpec(provider=provider, model=rest.strip())  # type: ignore[arg-type]
 
 
@@ -83,15 +85,18 @@ def run_model_allowed(settings: Settings, model: str) -> bool:
     return model.strip() in {settings.model, *(choice.strip() for choice in settings.run_models)}
 
 
-def _require(value: str | None, setting: str, spec: ModelSpec) -> str:
+def _require(value: str | None, needed: str, spec: ModelSpec, setting: str) -> str:
     if not value:
-        raise ModelConfigError(f"{setting} is not set; CONVERGIO_MODEL={spec.label} needs it")
+        raise ModelConfigError(f"{needed} is not set; {setting}={spec.label} needs it")
     return value
 
 
-def build_model_client(settings: Settings, model: str | None = None) -> ChatCompletionClient:
-    """The client for ``model`` (default: ``settings.model``). Makes no network call."""
-    spec = parse_model_setting(model or settings.model)
+def build_model_client(
+    settings: Settings, model: str | None = None, *, setting: str = "CONVERGIO_MODEL"
+) -> ChatCompletionClient:
+    """The client for ``model`` (default: ``settings.model``). Makes no network call.
+    ``setting``: where the model was given, for errors (see :func:`parse_model_setting`)."""
+    spec = parse_model_setting(model or settings.model, setting)
     if spec.provider == "offline":
         from convergio.agents.offline import OfflineChatCompletionClient
 
@@ -111,7 +116,7 @@ def build_model_client(settings: Settings, model: str | None = None) -> ChatComp
     if spec.provider == "openai":
         from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-        api_key = _require(settings.openai_api_key, "CONVERGIO_OPENAI_API_KEY", spec)
+        api_key = _require(settings.openai_api_key, "CONVERGIO_OPENAI_API_KEY", spec, setting)
         return OpenAIChatCompletionClient(model=spec.model, api_key=api_key, **_info_if_unknown_openai(spec))
     if spec.provider == "openai-compatible":
         from autogen_ext.models.openai import OpenAIChatCompletionClient
@@ -125,8 +130,8 @@ def build_model_client(settings: Settings, model: str | None = None) -> ChatComp
     if spec.provider == "azure":
         from autogen_ext.models.openai import AzureOpenAIChatCompletionClient
 
-        endpoint = _require(settings.azure_openai_endpoint, "CONVERGIO_AZURE_OPENAI_ENDPOINT", spec)
-        api_key = _require(settings.azure_openai_api_key, "CONVERGIO_AZURE_OPENAI_API_KEY", spec)
+        endpoint = _require(settings.azure_openai_endpoint, "CONVERGIO_AZURE_OPENAI_ENDPOINT", spec, setting)
+        api_key = _require(settings.azure_openai_api_key, "CONVERGIO_AZURE_OPENAI_API_KEY", spec, setting)
         return AzureOpenAIChatCompletionClient(
             azure_deployment=spec.model,
             model=spec.model,
@@ -138,7 +143,7 @@ def build_model_client(settings: Settings, model: str | None = None) -> ChatComp
     if spec.provider == "anthropic":
         from autogen_ext.models.anthropic import AnthropicChatCompletionClient
 
-        api_key = _require(settings.anthropic_api_key, "CONVERGIO_ANTHROPIC_API_KEY", spec)
+        api_key = _require(settings.anthropic_api_key, "CONVERGIO_ANTHROPIC_API_KEY", spec, setting)
         return AnthropicChatCompletionClient(model=spec.model, api_key=api_key)
     from autogen_ext.models.ollama import OllamaChatCompletionClient
     from autogen_ext.models.ollama._model_info import get_info as ollama_info
@@ -163,15 +168,16 @@ def _info_if_unknown_openai(spec: ModelSpec) -> dict[str, ModelInfo]:
     return _info_if_unknown(get_info, spec)
 
 
-def validate_model_setting(settings: Settings) -> ModelSpec:
-    """Fail at start-up, not at the first turn: parse and build the client once."""
-    spec = parse_model_setting(settings.model)
+def validate_model_setting(settings: Settings, setting: str = "CONVERGIO_MODEL") -> ModelSpec:
+    """Fail at start-up, not at the first turn: parse and build the client once. ``setting``:
+    where ``settings.model`` came from, for errors (``--model`` when the command line set it)."""
+    spec = parse_model_setting(settings.model, setting)
     if spec.provider == "local":
         from convergio.agents.local_llm import require_llama_cpp, resolve_gguf_path
 
         # Installed and present is enough here: the model loads in the worker that uses it.
-        require_llama_cpp()
-        resolve_gguf_path(spec.model)
+        require_llama_cpp(setting)
+        resolve_gguf_path(spec.model, setting)
         return spec
-    build_model_client(settings)
+    build_model_client(settings, setting=setting)
     return spec

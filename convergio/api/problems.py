@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -137,14 +138,37 @@ _RPC_STATUS = {
 }
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path takes, for a 405's ``Allow``: Starlette names only those of the first
+    route matching the path (``POST`` for ``DELETE /workflows``, though ``GET`` is served too).
+    Each method is tried against the app's routes, as the router would dispatch it."""
+    allowed: list[str] = []
+    for method in _METHODS:
+        probe = {
+            "type": "http", "method": method, "path": request.scope["path"],
+            "root_path": request.scope.get("root_path", ""), "path_params": {},
+            "headers": request.scope.get("headers", []),
+        }
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Problem responses for HTTP errors, validation errors, Temporal errors and the unexpected."""
 
     @app.exception_handler(StarletteHTTPException)
     async def http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         extensions = getattr(exc, "extensions", {})
+        headers = exc.headers
+        allowed = _allowed_methods(request) if exc.status_code == 405 else ""
+        if allowed:
+            headers = {**(headers or {}), "Allow": allowed}
         return problem_response(
-            exc.status_code, _detail_text(exc.detail), request.url.path, headers=exc.headers, **extensions
+            exc.status_code, _detail_text(exc.detail), request.url.path, headers=headers, **extensions
         )
 
     @app.exception_handler(RequestValidationError)

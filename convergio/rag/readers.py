@@ -44,8 +44,16 @@ def kind_of(name: str) -> str:
     return SUPPORTED_SUFFIXES[suffix]
 
 
+def missing_path(path: Path) -> str:
+    """The error for a path with nothing at it (a typo, most likely)."""
+    return f"{path}: no such file or folder"
+
+
 def read_path(path: Path) -> ReadDocument:
-    """Read one file; an unreadable, unsupported or empty file raises ``DocumentError``."""
+    """Read one file; a missing, unreadable, unsupported or empty file raises ``DocumentError``.
+    A missing path is said so first: its type (often none, as for ``/nonexistent``) is no matter."""
+    if not path.exists():
+        raise DocumentError(missing_path(path))
     kind = kind_of(path.name)
     try:
         data = path.read_bytes()
