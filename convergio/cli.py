@@ -121,6 +121,8 @@ def load_settings(*, check_model: bool = False) -> Settings:
 @app.command()
 def up() -> None:
     """Start the embedded stack, a worker and the API; stop everything on Ctrl-C."""
+    import psycopg
+
     from convergio.stack.supervisor import Supervisor, install_stop_handlers
 
     settings = load_settings(check_model=True)
@@ -157,6 +159,8 @@ def up() -> None:
         asyncio.run(main())
     except StackError as exc:
         raise fail(str(exc)) from None
+    except (OSError, psycopg.Error) as exc:  # an external database that does not answer
+        raise fail(f"cannot migrate the database at {database_error(settings, exc)}") from None
 
 
 @app.command()
@@ -663,6 +667,8 @@ def demo(
     model: ModelOption = None,
 ) -> None:
     """The main job: start the embedded stack, run a template to completion, print its report."""
+    import psycopg
+
     from convergio.demo import DEMO_INPUTS, DEMO_TEMPLATE, run_demo
     from convergio.graphflow.loader import InputError
 
@@ -703,6 +709,8 @@ def demo(
         raise fail("stopped; the embedded servers were stopped too", code=143) from None
     except StackError as exc:
         raise fail(str(exc)) from None
+    except (OSError, psycopg.Error) as exc:  # an external database that does not answer
+        raise fail(f"cannot migrate the database at {database_error(settings, exc)}") from None
     except (KeyError, InputError) as exc:
         raise fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
     print_result(result, ui_url, as_json)

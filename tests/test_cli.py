@@ -324,7 +324,7 @@ def test_the_command_keeps_its_exit_status_and_output(tmp_path: Path) -> None:
 
 def test_database_errors_never_show_the_password(tmp_path: Path) -> None:
     """`costs` and `ingest` printed CONVERGIO_DATABASE_URL whole, password included, when the
-    database could not be reached."""
+    database could not be reached; `up` printed a traceback. No server is left running."""
     secret = "s3cret-Pa55word"
     port = free_port()
     env = cli_env(
@@ -336,7 +336,9 @@ def test_database_errors_never_show_the_password(tmp_path: Path) -> None:
     note.write_text("# Note\n\nSomething worth knowing.\n")
     costs = convergio("costs", env=env, cwd=tmp_path, timeout=120)
     ingest = convergio("ingest", str(note), env=env, cwd=tmp_path, timeout=300)
-    for result, says in [(costs, "cannot read the cost ledger at"), (ingest, "cannot reach the database at")]:
+    up = convergio("up", env=env, cwd=tmp_path, timeout=300)  # a traceback from the migrations, before
+    for result, says in [(costs, "cannot read the cost ledger at"), (ingest, "cannot reach the database at"),
+                         (up, "cannot migrate the database at")]:
         assert result.returncode == 1, result.stderr
         assert says in result.stderr and f"convergio:***@127.0.0.1:{port}" in result.stderr, result.stderr
         assert secret not in result.stdout + result.stderr
