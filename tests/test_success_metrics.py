@@ -18,7 +18,7 @@ METRICS = [
      "check": 'steps.sign_off.status == "completed"'},
     {"name": "cheap", "target": "under $1", "check": "run.cost_usd < 1"},
     {"name": "judged", "description": "The board likes it"},
-    {"name": "broken", "check": "len(run.cost_usd) > 0"},  # len() of a number: cannot be measured
+    {"name": "broken", "check": "run.cost_usd / 0 > 0"},  # division by zero: cannot be measured
 ]
 
 

@@ -6,6 +6,7 @@ prefixed with the file, points at the exact line to fix.
 
 from __future__ import annotations
 
+import ast
 import reprlib
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,14 @@ from convergio.graphflow.placeholders import (
 )
 from convergio.graphflow.run_models import STEP_CONTEXT_FIELDS
 from convergio.graphflow.success_metrics import METRIC_ROOTS, RUN_FIELDS, template_metrics
-from convergio.graphflow.template import EscalationSpec, StepSpec, Template, format_duration
+from convergio.graphflow.template import (
+    EscalationSpec,
+    FailureSpec,
+    InputSpec,
+    StepSpec,
+    Template,
+    format_duration,
+)
 
 
 MAX_INPUT_NAME = 64
@@ -36,6 +44,45 @@ _TYPE_ERRORS = frozenset({
     "int_from_float", "none_required", "enum", "literal_error", "is_instance_of",
     "union_tag_invalid", "union_tag_not_found",
 })
+
+# Which step fields each kind of step reads (convergio/workflows/graphflow.py); the workflow
+# ignores a field on the other kinds. test_template_dead_ends checks that every field is sorted in.
+# Read whatever the kind: on_failure too (an approval step reworks the steps it reviews).
+_READ_BY_EVERY_KIND = frozenset({
+    "id", "kind", "title", "depends_on", "join", "when", "sla", "escalation", "success_metrics",
+    "on_failure", "loop",
+})
+# Read depending on the step's gates (approvers, max_change_requests), or checked on their own.
+_JUDGED_APART = frozenset({"approvers", "max_change_requests", "quality", "knowledge", "on_denied"})
+_READ_BY: dict[str, tuple[str, ...]] = {
+    "agent": ("agent",),  # a team's fallback agent is on_failure.agent
+    "participants": ("team",),
+    "phase": ("team",),  # phase, complexity and urgency: the team's speaker selector
+    "complexity": ("team",),
+    "urgency": ("team",),
+    "max_turns": ("team",),
+    "completion_marker": ("team",),
+    "tool": ("tool",),
+    "arguments": ("tool",),
+    "instruction": ("agent", "team"),
+    "heartbeat_timeout": ("agent", "team"),  # model calls; a tool step's activity has no heartbeat
+    "retry": ("agent", "team", "tool"),  # the step's activities: an approval step runs none
+    "timeout": ("agent", "team", "tool"),
+    "requires_approval": ("agent", "team", "tool"),
+}
+# Read by no agent step, yet written there by the shipped templates and the documentation: they
+# describe the step's work (its mission phase, how hard it is), so they are let be.
+_LABELS: dict[str, frozenset[str]] = {"agent": frozenset({"phase", "complexity"})}
+_UNUSED_HINTS: dict[tuple[str, str], str] = {
+    ("team", "agent"): "a team's agents are its 'participants'",
+    ("tool", "instruction"): "a tool is given its 'arguments'",
+    ("approval", "instruction"): "a person reviews the outputs of its depends_on steps",
+    ("approval", "timeout"): "a person decides within the step's 'sla'",
+    ("approval", "requires_approval"): "an approval step is a gate already",
+}
+# Fields of on_failure and of an escalation link that one action alone reads.
+_FAILURE_ACTION_FIELDS: dict[str, str] = {"agent": "fallback", "max_attempts": "retry"}
+_ESCALATION_ACTION_FIELDS: dict[str, str] = {"to": "reassign", "decision": "auto_decide"}
 
 
 @dataclass(frozen=True)
@@ -90,6 +137,8 @@ class _Checker:
         if sla.escalation and "escalation" in sla.model_fields_set and sla.total is None:
             self.add("sla.escalation", "the run's escalation chain runs when its SLA passes, and the "
                                        "template has no 'sla.total': it would never run; add total: <time>")
+        for position, link in enumerate(sla.escalation):
+            self._check_action_fields(f"sla.escalation[{position}]", link, _ESCALATION_ACTION_FIELDS)
         if not self.problems:
             self._check_cycles()
         if not self.problems:
@@ -113,6 +162,10 @@ class _Checker:
             self._check_step_fields(f"{path}.check", expression)
             if (error := _constant_error(expression)) is not None:
                 self.add(f"{path}.check", f"bad expression: it fails whatever the data: {error}")
+            else:
+                when = "when the metric is measured"
+                for message in _type_problems(expression, self.template.inputs, when):
+                    self.add(f"{path}.check", message)
             for root, key in expression.references():
                 if root == "inputs" and key not in self.template.inputs:
                     self.add(f"{path}.check", f"unknown input '{key}'; declare it under inputs")
@@ -140,6 +193,7 @@ class _Checker:
         if step.quality is not None and step.kind in ("tool", "approval"):  # the workflow never reads it
             self.add(f"{where}.quality", "'quality' applies to agent and team steps only; "
                                          f"the output of this {step.kind} step is never checked")
+        self._check_unused_fields(where, step)
         if step.kind == "team" and len(set(step.participants)) != len(step.participants):
             self.add(f"{where}.participants", "a participant is listed twice")
         if step.loop and step.loop.back_to not in ids:
@@ -161,6 +215,48 @@ class _Checker:
                 self.add(f"{where}.on_denied[{position}]", f"unknown step '{target}'")
             elif step.id not in self.template.step(target).depends_on:
                 self.add(f"{where}.on_denied[{position}]", f"'{target}' must list '{step.id}' in depends_on")
+
+    def _check_unused_fields(self, where: str, step: StepSpec) -> None:
+        """Fields the author wrote that the workflow never reads for this step: the run would quietly
+        differ from the template (a ``tool`` on an agent step calls no tool). Only written fields are
+        judged, and an empty value (null, [], {}, false, '') asks for nothing, so it is let be."""
+        written = {name for name in step.model_fields_set if not _says_nothing(getattr(step, name))}
+        for name in sorted(written & _READ_BY.keys(), key=list(StepSpec.model_fields).index):
+            readers = _READ_BY[name]
+            if step.kind in readers or name in _LABELS.get(step.kind, ()):
+                continue
+            hint = _UNUSED_HINTS.get((step.kind, name))
+            fix = f" or set kind: {readers[0]}" if len(readers) == 1 else ""
+            self.add(f"{where}.{name}", f"{_a(step.kind)} step does not use '{name}' ({_readers(readers)}"
+                                        f"{'; ' + hint if hint else ''}): remove it{fix}")
+        is_gate = step.kind == "approval" or step.requires_approval
+        if "approvers" in written and not is_gate and step.on_failure.action != "escalate":
+            self.add(f"{where}.approvers", f"no person decides on this {step.kind} step, so 'approvers' is "
+                                           "never read: add requires_approval: true (a person approves its "
+                                           "output) or on_failure: {action: escalate}, or remove it")
+        if "max_change_requests" in written and not is_gate:
+            self.add(f"{where}.max_change_requests",
+                     f"only a review gate can be sent back for changes, and this {step.kind} step has no "
+                     "requires_approval: 'max_change_requests' is never read; add requires_approval: true "
+                     "or remove it")
+        self._check_action_fields(f"{where}.on_failure", step.on_failure, _FAILURE_ACTION_FIELDS,
+                                  can_fall_back=step.kind in ("agent", "team"))
+        for position, link in enumerate(step.escalation):
+            self._check_action_fields(f"{where}.escalation[{position}]", link, _ESCALATION_ACTION_FIELDS)
+
+    def _check_action_fields(
+        self, where: str, spec: FailureSpec | EscalationSpec, fields: Mapping[str, str], *,
+        can_fall_back: bool = True,
+    ) -> None:
+        """A field only one ``action`` reads (on_failure's ``agent``, an escalation's ``to``), written
+        with another action: e.g. ``{action: skip, agent: cfo}`` never falls back to cfo."""
+        action = spec.action
+        for name, reader in fields.items():
+            if name not in spec.model_fields_set or _says_nothing(getattr(spec, name)) or action == reader:
+                continue
+            fix = f" or set action: {reader}" if reader != "fallback" or can_fall_back else ""
+            self.add(f"{where}.{name}", f"only action '{reader}' uses '{name}' (this action is '{action}'): "
+                                        f"remove it{fix}")
 
     def _check_durations(self) -> None:
         """A timeout, interval or deadline of zero or less fails (or fires) at once at run time, and
@@ -327,6 +423,9 @@ class _Checker:
             self._check_step_fields(path, expression)
             if (error := _constant_error(expression)) is not None:
                 self.add(path, f"bad expression: it fails whatever the data: {error}")
+            elif mistyped := _type_problems(expression, self.template.inputs, "at run time"):
+                for message in mistyped:
+                    self.add(path, message)
             elif _always_false(expression):
                 if path.endswith("loop.while"):
                     self.add(path, f"the loop never repeats: its condition is always false ({source})")
@@ -380,6 +479,24 @@ class _Checker:
                     "(it waits for a step of the gate's on_denied path and a step after its approval); "
                     "use join: any, or depend on one path only",
                 )
+
+
+def _says_nothing(value: Any) -> bool:
+    """null, false, '', [], {} (a nested spec too): written, they ask for nothing."""
+    if isinstance(value, BaseModel):
+        return not value.model_fields_set
+    return value is None or value is False or (isinstance(value, (str, list, dict)) and not value)
+
+
+def _a(kind: str) -> str:
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+
+
+def _readers(kinds: tuple[str, ...]) -> str:
+    """'a tool step does', 'agent and team steps do'."""
+    if len(kinds) == 1:
+        return f"{_a(kinds[0])} step does"
+    return f"{', '.join(kinds[:-1])} and {kinds[-1]} steps do"
 
 
 def _has_placeholder(value: Any) -> bool:
@@ -494,6 +611,207 @@ def _constant_error(expression: Expression) -> ExpressionError | None:
     except _ReadsData:
         pass
     return None
+
+
+# --------------------------------------------------------------------------- types of values
+# The types an expression's values are known to have when they are not null: the run checks an
+# input's type when it starts, and a step's fields are fixed (run_models.StepState.as_context,
+# success_metrics.RUN_FIELDS). Anything else (data, indexes, nested keys) may hold any value.
+_INPUT_TYPES: dict[str, str] = {
+    "string": "string", "number": "number", "integer": "number", "boolean": "boolean",
+    "list": "list", "object": "object",
+}
+_STEP_FIELD_TYPES: dict[str, str] = {
+    "output": "string", "status": "string", "agent": "string", "score": "number", "iterations": "number",
+}
+_RUN_FIELD_TYPES: dict[str, str] = {
+    "status": "string", "cost_usd": "number", "duration_s": "number", "prompt_tokens": "number",
+    "completion_tokens": "number",
+}
+_TYPE_NAMES: dict[str, str] = {
+    "string": "a text", "number": "a number", "boolean": "a true/false value", "list": "a list",
+    "object": "an object",
+}
+_ORDERING_SYMBOLS: dict[type[ast.cmpop], str] = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+_ARITHMETIC_SYMBOLS: dict[type[ast.operator], str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_TO_NUMBER = "; number(...) reads a number from a text"
+
+
+class _TypeCheck:
+    """Finds the operations of an expression that fail whenever they meet a value: a text compared
+    with a number (``steps.a.output > 5``), arithmetic on a text, ``len`` of a number.
+
+    A type is inferred only where it is certain: literals, declared inputs, a step's and the run's
+    fields, and what operators and functions return; anything else is unknown and never judged.
+    A value of a known type may still be null (an optional input left out, a step that did not
+    run): null makes an ordering comparison false, arithmetic null and ``len`` 0, so such an
+    operation either fails the run or gives that constant, whatever the run holds. Equality
+    (``==``, ``!=``) never fails, so a text compared with a number there is left alone.
+    """
+
+    def __init__(self, text: str, inputs: Mapping[str, InputSpec], when: str) -> None:
+        self.text = text
+        self.inputs = inputs
+        self.when = when
+        self.problems: list[str] = []
+
+    def fails(self, node: ast.AST, what: str, why: str = "") -> None:
+        self.problems.append(f"{_quoted(self.show(node))} {what}, which fails {self.when}{why}")
+
+    def show(self, node: ast.AST, operand: bool = False) -> str:
+        """The author's own text of ``node``, on one line; an ``operand`` of a comparison gets back
+        the parentheses its node does not include."""
+        shown = " ".join((ast.get_source_segment(self.text, node) or ast.unparse(node)).split())
+        if operand and isinstance(node, (ast.BoolOp, ast.Compare)):
+            shown = f"({shown})"
+        return shown if len(shown) <= 80 else shown[:79] + "…"
+
+    def infer(self, node: ast.expr) -> str | None:
+        """The type of ``node``'s value when it is not null, or None when it is not certain."""
+        if isinstance(node, ast.Constant):
+            return _literal_type(node.value)
+        if isinstance(node, ast.Name):
+            return "boolean" if node.id in ("true", "false") else None
+        if isinstance(node, (ast.Attribute, ast.Subscript)):
+            return self.path_type(node)
+        if isinstance(node, (ast.List, ast.Tuple)):
+            for element in node.elts:
+                self.infer(element)
+            return "list"
+        if isinstance(node, ast.BoolOp):  # and/or give one of their operands
+            kinds = {self.infer(value) for value in node.values}
+            return kinds.pop() if len(kinds) == 1 else None
+        if isinstance(node, ast.UnaryOp):
+            return self.unary(node)
+        if isinstance(node, ast.BinOp):
+            return self.arithmetic(node)
+        if isinstance(node, ast.Compare):
+            self.compare(node)
+            return "boolean"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            return self.call(node, node.func.id)
+        return None
+
+    def path_type(self, node: ast.Attribute | ast.Subscript) -> str | None:
+        keys: list[object] = []
+        current: ast.expr = node
+        while isinstance(current, (ast.Attribute, ast.Subscript)):
+            if isinstance(current, ast.Attribute):
+                keys.append(current.attr)
+            else:
+                keys.append(current.slice.value if isinstance(current.slice, ast.Constant) else None)
+            current = current.value
+        if not isinstance(current, ast.Name):
+            return None
+        keys.reverse()
+        if current.id == "inputs" and len(keys) == 1 and isinstance(keys[0], str) and keys[0] in self.inputs:
+            return _INPUT_TYPES.get(self.inputs[keys[0]].type)
+        if current.id == "steps" and len(keys) == 2 and all(isinstance(key, str) for key in keys):
+            return _STEP_FIELD_TYPES.get(keys[1])
+        if current.id == "run" and len(keys) == 1 and isinstance(keys[0], str):
+            return _RUN_FIELD_TYPES.get(keys[0])
+        return None
+
+    def unary(self, node: ast.UnaryOp) -> str | None:
+        kind = self.infer(node.operand)
+        if isinstance(node.op, ast.Not):
+            return "boolean"
+        if kind is not None and kind != "number":
+            symbol = "-" if isinstance(node.op, ast.USub) else "+"
+            self.fails(node, f"uses '{symbol}' on {_TYPE_NAMES[kind]}", ": it needs a number")
+            return None
+        return kind
+
+    def arithmetic(self, node: ast.BinOp) -> str | None:
+        left, right = self.infer(node.left), self.infer(node.right)
+        if left is None or right is None:
+            return None
+        if left == right == "number":
+            return "number"
+        symbol = _ARITHMETIC_SYMBOLS.get(type(node.op), "?")
+        hint = _TO_NUMBER if "string" in (left, right) else ""
+        self.fails(node, f"uses '{symbol}' on {_TYPE_NAMES[left]} and {_TYPE_NAMES[right]}",
+                   f": arithmetic needs two numbers{hint}")
+        return None
+
+    def compare(self, node: ast.Compare) -> None:
+        left_node, left = node.left, self.infer(node.left)
+        for op, right_node in zip(node.ops, node.comparators, strict=True):
+            right = self.infer(right_node)
+            shown = _quoted(self.show(node) if len(node.ops) == 1 else
+                            f"{self.show(left_node, True)} {_symbol(op)} {self.show(right_node, True)}")
+            if isinstance(op, tuple(_ORDERING_SYMBOLS)) and left is not None and right is not None:
+                if not (left == right and left in ("number", "string")):
+                    hint = _TO_NUMBER if {left, right} == {"string", "number"} else ""
+                    self.problems.append(f"{shown} compares {_TYPE_NAMES[left]} with {_TYPE_NAMES[right]}, "
+                                         f"which fails {self.when}{hint}")
+            elif isinstance(op, (ast.In, ast.NotIn)) and right is not None:
+                if right not in ("string", "list", "object"):
+                    self.problems.append(f"{shown} looks in {_TYPE_NAMES[right]}, which fails {self.when}: "
+                                         "'in' needs a text, a list or an object on its right")
+                elif right == "string" and left is not None and left != "string":
+                    self.problems.append(f"{shown} looks for {_TYPE_NAMES[left]} in a text, which fails "
+                                         f"{self.when}: only a text can be found in a text")
+            left_node, left = right_node, right
+
+    def call(self, node: ast.Call, name: str) -> str | None:
+        if name in ("any_of", "all_of"):
+            return self.words_test(node, name)
+        kind = self.infer(node.args[0]) if node.args else None
+        if name == "len":
+            if kind is not None and kind not in ("string", "list", "object"):
+                self.fails(node, f"takes the length of {_TYPE_NAMES[kind]}",
+                           ": len() needs a text, a list or an object")
+            return "number"
+        if name in ("lower", "upper"):
+            if kind is not None and kind != "string":
+                self.fails(node, f"applies {name}() to {_TYPE_NAMES[kind]}", f": {name}() needs a text")
+            return "string"
+        return "number" if name == "number" else None
+
+    def words_test(self, node: ast.Call, name: str) -> str:
+        """any_of/all_of(text, words): the words are checked first, even when the text is null."""
+        text, words = node.args
+        kind = self.infer(text)
+        if isinstance(words, (ast.List, ast.Tuple)):
+            word_kinds = [self.infer(word) for word in words.elts]
+            if any(word not in (None, "string") for word in word_kinds):
+                self.fails(node, "lists a word that is not a text", f": {name}() needs a list of texts")
+                return "boolean"
+        elif (listed := self.infer(words)) is not None and listed != "list":
+            self.fails(node, f"is given {_TYPE_NAMES[listed]} as its words",
+                       f": {name}() needs a list of texts")
+            return "boolean"
+        if kind is not None and kind != "string":
+            self.fails(node, f"searches {_TYPE_NAMES[kind]}", f": {name}() searches a text")
+        return "boolean"
+
+
+def _literal_type(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "string" if isinstance(value, str) else None
+
+
+def _quoted(text: str) -> str:
+    """'text', or "text" when it holds a single quote."""
+    return f'"{text}"' if "'" in text and '"' not in text else f"'{text}'"
+
+
+def _symbol(op: ast.cmpop) -> str:
+    symbols = {ast.Eq: "==", ast.NotEq: "!=", ast.In: "in", ast.NotIn: "not in", **_ORDERING_SYMBOLS}
+    return symbols.get(type(op), "?")
+
+
+def _type_problems(expression: Expression, inputs: Mapping[str, InputSpec], when: str) -> list[str]:
+    """Operations of a compiled expression that fail whenever they meet a value (see _TypeCheck);
+    ``when`` says when that is ("at run time")."""
+    text = expression.source.strip()  # as Expression parses it: positions are in this text
+    check = _TypeCheck(text, inputs, when)
+    check.infer(ast.parse(text, mode="eval").body)
+    return check.problems
 
 
 Outcome = tuple[str, str]  # (step id, "completed" or "denied")
