@@ -283,14 +283,7 @@ async def test_a_team_reworks_the_answer_under_review(
     data = gated_template()
     data["steps"][0] = {"id": "draft", "kind": "team", "participants": ["strategic", "cfo"], "max_turns": 2,
                         "title": "Draft", "instruction": "Draft the plan. Cover: Plan."}
-    async with build_worker(time_skipping_env.client, ts_settings, resources):
-        handle = await _start(time_skipping_env.client, ts_settings, data)
-        await wait_for_gate(handle, "sign_off")
-        await handle.signal(GraphFlowWorkflow.request_changes, decision("sign_off", comment="Add the costs."))
-        await wait_for_gate_round(handle, "sign_off", round_=2)
-        await handle.signal(GraphFlowWorkflow.approve, decision("sign_off"))
-        result = await finish(time_skipping_env, handle)
-        history = await handle.fetch_history()
+    result, history = await changed_once_then_approved(time_skipping_env, ts_settings, resources, data)
     drafts = [t for t in result.turns if t.step_id == "draft"]
     sent = turn_inputs(history, "draft")
     assert len(drafts) == len(sent) == 4
@@ -351,6 +344,20 @@ async def test_a_gate_on_a_working_step_shows_when_its_sla_is_breached(
         await wait_for_gate(handle, "sign_off")
         await handle.signal(GraphFlowWorkflow.approve, decision("sign_off"))
         await finish(time_skipping_env, handle)
+
+
+async def changed_once_then_approved(
+    env: WorkflowEnvironment, settings: Settings, resources: WorkerResources, data: dict[str, Any]
+) -> tuple[Any, Any]:
+    """Run ``data`` with changes requested once at its gate ``sign_off``, then approved; the
+    result and the history."""
+    async with build_worker(env.client, settings, resources):
+        handle = await _start(env.client, settings, data)
+        await wait_for_gate(handle, "sign_off")
+        await handle.signal(GraphFlowWorkflow.request_changes, decision("sign_off", comment="Add the costs."))
+        await wait_for_gate_round(handle, "sign_off", round_=2)
+        await handle.signal(GraphFlowWorkflow.approve, decision("sign_off"))
+        return await finish(env, handle), await handle.fetch_history()
 
 
 async def wait_for_gate_round(handle: Any, gate_id: str, round_: int) -> Any:
@@ -425,13 +432,7 @@ async def test_a_tool_step_under_review_is_not_counted_as_revised(
     data["steps"].insert(0, {"id": "numbers", "kind": "tool", "tool": "break_even", "arguments": {
         "fixed_costs": 1000, "price_per_unit": 10, "variable_cost_per_unit": 2}})
     data["steps"][2]["depends_on"] = ["draft", "numbers"]
-    async with build_worker(time_skipping_env.client, ts_settings, resources):
-        handle = await _start(time_skipping_env.client, ts_settings, data)
-        await wait_for_gate(handle, "sign_off")
-        await handle.signal(GraphFlowWorkflow.request_changes, decision("sign_off", comment="Add the costs."))
-        await wait_for_gate_round(handle, "sign_off", round_=2)
-        await handle.signal(GraphFlowWorkflow.approve, decision("sign_off"))
-        result = await finish(time_skipping_env, handle)
+    result, _ = await changed_once_then_approved(time_skipping_env, ts_settings, resources, data)
     steps = {s.id: s for s in result.steps}
     assert steps["draft"].revisions == 1 and steps["numbers"].revisions == 0
     assert len([t for t in result.turns if t.step_id == "draft"]) == 2

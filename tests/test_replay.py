@@ -131,14 +131,19 @@ async def test_a_run_through_loops_and_change_requests_replays(
         result = await handle.result()
     assert result.status == "completed"
     assert {s.id: s.iterations for s in result.steps} == {"draft": 2, "critique": 2, "sign_off": 1}
-    history = await handle.fetch_history()
+    await replays_with_marker(await handle.fetch_history(), "revisit-context-v1", "revisit")
+
+
+async def replays_with_marker(history: WorkflowHistory, marker: str, name: str) -> None:
+    """The run replays and recorded ``marker``; with RECORD_TEMPORAL_HISTORIES=1 it is written to
+    tests/histories/paths/<name>.json."""
     assert (await replayer().replay_workflow(history)).replay_failure is None
     markers = [e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
                for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
-    assert any(b"revisit-context-v1" in marker for marker in markers)
+    assert any(marker.encode() in recorded for recorded in markers)
     if os.environ.get("RECORD_TEMPORAL_HISTORIES") == "1":
         (HISTORIES / "paths").mkdir(exist_ok=True)
-        (HISTORIES / "paths" / "revisit.json").write_text(history.to_json())
+        (HISTORIES / "paths" / f"{name}.json").write_text(history.to_json())
 
 
 UNEVALUABLE_TEMPLATE = {
@@ -184,11 +189,4 @@ async def test_a_run_failed_by_its_condition_after_a_stale_decision_replays(
     outcomes = [entry["outcome"] for entry in report["audit"]]
     assert outcomes[0] == "changes requested" and outcomes[2] == "approved", outcomes
     assert outcomes[1].startswith("approve ignored: the gate reopened"), outcomes
-    history = await handle.fetch_history()
-    assert (await replayer().replay_workflow(history)).replay_failure is None
-    markers = [e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
-               for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
-    assert any(b"condition-failure-report-v1" in marker for marker in markers)
-    if os.environ.get("RECORD_TEMPORAL_HISTORIES") == "1":
-        (HISTORIES / "paths").mkdir(exist_ok=True)
-        (HISTORIES / "paths" / "unevaluable.json").write_text(history.to_json())
+    await replays_with_marker(await handle.fetch_history(), "condition-failure-report-v1", "unevaluable")

@@ -22,6 +22,13 @@ def load(data: dict[str, Any]) -> None:
     parse_template(data, agents=default_catalog().names(), tools=tool_names(), source="custom.yaml")
 
 
+def changed(base: dict[str, Any], change: Any) -> dict[str, Any]:
+    """A copy of ``base`` with ``change`` (a function editing it in place) applied."""
+    data = copy.deepcopy(base)
+    change(data)
+    return data
+
+
 def test_shipped_templates_still_load() -> None:
     default_registry.cache_clear()
     assert default_registry().names()
@@ -59,10 +66,8 @@ ROLES: dict[str, Any] = {
     ],
 )
 def test_a_gate_no_role_can_decide_is_rejected(change, path: str) -> None:  # noqa: ANN001
-    data = copy.deepcopy(ROLES)
-    change(data)
     with pytest.raises(TemplateError) as error:
-        load(data)
+        load(changed(ROLES, change))
     assert f"custom.yaml: {path}: " in str(error.value)
 
 
@@ -77,9 +82,7 @@ def test_a_gate_no_role_can_decide_is_rejected(change, path: str) -> None:  # no
     ],
 )
 def test_gates_with_a_role_still_load(change) -> None:  # noqa: ANN001
-    data = copy.deepcopy(ROLES)
-    change(data)
-    load(data)
+    load(changed(ROLES, change))
 
 
 
@@ -106,10 +109,8 @@ CHAINS: dict[str, Any] = {
     ],
 )
 def test_a_chain_without_its_sla_is_rejected(change, path: str) -> None:  # noqa: ANN001
-    data = copy.deepcopy(CHAINS)
-    change(data)
     with pytest.raises(TemplateError) as error:
-        load(data)
+        load(changed(CHAINS, change))
     assert f"custom.yaml: {path}: " in str(error.value)
     assert "would never run" in str(error.value)
 
@@ -125,9 +126,7 @@ def test_a_chain_without_its_sla_is_rejected(change, path: str) -> None:  # noqa
     ],
 )
 def test_chains_that_can_run_still_load(change) -> None:  # noqa: ANN001
-    data = copy.deepcopy(CHAINS)
-    change(data)
-    load(data)
+    load(changed(CHAINS, change))
 
 
 
@@ -281,9 +280,7 @@ KINDS: dict[str, Any] = {
 
 
 def kinds(change) -> dict[str, Any]:  # noqa: ANN001
-    data = copy.deepcopy(KINDS)
-    change(data)
-    return data
+    return changed(KINDS, change)
 
 
 def test_a_tool_on_an_agent_step_is_rejected_with_the_fix() -> None:
