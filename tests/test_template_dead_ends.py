@@ -560,3 +560,35 @@ def test_the_typed_fields_are_the_ones_a_run_holds() -> None:
 
     assert set(_STEP_FIELD_TYPES) == STEP_CONTEXT_FIELDS - {"data"}
     assert set(_RUN_FIELD_TYPES) == set(RUN_FIELDS)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("30", 30), ("2.5", 2.5), ("00:05:00", 300), ("PT5M", 300)])
+def test_a_quoted_number_is_seconds_and_other_forms_still_read(
+    tmp_path: Path, value: str, seconds: float
+) -> None:
+    """`timeout: "30"` was refused with Pydantic's '"day" identifier in duration not correctly
+    formatted'; a number of seconds is a number of seconds, quoted or not."""
+    path = tmp_path / "custom.yaml"
+    path.write_text(DURATION_TEMPLATE.format(field="timeout", value=f'"{value}"'))
+    template = load_template_file(path, agents=default_catalog().names(), tools=tool_names())
+    assert template.steps[0].timeout.total_seconds() == seconds
+
+
+def test_a_text_that_is_no_duration_says_which_forms_are(tmp_path: Path) -> None:
+    path = tmp_path / "custom.yaml"
+    path.write_text(DURATION_TEMPLATE.format(field="timeout", value="thirty seconds"))
+    with pytest.raises(TemplateError) as error:
+        load_template_file(path, agents=default_catalog().names(), tools=tool_names())
+    message = str(error.value)
+    assert "custom.yaml: steps[0].timeout: " in message and "'thirty seconds' is not a duration" in message
+    assert "identifier" not in message
+
+
+def test_a_duplicate_step_id_is_reported_alone() -> None:
+    """With two steps 'risks', the checks after it misled: 'a step cannot depend on itself' for a
+    step that depends on the other 'risks'."""
+    steps = [{"id": "risks", "agent": "cfo", "instruction": "x"},
+             {"id": "risks", "agent": "cfo", "instruction": "y", "depends_on": ["risks"]}]
+    with pytest.raises(TemplateError) as error:
+        load({"name": "twice", "version": 1, "steps": steps})
+    assert str(error.value) == "custom.yaml: steps[1].id: duplicate step id 'risks'"

@@ -19,6 +19,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    TypeAdapter,
+    ValidationError,
     model_validator,
 )
 
@@ -29,6 +31,8 @@ from convergio.security.policy import SecurityPolicy
 # forms like "1.0368e+06s" (12 days).
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SECONDS = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
+_TIMEDELTA: TypeAdapter[timedelta] = TypeAdapter(timedelta)
 STEP_ID = r"^[a-z][a-z0-9_]{0,63}$"
 # Far beyond any real timeout or SLA, far below what timedelta and the workflow's
 # ``now + sla`` arithmetic can hold (an overflow there would fail runs, not the load). Whether a
@@ -53,6 +57,16 @@ def _parse_duration(value: Any) -> Any:
         seconds = value
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    elif isinstance(value, str) and _SECONDS.match(value):  # "30": a number of seconds, quoted
+        seconds = float(value)
+    elif isinstance(value, str):
+        try:  # ISO 8601 ("PT5M") and Pydantic's other forms ("00:05:00")
+            return _TIMEDELTA.validate_python(value)
+        except ValidationError:  # its message spoke of a "day identifier"
+            raise ValueError(
+                f"{value!r} is not a duration: write a number of seconds, a text like '30s', '5m', "
+                "'2h' or '1d', or ISO 8601 like 'PT5M'"
+            ) from None
     else:
         return value
     if isinstance(seconds, float) and math.isnan(seconds):

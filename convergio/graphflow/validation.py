@@ -120,6 +120,8 @@ class _Checker:
             if step_id in seen:
                 self.add(f"steps[{index}].id", f"duplicate step id '{step_id}'")
             seen.add(step_id)
+        if self.problems:  # every later check finds steps by id: with two alike they would mislead
+            return self.problems
         for name, spec in self.template.inputs.items():
             if len(name) > MAX_INPUT_NAME:  # it names the input's security gate, security_input_<name>
                 self.add(f"inputs.{name[:20]}…", f"an input name has at most {MAX_INPUT_NAME} characters")
