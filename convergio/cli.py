@@ -166,6 +166,9 @@ def up() -> None:
 @app.command()
 def worker() -> None:
     """Run a worker against the configured Temporal, PostgreSQL and Redis."""
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
     from convergio.stack.supervisor import install_stop_handlers
     from convergio.temporal_client import TemporalUnreachable
     from convergio.workers.worker import run_worker
@@ -182,6 +185,8 @@ def worker() -> None:
         asyncio.run(main())
     except TemporalUnreachable as exc:  # one line, not the SDK's traceback
         raise temporal_unreachable(exc, SERVER_TEMPORAL_HINT) from None
+    except (OSError, psycopg.Error, PoolTimeout) as exc:  # the pool gave up after its 30 s
+        raise fail(f"cannot reach the database at {database_error(settings, exc)}") from None
 
 
 @app.command()

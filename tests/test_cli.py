@@ -478,3 +478,23 @@ def test_a_server_without_temporal_says_so_in_one_line(tmp_path: Path, command: 
     assert len(errors) == 1, result.stderr
     assert errors[0].startswith(f"error: cannot reach Temporal at {address} ("), result.stderr
     assert "CONVERGIO_TEMPORAL_ADDRESS" in errors[0]
+
+
+def test_a_worker_without_its_database_says_so_in_one_line(
+    tmp_path: Path, settings  # noqa: ANN001
+) -> None:
+    """Temporal answers, PostgreSQL does not: the worker's pool gave up after 30 s with a traceback."""
+    secret = "s3cret-Pa55word"
+    port = free_port()
+    env = cli_env(
+        tmp_path / "data",
+        CONVERGIO_TEMPORAL_ADDRESS=str(settings.temporal_address),
+        CONVERGIO_DATABASE_URL=f"postgresql://convergio:{secret}@127.0.0.1:{port}/convergio",
+        CONVERGIO_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    result = convergio("worker", env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and secret not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert f"cannot reach the database at postgresql://convergio:***@127.0.0.1:{port}" in errors[0]
