@@ -592,3 +592,36 @@ def test_a_duplicate_step_id_is_reported_alone() -> None:
     with pytest.raises(TemplateError) as error:
         load({"name": "twice", "version": 1, "steps": steps})
     assert str(error.value) == "custom.yaml: steps[1].id: duplicate step id 'risks'"
+
+
+# ------------------------------------------------------------ policy fields their outcome never reads
+@pytest.mark.parametrize(
+    ("policy", "path"),
+    [
+        ({"budget": {"on_breach": "stop", "downgrade_model": "openai:gpt-4o-mini"}},
+         "budget.downgrade_model"),
+        ({"budget": {"on_breach": "downgrade", "downgrade_model": "openai:gpt-4o-mini",
+                     "approvers": ["cfo"]}}, "budget.approvers"),
+        ({"security": {"on_flag": "redact", "on_block": "block", "approvers": ["ciso"]}},
+         "security.approvers"),
+    ],
+)
+def test_a_policy_field_its_outcome_never_reads_is_rejected(policy: dict[str, Any], path: str) -> None:
+    """`downgrade_model` under `on_breach: stop` downgraded nothing, silently."""
+    with pytest.raises(TemplateError) as error:
+        load(changed(CHAINS, lambda d: d.update(policy)))
+    assert f"custom.yaml: {path}: " in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"budget": {"on_breach": "downgrade", "downgrade_model": "openai:gpt-4o-mini"}},
+        {"budget": {"on_breach": "approval", "approvers": ["cfo"]}},
+        {"budget": {"on_breach": "stop", "approvers": []}},
+        {"security": {"on_flag": "approval", "approvers": ["ciso"]}},
+        {"security": {"on_flag": "redact", "on_block": "approval", "approvers": ["ciso"]}},
+    ],
+)
+def test_policy_fields_their_outcome_reads_still_load(policy: dict[str, Any]) -> None:
+    load(changed(CHAINS, lambda d: d.update(policy)))

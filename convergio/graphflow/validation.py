@@ -135,6 +135,7 @@ class _Checker:
         self._check_denial_paths()
         self._check_durations()
         self._check_roles()
+        self._check_policy_fields()
         sla = self.template.sla
         if sla.escalation and "escalation" in sla.model_fields_set and sla.total is None:
             self.add("sla.escalation", "the run's escalation chain runs when its SLA passes, and the "
@@ -296,6 +297,20 @@ class _Checker:
                 if not role.strip() or len(role) > MAX_ROLE:
                     self.add(f"{path}[{position}]", f"{role!r} is not a role a decision can name: "
                                                     f"a role has 1 to {MAX_ROLE} characters, not blank")
+
+    def _check_policy_fields(self) -> None:
+        """The budget's and the security policy's fields that one outcome alone reads, written with
+        another: ``downgrade_model`` under ``on_breach: stop`` never downgrades anything."""
+        budget, security = self.template.budget, self.template.security
+        written = {name for name in budget.model_fields_set if not _says_nothing(getattr(budget, name))}
+        for name, reader in (("downgrade_model", "downgrade"), ("approvers", "approval")):
+            if name in written and budget.on_breach != reader:
+                self.add(f"budget.{name}", f"only on_breach: {reader} uses '{name}' (this budget's is "
+                                           f"'{budget.on_breach}'): remove it or set on_breach: {reader}")
+        asks = "approval" in (security.on_flag, security.on_block)
+        if "approvers" in security.model_fields_set and security.approvers and not asks:
+            self.add("security.approvers", "no rule of this policy asks a person (on_flag and on_block are "
+                                           "not 'approval'), so 'approvers' is never read: remove it")
 
     def _check_denial_paths(self) -> None:
         """A step follows the denial of one gate: the workflow keeps one gate per step, the last."""
