@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
 
 from convergio.agents.tokens import count_tokens
 from convergio.rag.chunking import chunk_text
@@ -798,3 +799,69 @@ async def test_a_steps_new_output_replaces_its_memory_and_facts_accumulate(
         ("fact", "Munich rent is 30 euros per square metre."),
         ("step_output", "The edited plan: hire in Munich."),
     ]
+
+
+# ---------------------------------------- metadata numbers JSON cannot hold (NaN, infinity)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_metadata_numbers_are_refused(value: float) -> None:
+    with pytest.raises(ValidationError, match="NaN or infinity"):
+        DocumentIn(source="m.txt", text="Some text.", metadata={"ratio": value})
+
+
+async def test_front_matter_nan_is_reported_for_its_file(store: KnowledgeStore, tmp_path: Path) -> None:
+    path = tmp_path / "nan.md"
+    path.write_text("---\nratio: .nan\n---\nThe quaffleberry harvest is late.\n", encoding="utf-8")
+    report = await ingest_files(store, [path], "nan-tenant")
+    assert report.results == []
+    reason = "metadata holds a number JSON cannot represent (NaN or infinity)"
+    assert report.errors == [f"{path}: metadata: {reason}"]
+
+
+# ---------------------------------------- front matter: only a line of exactly --- delimits it
+def test_a_long_horizontal_rule_first_is_not_front_matter() -> None:
+    text = b"----------\n# Title\nBody about the nimbleweed.\n----------\nFooter\n"
+    md = parse_bytes(text, "markdown", "hr.md")
+    assert md.title == "Title"
+    assert "nimbleweed" in md.text and md.metadata == {}
+
+
+def test_a_line_only_starting_with_dashes_does_not_close_the_front_matter() -> None:
+    md = parse_bytes(b'---\ntitle: T\nnote: "a\n---b"\ntopic: ops\n---\nBody about the zizzweed.\n',
+                     "markdown", "quoted.md")
+    assert (md.title, md.metadata) == ("T", {"note": "a ---b", "topic": "ops"})
+    assert md.text == "Body about the zizzweed.\n"
+
+
+def test_front_matter_with_windows_line_ends() -> None:
+    md = parse_bytes(b"---\r\ntitle: KPIs\r\ntopic: finance\r\n---\r\n# KPIs\r\nMargin is 70%.\r\n",
+                     "markdown", "crlf.md")
+    assert (md.title, md.metadata) == ("KPIs", {"topic": "finance"})
+    assert md.text == "# KPIs\r\nMargin is 70%.\r\n"
+
+
+# ---------------------------------------- front matter values: dates, lists and mappings are kept
+BOARD = (
+    b"---\ntitle: Board minutes\ndate: 2025-09-30\ntags: [finance, board]\nowner: {name: CFO}\n"
+    b"topic: finance\n---\n# Board minutes\nThe board approved the zebracorn price increase of 12%.\n"
+)
+
+
+
+
+def test_dates_lists_and_mappings_are_kept() -> None:
+    md = parse_bytes(BOARD, "markdown", "board.md")
+    assert md.metadata == {
+        "date": "2025-09-30", "tags": ["finance", "board"], "owner": {"name": "CFO"}, "topic": "finance",
+    }
+
+
+async def test_a_date_from_front_matter_can_be_filtered_on(store: KnowledgeStore, tmp_path: Path) -> None:
+    tenant = f"t{uuid.uuid4().hex[:12]}"
+    path = tmp_path / "board.md"
+    path.write_bytes(BOARD)
+    report = await ingest_files(store, [path], tenant)
+    assert report.errors == []
+    hits = await store.search(
+        RetrievalQuery(tenant=tenant, query="zebracorn price increase", filters={"date": "2025-09-30"})
+    )
+    assert [hit.source for hit in hits] == ["board.md"]

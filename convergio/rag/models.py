@@ -41,8 +41,14 @@ def shorten_title(title: str, limit: int = MAX_TITLE_CHARS) -> str:
 
 
 def _small_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Metadata is stored with every chunk: more than MAX_METADATA_BYTES of JSON is refused."""
-    size = len(json.dumps(metadata, ensure_ascii=False, default=str).encode("utf-8"))
+    """Metadata is stored with every chunk: more than MAX_METADATA_BYTES of JSON is refused, and
+    so is a number JSON cannot hold (NaN, infinity: YAML's ``.nan``, JSON's ``1e999``), which
+    PostgreSQL's jsonb would refuse with a confusing error."""
+    try:
+        encoded = json.dumps(metadata, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:
+        raise ValueError("metadata holds a number JSON cannot represent (NaN or infinity)") from None
+    size = len(encoded.encode("utf-8"))
     if size > MAX_METADATA_BYTES:
         raise ValueError(f"metadata is {size} bytes of JSON, more than the {MAX_METADATA_BYTES} allowed")
     return metadata

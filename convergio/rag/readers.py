@@ -6,6 +6,7 @@ become metadata), so a knowledge base can say which documents matter more.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -84,25 +85,52 @@ def parse_text(text: str, kind: str, name: str) -> ReadDocument:
     return ReadDocument(text=text)
 
 
+def _front_matter(text: str) -> tuple[str, str] | None:
+    """(YAML, body) when ``text`` opens with front matter: a first line that is exactly ``---``
+    and a later line that is exactly ``---`` (trailing blanks allowed). A longer rule such as
+    ``----------`` is a Markdown thematic break, not a delimiter, and so is a line that only
+    starts with ``---`` (inside a quoted YAML value, say)."""
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].rstrip() != "---":
+        return None
+    for index in range(1, len(lines)):
+        if lines[index].rstrip() == "---":
+            return "".join(lines[1:index]), "".join(lines[index + 1 :])
+    return None
+
+
 def _markdown(text: str, name: str) -> ReadDocument:
-    if not text.startswith("---"):
+    split = _front_matter(text)
+    if split is None:
         return ReadDocument(text=text, title=_first_heading(text))
-    head, sep, body = text[3:].partition("\n---")
-    if not sep:
-        return ReadDocument(text=text, title=_first_heading(text))
+    head, body = split
     try:
         meta = yaml.safe_load(head) or {}
     except yaml.YAMLError as exc:
         raise DocumentError(f"{name}: invalid front matter ({exc})") from None
     if not isinstance(meta, dict):
         raise DocumentError(f"{name}: front matter must be a mapping")
-    body = body.split("\n", 1)[1] if "\n" in body else ""
     importance = meta.pop("importance", None)
     if importance is not None and (not isinstance(importance, (int, float)) or not 0 <= importance <= 1):
         raise DocumentError(f"{name}: front matter 'importance' must be a number from 0 to 1")
     title = str(meta.pop("title", "") or _first_heading(body))
-    metadata = {str(k): v for k, v in meta.items() if isinstance(v, (str, int, float, bool))}
+    metadata = {str(k): _json_value(v) for k, v in meta.items() if v is not None}
     return ReadDocument(text=body, title=title, importance=importance, metadata=metadata)
+
+
+def _json_value(value: Any) -> Any:
+    """A front matter value as JSON: YAML dates and times become ISO 8601 strings (as a template's
+    ``filters: {date: "2025-09-30"}`` writes them), lists and mappings are kept, anything else
+    YAML can build (binary, sets) becomes its text."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    return str(value)
 
 
 def _first_heading(text: str) -> str:
