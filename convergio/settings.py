@@ -11,7 +11,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Custom search attributes every Convergio workflow may set; registered on start-up
@@ -207,6 +215,38 @@ class Settings(BaseSettings):
     def _blank_secret_is_unset(cls, value: object) -> object:
         """``VAR=`` (as compose writes an unset ``${VAR:-}``) means "not configured"."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("budget_tenant_limits")
+    @classmethod
+    def _tenant_limits_are_limits(
+        cls, value: dict[str, dict[str, float]]
+    ) -> dict[str, dict[str, float]]:
+        """Checked here, not when a tenant's run starts (a misspelt field failed every run of the
+        tenant with a 500)."""
+        from convergio.costs.budget import BudgetLimits
+
+        for tenant, limits in value.items():
+            unknown = sorted(set(limits) - set(BudgetLimits.model_fields))
+            if unknown:
+                known = sorted(BudgetLimits.model_fields)
+                raise ValueError(f"tenant {tenant!r}: unknown field(s) {unknown}; use {known}")
+            try:
+                BudgetLimits.model_validate(limits)
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"tenant {tenant!r}: {problems}") from None
+        return value
+
+    @field_validator("price_table")
+    @classmethod
+    def _price_table_loads(cls, value: Path | None) -> Path | None:
+        """A missing or malformed override file is a bad setting, reported before anything starts
+        (it failed the worker with a traceback once the servers were up)."""
+        if value is not None:
+            from convergio.costs.pricing import default_price_table
+
+            default_price_table(value)  # PriceTableError is a ValueError naming the file
+        return value
 
     @field_validator("model")
     @classmethod

@@ -293,3 +293,30 @@ def test_sla_breaches_are_counted_by_scope_not_by_their_free_text_reason() -> No
         assert series() == {(("scope", "step"),): 2, (("scope", "run"),): 1}
     finally:
         metrics.shutdown()
+
+
+async def test_logs_never_carry_a_model_calls_prompt_or_answer() -> None:
+    """AutoGen logs each model call's messages and answer (``autogen_core.events``, INFO): with
+    the worker's logging they reached worker.log in full, secrets the guardian withholds from the
+    stream and the report included. Convergio's own turn log line stays."""
+    from autogen_core.models import UserMessage
+
+    from convergio.agents.offline import OfflineChatCompletionClient
+
+    secret = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcd"
+    stream = io.StringIO()
+    handler = setup_logging(Settings(_env_file=None), stream=stream)  # type: ignore[call-arg]
+    try:
+        client = OfflineChatCompletionClient()
+        messages = [UserMessage(content=f"Use key {secret}. Cover: Summary.", source="user")]
+        answer = await client.create(messages)
+        streamed = [item async for item in client.create_stream(messages)]
+        last = streamed[-1]
+        assert secret in str(answer.content) and secret in str(last.content)  # type: ignore[union-attr]
+        logging.getLogger("convergio.activities.agent_turn").info("agent turn finished")
+        logging.getLogger("autogen_core.events").warning("kept")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    logged = stream.getvalue()
+    assert secret not in logged
+    assert "agent turn finished" in logged and "kept" in logged

@@ -239,3 +239,31 @@ async def test_parallel_steps_held_at_once_get_a_gate_each(
         result = await asyncio.wait_for(handle.result(), 60)
     assert [step.status for step in result.steps] == ["completed", "completed"]
     assert [e.outcome for e in result.audit] == ["approved", "approved"]
+
+
+async def test_the_web_uis_summary_and_details_of_a_run_carry_no_secret(
+    dev_client: Client, settings: Settings
+) -> None:
+    """The run's summary (the Web UI's list of runs) and details quoted the inputs raw: a key or
+    card number the guardian redacts everywhere else was shown there."""
+    from convergio.agents.catalog import default_catalog
+    from convergio.graphflow.loader import default_registry
+    from convergio.graphflow.runs import build_run_input, start_template_run
+    from tests.graphflow_helpers import STRATEGIC_INPUTS
+
+    secret = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcd"
+    inputs = {**STRATEGIC_INPUTS, "question": f"Enter Germany? Use key {secret}",
+              "brief": "Pay with card 4111 1111 1111 1111."}
+    run = build_run_input(default_registry().get("strategic-analysis"), inputs, default_catalog(),
+                          tenant="default", model=None)
+    idle = settings.model_copy(update={"temporal_task_queue": "convergio-nobody-polls"})
+    handle = dev_client.get_workflow_handle((await start_template_run(dev_client, idle, run)).workflow_id)
+    try:
+        description = await handle.describe()
+        summary, details = await description.static_summary(), await description.static_details()
+    finally:
+        await handle.terminate("test over")
+    assert summary is not None and "Enter Germany? Use key [REDACTED:" in summary
+    assert details is not None and "[REDACTED:" in details
+    for shown in (summary, details):
+        assert secret not in shown and "4111 1111 1111 1111" not in shown

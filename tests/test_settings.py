@@ -48,3 +48,50 @@ def test_bad_values_are_rejected(monkeypatch: pytest.MonkeyPatch, name: str, val
 def test_workflow_link_points_at_the_namespace() -> None:
     settings = Settings(_env_file=None, temporal_namespace="acme")  # type: ignore[call-arg]
     assert settings.workflow_ui_url("wf-1") == "http://127.0.0.1:8233/namespaces/acme/workflows/wf-1"
+
+
+@pytest.mark.parametrize(
+    "limits",
+    ['{"acme": {"daily": 200}}', '{"acme": {"daily_usd": -1}}', '{"acme": {"turn_spike_fraction": 2}}'],
+)
+def test_bad_tenant_budget_limits_are_rejected_at_start(
+    monkeypatch: pytest.MonkeyPatch, limits: str
+) -> None:
+    """A misspelt or out-of-range tenant limit is a bad setting, named when the settings load;
+    it was accepted, then every run of that tenant failed to start (HTTP 500)."""
+    monkeypatch.setenv("CONVERGIO_BUDGET_TENANT_LIMITS", limits)
+    with pytest.raises(ValidationError) as error:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    assert error.value.errors()[0]["loc"] == ("budget_tenant_limits",)
+    assert "acme" in error.value.errors()[0]["msg"]
+
+
+def test_good_tenant_budget_limits_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVERGIO_BUDGET_TENANT_LIMITS", '{"acme": {"daily_usd": 200, "workflow_usd": 10}}')
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.budget_tenant_limits == {"acme": {"daily_usd": 200, "workflow_usd": 10}}
+
+
+@pytest.mark.parametrize(
+    "content", [None, "models: [1, 2]\n", "models:\n  offline: {input: -1, output: 1}\n"]
+)
+def test_a_bad_price_table_is_rejected_at_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: str | None
+) -> None:
+    """CONVERGIO_PRICE_TABLE naming a missing or malformed file is reported as a bad setting
+    (it passed, and the worker died with a traceback after the servers had started)."""
+    path = tmp_path / "prices.yaml"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv("CONVERGIO_PRICE_TABLE", str(path))
+    with pytest.raises(ValidationError) as error:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    assert error.value.errors()[0]["loc"] == ("price_table",)
+    assert str(path) in error.value.errors()[0]["msg"]
+
+
+def test_a_good_price_table_is_kept(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "prices.yaml"
+    path.write_text("models:\n  offline: {input: 1.5, output: 6}\n")
+    monkeypatch.setenv("CONVERGIO_PRICE_TABLE", str(path))
+    assert Settings(_env_file=None).price_table == path  # type: ignore[call-arg]

@@ -22,6 +22,7 @@ from convergio.failures import root_cause
 from convergio.graphflow.loader import resolve_inputs
 from convergio.graphflow.run_models import ApprovalDecision, GraphFlowInput, GraphFlowResult, RunStatus
 from convergio.graphflow.template import Template
+from convergio.security.guardian import redact
 from convergio.settings import Settings
 from convergio.workflows.graphflow import TEMPLATE_KEY, GraphFlowWorkflow, initial_search_attributes
 
@@ -144,8 +145,11 @@ async def start_template_run(
             id=workflow_id,
             task_queue=settings.temporal_task_queue,
             search_attributes=initial_search_attributes(run) if search_attributes else None,
-            static_summary=f"{template.name} v{template.version} · {run.inputs.get('company', '')} · {subject}"[:200],
-            static_details=_details(run),
+            # Shown in the Web UI's list of runs: what the guardian would redact stays out of it.
+            static_summary=redact(
+                f"{template.name} v{template.version} · {run.inputs.get('company', '')} · {subject}"
+            )[:200],
+            static_details=redact(_details(run)),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )

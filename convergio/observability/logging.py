@@ -86,6 +86,8 @@ class JsonFormatter(logging.Formatter):
 
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Loggers that carry prompts and answers verbatim (autogen_core.EVENT_LOGGER_NAME and AgentChat's).
+AUTOGEN_CONTENT_LOGGERS = ("autogen_core.events", "autogen_agentchat.events")
 
 
 def setup_logging(settings: Settings, *, stream: Any = None, level: int = logging.INFO) -> logging.Handler:
@@ -99,4 +101,9 @@ def setup_logging(settings: Settings, *, stream: Any = None, level: int = loggin
     handler._convergio = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    # AutoGen logs every model call's prompt and answer as an INFO event (LLMCall, LLMStreamStart,
+    # LLMStreamEnd on "autogen_core.events"): whole texts, with the secrets and personal data the
+    # guardian keeps out of the event stream and the report. Logs get warnings and errors only.
+    for name in AUTOGEN_CONTENT_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     return handler
