@@ -552,12 +552,13 @@ def costs(
 
     from convergio.db.pool import connection_pool
 
-    from convergio.costs.ledger import report
+    from convergio.costs.ledger import check_report_range, report
 
     settings = load_settings()
     try:
         first = date.fromisoformat(since) if since else None
         last = date.fromisoformat(until) if until else None
+        check_report_range(first, last)
     except ValueError as exc:
         raise fail(f"--since/--until: {exc}") from None
 

@@ -231,3 +231,17 @@ async def test_dollars_print_as_plain_decimals(
     assert "Total $0.00000050 over 1 turns" in shown and "E-" not in shown, shown
     as_json = await asyncio.to_thread(costs, "--tenant", tenant, "--json")
     assert '"total_usd": "0.00000050"' in as_json and "E-" not in as_json, as_json
+
+
+def test_costs_refuses_a_range_the_report_should_not_be_asked_for() -> None:
+    """`GET /costs` checked the range and the CLI did not: `--since 0001-01-01 --until 9999-12-31`
+    kept a CPU busy for over a minute (a row per day), and a reversed range printed empty tables."""
+    from typer.testing import CliRunner
+
+    from convergio.cli import app
+
+    for args, says in [(["--since", "0001-01-01", "--until", "9999-12-31"], "since must be between"),
+                       (["--since", "2030-01-01", "--until", "2020-01-01"], "since must not be after until")]:
+        unreachable = {"CONVERGIO_DATABASE_URL": "postgresql://x@127.0.0.1:1/x"}  # never asked
+        result = CliRunner().invoke(app, ["costs", *args], env=unreachable)
+        assert result.exit_code == 1 and f"--since/--until: {says}" in result.stderr, result.stderr

@@ -8,7 +8,7 @@ aggregates).
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from datetime import date, timedelta
+from datetime import date
 from typing import Annotated, Any
 
 import psycopg
@@ -20,13 +20,12 @@ from convergio.agents.definition import AgentDefinition
 from convergio.api.auth import Admin, Viewer
 from convergio.api.deps import CatalogDep, DbDep, SettingsDep, TemporalDep
 from convergio.api.problems import PROBLEM_JSON, ProblemError, problem_responses
-from convergio.costs.ledger import CostReport
+from convergio.costs.ledger import CostReport, check_report_range
 from convergio.costs.ledger import report as cost_report
 from convergio.observability.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from convergio.observability.stats import StatsReport, collect_stats, refresh_gauges
 
 router = APIRouter(tags=["system"])
-MAX_REPORT_DAYS = 3660
 
 
 class HealthReport(BaseModel):
@@ -87,16 +86,10 @@ async def costs(
 ) -> CostReport:
     if tenant is not None and tenant != principal.tenant and not principal.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"you may read tenant '{principal.tenant}' only")
-    if since and until and since > until:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "since must not be after until")
-    today = date.today()
-    earliest, latest = today - timedelta(days=MAX_REPORT_DAYS), today + timedelta(days=366)
-    for name, day in (("since", since), ("until", until)):
-        if day is not None and not earliest <= day <= latest:
-            # The report has a row per day of the range: keep it to ten years.
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name} must be between {earliest} and {latest}"
-            )
+    try:
+        check_report_range(since, until)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     scope = tenant if tenant is not None else (None if principal.is_admin else principal.tenant)
     return await cost_report(db, tenant=scope, since=since, until=until)
 

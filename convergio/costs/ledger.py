@@ -9,7 +9,7 @@ Days are UTC days of ``created_at`` (the turn's :attr:`~convergio.costs.pricing.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, LiteralString
 
@@ -25,6 +25,22 @@ QUALITY_TOLERANCE = 0.5  # points of quality_score a cheaper model may lose and 
 # Dollars in JSON as plain decimals: str() of a quantized Decimal switches to exponent notation
 # below a millionth ("0E-8" for nothing spent).
 Usd = Annotated[Decimal, PlainSerializer(lambda value: format(value, "f"), return_type=str, when_used="json")]
+
+
+# The report has a row per day of its range: a range reaches back ten years at most.
+MAX_REPORT_DAYS = 3660
+
+
+def check_report_range(since: date | None, until: date | None) -> None:
+    """A ValueError saying why, for a range the report should not be asked for (one from year 1 to
+    9999 would be three million rows, a minute of a CPU)."""
+    if since and until and since > until:
+        raise ValueError("since must not be after until")
+    today = date.today()
+    earliest, latest = today - timedelta(days=MAX_REPORT_DAYS), today + timedelta(days=366)
+    for name, day in (("since", since), ("until", until)):
+        if day is not None and not earliest <= day <= latest:
+            raise ValueError(f"{name} must be between {earliest} and {latest}")
 
 
 def _usd(value: Decimal | int | None) -> Decimal:
