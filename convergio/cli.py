@@ -577,13 +577,34 @@ def costs(
     console.print(f"[bold]Total[/] ${result.total_usd:f} over {result.turns} turns "
                   f"({result.prompt_tokens} prompt + {result.completion_tokens} completion tokens)")
     for title, rows in [("tenant", result.by_tenant), ("template", result.by_template),
-                        ("agent", result.by_agent), ("model", result.by_model), ("day", result.by_day)]:
+                        ("agent", result.by_agent), ("model", result.by_model)]:
         table = Table(title, "cost (USD)", "turns", title=f"by {title}", title_justify="left")
         for row in rows:
             table.add_row(str(row.key), f"{row.cost_usd:f}", str(row.turns))
         console.print(table)
+    trend = Table("day", "cost (USD)", "turns", "cumulative (USD)", title="daily trend", title_justify="left")
+    for point in result.trend:
+        trend.add_row(str(point.day), f"{point.cost_usd:f}", str(point.turns), f"{point.cumulative_usd:f}")
+    console.print(trend)
+    quality = Table("agent", "model", "turns", "avg quality", "quality per dollar",
+                    title="quality per dollar", title_justify="left")
+    for row in result.efficiency:
+        quality.add_row(row.agent, row.model, str(row.turns), _maybe(row.avg_quality, ".1f"),
+                        _maybe(row.quality_per_dollar, ",.0f"))
+    console.print(quality)
     for advice in result.recommendations:
-        console.print(f"[green]advice[/] {advice.model_dump_json()}", soft_wrap=True)
+        console.print(
+            f"[green]advice[/] {advice.template} / {advice.step_id} / {advice.agent}: "
+            f"{advice.recommended_model} instead of {advice.current_model} saves "
+            f"${advice.saving_per_turn_usd:f} a turn ({advice.saving_fraction:.0%}); quality "
+            f"{advice.recommended_avg_quality:.1f} vs {advice.current_avg_quality:.1f} over "
+            f"{advice.recommended_turns} and {advice.current_turns} scored turns",
+            soft_wrap=True, highlight=False,
+        )
+
+
+def _maybe(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 @app.command()

@@ -245,3 +245,28 @@ def test_costs_refuses_a_range_the_report_should_not_be_asked_for() -> None:
         unreachable = {"CONVERGIO_DATABASE_URL": "postgresql://x@127.0.0.1:1/x"}  # never asked
         result = CliRunner().invoke(app, ["costs", *args], env=unreachable)
         assert result.exit_code == 1 and f"--since/--until: {says}" in result.stderr, result.stderr
+
+
+async def test_costs_as_text_shows_the_trend_quality_per_dollar_and_advice(
+    db_pool: AsyncConnectionPool, settings  # noqa: ANN001
+) -> None:
+    """README: `convergio costs` gives the daily trend, quality per dollar and cheaper-model
+    recommendations. As text it showed none of the first two and the advice as raw JSON."""
+    from typer.testing import CliRunner
+
+    from convergio.cli import app
+
+    tenant = _id()
+    for model, qualities in [("openai:gpt-4o", [8.5, 8.7]), ("openai:gpt-4o-mini", [8.2, 8.4])]:
+        for quality in qualities:
+            await ledger.record(db_pool, _turn(tenant, agent="cfo", model=model, prompt=2000, completion=800,
+                                               quality=quality))
+    env = {"CONVERGIO_DATABASE_URL": str(settings.database_url), "COLUMNS": "200"}
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["costs", "--tenant", tenant], env=env)
+    assert result.exit_code == 0, result.output
+    shown = result.stdout
+    assert "daily trend" in shown and "quality per dollar" in shown and "cumulative (USD)" in shown
+    assert "8.6" in shown and "8.3" in shown  # each model's average quality
+    assert ("advice strategic-analysis / analysis / cfo: openai:gpt-4o-mini instead of openai:gpt-4o saves "
+            "$0.01222000 a turn (94%)") in shown
+    assert "{" not in shown
