@@ -213,7 +213,7 @@ _PRIVATE = "names starting with '_' are private"
 
 # --------------------------------------------------------------------------- operators
 
-_ARITHMETIC: dict[type[ast.operator], str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+ARITHMETIC: dict[type[ast.operator], str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _OTHER_OPERATORS: dict[type[ast.AST], str] = {
     ast.Pow: "**",
     ast.Mod: "%",
@@ -227,13 +227,13 @@ _OTHER_OPERATORS: dict[type[ast.AST], str] = {
     ast.Invert: "~",
 }
 _OPERATOR_HINTS = {"|": "use 'or'", "&": "use 'and'", "~": "use 'not'"}
-_ORDERING: dict[type[ast.cmpop], tuple[str, Callable[[Any, Any], bool]]] = {
+ORDERING: dict[type[ast.cmpop], tuple[str, Callable[[Any, Any], bool]]] = {
     ast.Lt: ("<", operator.lt),
     ast.LtE: ("<=", operator.le),
     ast.Gt: (">", operator.gt),
     ast.GtE: (">=", operator.ge),
 }
-_COMPARISONS = (ast.Eq, ast.NotEq, ast.In, ast.NotIn, *_ORDERING)
+_COMPARISONS = (ast.Eq, ast.NotEq, ast.In, ast.NotIn, *ORDERING)
 
 _DESCRIPTIONS: dict[type[ast.AST], str] = {
     ast.Lambda: "lambda",
@@ -303,7 +303,7 @@ def _compare(op: ast.cmpop, left: Any, right: Any) -> bool:
         return _contains(right, left)
     if isinstance(op, ast.NotIn):
         return not _contains(right, left)
-    symbol, function = _ORDERING[type(op)]
+    symbol, function = ORDERING[type(op)]
     if left is None or right is None:
         return False
     if (_is_number(left) and _is_number(right)) or (isinstance(left, str) and isinstance(right, str)):
@@ -422,7 +422,7 @@ class _Checker:
                 raise _Located(self._operator_problem(node.op), node)
             self.check(node.operand)
         elif isinstance(node, ast.BinOp):
-            if type(node.op) not in _ARITHMETIC:
+            if type(node.op) not in ARITHMETIC:
                 raise _Located(self._operator_problem(node.op), node)
             self.check(node.left)
             self.check(node.right)
@@ -601,7 +601,7 @@ class _Program:
         if isinstance(node, ast.BinOp):
             left = self._eval(node.left, context)
             right = self._eval(node.right, context)
-            return _arithmetic(_ARITHMETIC[type(node.op)], left, right)
+            return _arithmetic(ARITHMETIC[type(node.op)], left, right)
         if isinstance(node, ast.Compare):
             left = self._eval(node.left, context)
             for op, comparator in zip(node.ops, node.comparators, strict=True):
@@ -701,6 +701,11 @@ class Expression:
     def test(self, context: Mapping[str, Any]) -> bool:
         """Whether the expression holds (Python truthiness of :meth:`evaluate`)."""
         return bool(self.evaluate(context))
+
+    @property
+    def tree(self) -> ast.Expression:
+        """The validated syntax tree (positions are in ``source.strip()``), for static checks."""
+        return self._program.tree
 
     def references(self) -> set[tuple[str, str]]:
         """``(root, first key)`` pairs the expression reads, e.g. ``("steps", "review")``.

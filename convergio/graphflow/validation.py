@@ -16,7 +16,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
-from convergio.graphflow.expressions import Expression, ExpressionError, compile_expression
+from convergio.graphflow.expressions import (
+    ARITHMETIC,
+    ORDERING,
+    Expression,
+    ExpressionError,
+    compile_expression,
+)
 from convergio.graphflow.placeholders import (
     PLACEHOLDER,
     is_placeholder_name,
@@ -649,8 +655,7 @@ _TYPE_NAMES: dict[str, str] = {
     "string": "a text", "number": "a number", "boolean": "a true/false value", "list": "a list",
     "object": "an object",
 }
-_ORDERING_SYMBOLS: dict[type[ast.cmpop], str] = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
-_ARITHMETIC_SYMBOLS: dict[type[ast.operator], str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+_ORDERING_SYMBOLS: dict[type[ast.cmpop], str] = {op: symbol for op, (symbol, _) in ORDERING.items()}
 _TO_NUMBER = "; number(...) reads a number from a text"
 
 
@@ -745,7 +750,7 @@ class _TypeCheck:
             return None
         if left == right == "number":
             return "number"
-        symbol = _ARITHMETIC_SYMBOLS.get(type(node.op), "?")
+        symbol = ARITHMETIC.get(type(node.op), "?")
         hint = _TO_NUMBER if "string" in (left, right) else ""
         self.fails(node, f"uses '{symbol}' on {_TYPE_NAMES[left]} and {_TYPE_NAMES[right]}",
                    f": arithmetic needs two numbers{hint}")
@@ -825,9 +830,8 @@ def _symbol(op: ast.cmpop) -> str:
 def _type_problems(expression: Expression, inputs: Mapping[str, InputSpec], when: str) -> list[str]:
     """Operations of a compiled expression that fail whenever they meet a value (see _TypeCheck);
     ``when`` says when that is ("at run time")."""
-    text = expression.source.strip()  # as Expression parses it: positions are in this text
-    check = _TypeCheck(text, inputs, when)
-    check.infer(ast.parse(text, mode="eval").body)
+    check = _TypeCheck(expression.source.strip(), inputs, when)  # the tree's positions are in this text
+    check.infer(expression.tree.body)
     return check.problems
 
 
