@@ -75,6 +75,19 @@ def temporal_errors(subject: str) -> Iterator[None]:
         raise fail(f"{subject}: {exc.message}") from None
 
 
+@contextmanager
+def database_errors(settings: Settings, what: str) -> Iterator[None]:
+    """A database that does not answer (refused, unknown host, the pool giving up) as one line,
+    ``what`` and then where and why with the password masked, not a traceback."""
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    try:
+        yield
+    except (OSError, psycopg.Error, PoolTimeout) as exc:
+        raise fail(f"{what} {database_error(settings, exc)}") from None
+
+
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 _KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
@@ -121,8 +134,6 @@ def load_settings(*, check_model: bool = False) -> Settings:
 @app.command()
 def up() -> None:
     """Start the embedded stack, a worker and the API; stop everything on Ctrl-C."""
-    import psycopg
-
     from convergio.stack.supervisor import Supervisor, install_stop_handlers
 
     settings = load_settings(check_model=True)
@@ -156,19 +167,15 @@ def up() -> None:
             console.print("Stopped; data kept in " + str(settings.resolved_data_dir))
 
     try:
-        asyncio.run(main())
+        with database_errors(settings, "cannot migrate the database at"):  # an external one
+            asyncio.run(main())
     except StackError as exc:
         raise fail(str(exc)) from None
-    except (OSError, psycopg.Error) as exc:  # an external database that does not answer
-        raise fail(f"cannot migrate the database at {database_error(settings, exc)}") from None
 
 
 @app.command()
 def worker() -> None:
     """Run a worker against the configured Temporal, PostgreSQL and Redis."""
-    import psycopg
-    from psycopg_pool import PoolTimeout
-
     from convergio.stack.supervisor import install_stop_handlers
     from convergio.temporal_client import TemporalUnreachable
     from convergio.workers.worker import run_worker
@@ -182,11 +189,10 @@ def worker() -> None:
         await run_worker(settings, stop)
 
     try:
-        asyncio.run(main())
+        with database_errors(settings, "cannot reach the database at"):  # the pool gives up after 30 s
+            asyncio.run(main())
     except TemporalUnreachable as exc:  # one line, not the SDK's traceback
         raise temporal_unreachable(exc, SERVER_TEMPORAL_HINT) from None
-    except (OSError, psycopg.Error, PoolTimeout) as exc:  # the pool gave up after its 30 s
-        raise fail(f"cannot reach the database at {database_error(settings, exc)}") from None
 
 
 @app.command()
@@ -226,12 +232,8 @@ def db_upgrade() -> None:
     settings = load_settings()
     if settings.database_url is None:
         raise fail("CONVERGIO_DATABASE_URL is not set (the embedded database is migrated by `convergio up`)")
-    import psycopg
-
-    try:
+    with database_errors(settings, "cannot migrate the database at"):
         applied = asyncio.run(apply_migrations(settings.database_url))
-    except (OSError, psycopg.Error) as exc:  # one clear line (password masked) instead of a traceback
-        raise fail(f"cannot migrate the database at {database_error(settings, exc)}") from None
     console.print(f"applied: {', '.join(applied)}" if applied else "database is up to date")
 
 
@@ -629,8 +631,6 @@ def ingest(
     """Add documents to the knowledge base (CONVERGIO_DATABASE_URL, or the running `convergio up`)."""
     import re
 
-    import psycopg
-    from psycopg_pool import PoolTimeout
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from convergio.rag.embeddings import EmbeddingError
@@ -672,12 +672,11 @@ def ingest(
             progress.advance(task)
 
         try:
-            report = asyncio.run(
-                ingest_into(settings, settings.effective_database_url, settings.effective_redis_url, files, tenant,
-                            importance=importance, on_file=on_file)
-            )
-        except (OSError, psycopg.Error, PoolTimeout) as exc:
-            raise fail(f"cannot reach the database at {database_error(settings, exc)}") from None
+            with database_errors(settings, "cannot reach the database at"):
+                urls = (settings.effective_database_url, settings.effective_redis_url)
+                report = asyncio.run(
+                    ingest_into(settings, *urls, files, tenant, importance=importance, on_file=on_file)
+                )
         except EmbeddingError as exc:
             raise fail(str(exc)) from None
     console.print(f"{report.chunks_added} chunks added from {len(report.results)} files for tenant {tenant}")
@@ -694,8 +693,6 @@ def demo(
     model: ModelOption = None,
 ) -> None:
     """The main job: start the embedded stack, run a template to completion, print its report."""
-    import psycopg
-
     from convergio.demo import DEMO_INPUTS, DEMO_TEMPLATE, run_demo
     from convergio.graphflow.loader import InputError
 
@@ -731,13 +728,12 @@ def demo(
         )
 
     try:
-        result, ui_url = asyncio.run(main())
+        with database_errors(settings, "cannot migrate the database at"):  # an external one
+            result, ui_url = asyncio.run(main())
     except asyncio.CancelledError:
         raise fail("stopped; the embedded servers were stopped too", code=143) from None
     except StackError as exc:
         raise fail(str(exc)) from None
-    except (OSError, psycopg.Error) as exc:  # an external database that does not answer
-        raise fail(f"cannot migrate the database at {database_error(settings, exc)}") from None
     except (KeyError, InputError) as exc:
         raise fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
     print_result(result, ui_url, as_json)
